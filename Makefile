@@ -1,0 +1,30 @@
+# hooklab: `make run` serves the dashboard, `make test` runs every test.
+# Both create the virtual environment in .venv first when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hooklab-installed
+PORT ?= 8501
+
+.PHONY: run test test-fast bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not e2e"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_record.py
+
+clean-venv:
+	rm -rf $(VENV)

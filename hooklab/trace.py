@@ -1,0 +1,245 @@
+"""The trace data model: one event per hook firing, tensor statistics, stored payloads.
+
+A :class:`Trace` is what a recording produced. ``trace.events`` is a pandas DataFrame with one
+row per hook firing, in firing order (columns: :data:`EVENT_COLUMNS`); ``trace.tensor(key)``
+returns a stored payload (detached, CPU, float32). A trace built by the store reads its tensors
+lazily from disk.
+
+Example:
+    >>> with hooklab.record(model, layers="conv1") as rec:
+    ...     model(x).sum().backward()
+    >>> rec.trace.events[["seq", "phase", "layer", "role", "norm"]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import torch
+
+#: Columns of ``Trace.events``, in order. Statistics are float64; counts are int64.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "seq",  # global firing order, 0-based
+    "step",  # training step (0 for a single forward+backward)
+    "phase",  # "forward" or "backward"
+    "kind",  # hook kind: forward_pre, forward, full_backward_pre, full_backward, backward, tensor,
+    # post_accumulate_grad
+    "layer",  # qualified module name ("" for the root module or a free tensor)
+    "call",  # index of the module call in this step (a module called twice gives 0 and 1)
+    "role",  # input, output, grad_output, grad_input, param_grad, edited
+    "index",  # position in the hook's tuple ("0", "1", ...) or parameter name ("weight")
+    "edit",  # for an edit's before/after pair: the edit's JSON spec; else ""
+    "shape",  # "1x2x4x4" ("" for a scalar)
+    "dtype",  # original dtype, e.g. "torch.float32"
+    "device",  # original device, e.g. "cpu" or "cuda:0"
+    "numel",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "norm",  # L2 norm
+    "zero_frac",  # fraction of exact zeros
+    "nan_count",
+    "inf_count",
+    "key",  # key of the stored tensor, "" when only statistics were kept
+)
+
+STAT_COLUMNS: tuple[str, ...] = (
+    "mean", "std", "min", "max", "norm", "zero_frac", "nan_count", "inf_count",
+)
+
+ROLES = ("input", "output", "grad_output", "grad_input", "param_grad", "edited")
+PHASES = ("forward", "backward")
+
+
+def shape_str(shape: torch.Size | tuple[int, ...]) -> str:
+    """``(1, 2, 4, 4)`` -> ``"1x2x4x4"``; a scalar gives ``""``."""
+    return "x".join(str(int(s)) for s in shape)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Inverse of :func:`shape_str`."""
+    return tuple(int(s) for s in text.split("x")) if text else ()
+
+
+def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
+    """Summary statistics of a tensor, computed in float32 with one device sync.
+
+    Returns mean, std (unbiased; 0 for one element), min, max, L2 norm, the fraction of exact
+    zeros and the NaN and Inf counts. NaN/Inf are counted only when the min/max show that some
+    are present, so a finite tensor costs three passes (var_mean, aminmax, count_nonzero).
+    Statistics of non-finite tensors are taken over the finite values.
+    """
+    n = t.numel()
+    if n == 0:
+        nan = float("nan")
+        return dict(numel=0, mean=nan, std=nan, min=nan, max=nan, norm=0.0, zero_frac=0.0,
+                    nan_count=0, inf_count=0)
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    if x.dtype != torch.float32:
+        x = x.float()
+    x = x.reshape(-1)
+    if n > 1:
+        var, mean = torch.var_mean(x, correction=1)
+    else:
+        mean, var = x[0], torch.zeros((), dtype=x.dtype, device=x.device)
+    lo, hi = torch.aminmax(x)
+    nonzero = torch.count_nonzero(x)
+    packed = torch.stack([mean, var, lo, hi, nonzero.to(x.dtype)]).tolist()
+    mean_v, var_v, lo_v, hi_v, nz = packed
+    nan_count = inf_count = 0
+    if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
+            and math.isfinite(var_v)):
+        nan_mask = torch.isnan(x)
+        inf_mask = torch.isinf(x)
+        nan_count, inf_count = int(nan_mask.sum()), int(inf_mask.sum())
+        finite = x[~(nan_mask | inf_mask)]
+        if finite.numel():
+            sub = tensor_stats(finite)
+            mean_v, lo_v, hi_v = sub["mean"], sub["min"], sub["max"]
+            var_v = sub["std"] ** 2
+        else:
+            mean_v = var_v = lo_v = hi_v = float("nan")
+        nz = int(torch.count_nonzero(x))
+    # sum of squares from mean and variance: n*mean^2 + (n-1)*var
+    sumsq = n * mean_v * mean_v + (n - 1) * var_v if n > 1 else mean_v * mean_v
+    if nan_count or inf_count:
+        m = n - nan_count - inf_count
+        sumsq = m * mean_v * mean_v + max(m - 1, 0) * var_v if m > 1 else mean_v * mean_v
+        if inf_count:
+            sumsq = float("inf")
+    return dict(
+        numel=n,
+        mean=float(mean_v),
+        std=float(math.sqrt(max(var_v, 0.0))) if math.isfinite(var_v) else float("nan"),
+        min=float(lo_v),
+        max=float(hi_v),
+        norm=float(math.sqrt(max(sumsq, 0.0))) if not math.isnan(sumsq) else float("nan"),
+        zero_frac=float(1.0 - nz / n),
+        nan_count=int(nan_count),
+        inf_count=int(inf_count),
+    )
+
+
+def empty_events() -> pd.DataFrame:
+    """An events table with no rows and the right columns and dtypes."""
+    return normalise_events(pd.DataFrame({c: [] for c in EVENT_COLUMNS}))
+
+
+_INT_COLUMNS = ("seq", "step", "call", "numel", "nan_count", "inf_count")
+_FLOAT_COLUMNS = ("mean", "std", "min", "max", "norm", "zero_frac")
+_STR_COLUMNS = ("phase", "kind", "layer", "role", "index", "edit", "shape", "dtype", "device",
+                "key")
+
+
+def normalise_events(df: pd.DataFrame) -> pd.DataFrame:
+    """Give an events table the canonical column order and dtypes (int64, float64, str)."""
+    missing = [c for c in EVENT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"events table lacks columns {missing}")
+    out = df.loc[:, list(EVENT_COLUMNS)].copy()
+    for c in _INT_COLUMNS:
+        out[c] = out[c].astype("int64")
+    for c in _FLOAT_COLUMNS:
+        out[c] = out[c].astype("float64")
+    for c in _STR_COLUMNS:
+        out[c] = out[c].astype(str)
+    return out.reset_index(drop=True)
+
+
+class Trace:
+    """What one recording produced: events, stored tensors and metadata.
+
+    Args:
+        events: an events DataFrame (columns :data:`EVENT_COLUMNS`), or ``None`` for an empty
+            trace that :meth:`add_event` fills.
+        tensors: mapping from key to tensor; may be lazy (the store passes a reader).
+        meta: free-form metadata (model name, layers, edits, input description, budget...).
+    """
+
+    def __init__(self, events: pd.DataFrame | None = None,
+                 tensors: Mapping[str, torch.Tensor] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._frame: pd.DataFrame | None = (
+            normalise_events(events) if events is not None else None)
+        self._tensors: Mapping[str, torch.Tensor] = tensors if tensors is not None else {}
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.meta.setdefault("truncated", False)
+        self.meta.setdefault("stored_bytes", 0)
+
+    # -- building -------------------------------------------------------------------------
+    def add_event(self, row: dict[str, Any], tensor: torch.Tensor | None = None) -> None:
+        """Append one event; ``tensor`` (already detached/CPU/float32) is stored under row['key']."""
+        if self._frame is not None:
+            self._rows = self._frame.to_dict("records")
+            self._frame = None
+        if tensor is not None:
+            if not isinstance(self._tensors, dict):
+                self._tensors = dict(self._tensors)
+            self._tensors[row["key"]] = tensor
+        self._rows.append(row)
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def events(self) -> pd.DataFrame:
+        """One row per hook firing, in firing order."""
+        if self._frame is None:
+            if self._rows:
+                self._frame = normalise_events(pd.DataFrame(self._rows))
+            else:
+                self._frame = empty_events()
+            self._rows = []
+        return self._frame
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the byte budget ran out and some events kept statistics only."""
+        return bool(self.meta.get("truncated", False))
+
+    @property
+    def stored_bytes(self) -> int:
+        return int(self.meta.get("stored_bytes", 0))
+
+    def tensor_keys(self) -> list[str]:
+        return list(self._tensors.keys())
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """The stored tensor for an event's ``key``; ``KeyError`` with a clear message if absent."""
+        if not key:
+            raise KeyError("this event kept statistics only (no tensor stored)")
+        try:
+            return self._tensors[key]
+        except KeyError:
+            raise KeyError(f"no stored tensor with key {key!r}") from None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every stored tensor, loaded (reads lazily stored tensors into memory)."""
+        return {k: self._tensors[k] for k in self._tensors.keys()}
+
+    def select(self, **where: Any) -> pd.DataFrame:
+        """Rows whose columns equal the given values, e.g. ``select(layer="conv1", role="output")``."""
+        df = self.events
+        mask = pd.Series(True, index=df.index)
+        for col, val in where.items():
+            mask &= df[col] == val
+        return df[mask]
+
+    def find(self, **where: Any) -> torch.Tensor:
+        """The stored tensor of the single (first) event matching ``where``."""
+        rows = self.select(**where)
+        if rows.empty:
+            raise KeyError(f"no event matches {where}")
+        return self.tensor(rows.iloc[0]["key"])
+
+    def __repr__(self) -> str:
+        return (f"Trace({len(self)} events, {len(self._tensors)} tensors, "
+                f"{self.stored_bytes} bytes{', truncated' if self.truncated else ''})")
