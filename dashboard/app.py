@@ -1,10 +1,45 @@
-"""hooklab dashboard entry point (pages arrive with the dashboard issue)."""
+"""hooklab dashboard: router and shared sidebar, nothing else.
+
+Run with ``make run`` (or ``streamlit run dashboard/app.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="hooklab", layout="wide")
-st.title("hooklab")
-st.write(
-    "A hook inspector for PyTorch: what a forward hook captures, what each backward hook "
-    "receives, what a gradient edit does upstream, and where Grad-CAM looks."
-)
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from dashboard.i18n import LANGUAGES, t  # noqa: E402
+from dashboard.state import default_author  # noqa: E402
+
+st.set_page_config(page_title="hooklab", page_icon="🪝", layout="wide")
+
+VIEWS = ROOT / "dashboard" / "views"
+PAGES = [
+    ("hook_basics.py", "Hook basics", "Hook 基础", "🪝"),
+    ("inspector.py", "Inspector", "检查器", "🔍"),
+    ("compare.py", "Compare edits", "比较梯度修改", "⚖️"),
+    ("gradcam.py", "Grad-CAM", "Grad-CAM", "🔥"),
+    ("runs.py", "Runs", "运行记录", "🗂️"),
+]
+
+with st.sidebar:
+    choice = st.radio("Language / 语言", list(LANGUAGES), horizontal=True, key="hooklab_lang_label")
+    st.session_state["hooklab_lang"] = LANGUAGES[choice]
+    st.text_input(t("Author", "作者"), value=default_author(), key="hooklab_author")
+
+pages = [
+    st.Page(str(VIEWS / f), title=t(en, zh), icon=icon, url_path=f.removesuffix(".py"))
+    for f, en, zh, icon in PAGES
+    if (VIEWS / f).exists()
+]
+if pages:
+    st.navigation(pages).run()
+else:
+    st.title("hooklab")
+    st.write(t("A hook inspector for PyTorch.", "PyTorch 钩子检查器。"))

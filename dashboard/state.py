@@ -1,0 +1,68 @@
+"""Shared dashboard state: cached models (with a Lock), the store, the author, error boundary.
+
+Pages never register hooks or compute statistics themselves; they call hooklab. Every hooklab
+call that can fail runs inside :func:`guard`, which turns the error into one ``st.error``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from hooklab.errors import HooklabError
+
+log = logging.getLogger(__name__)
+
+
+@st.cache_resource(show_spinner=False)
+def model_lock(name: str) -> threading.Lock:
+    """One lock per cached model: a run holds it while it hooks and runs the shared model."""
+    return threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def store():
+    """The trace store at $HOOKLAB_STORE (default ./hooklab-runs)."""
+    from hooklab.store import TraceStore
+
+    return TraceStore(os.environ.get("HOOKLAB_STORE") or None)
+
+
+def default_author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "anonymous"
+
+
+def author() -> str:
+    return st.session_state.get("hooklab_author") or default_author()
+
+
+class _Stop(Exception):
+    """Raised inside guard() after the error has been shown."""
+
+
+@contextmanager
+def guard(what: str = "") -> Iterator[None]:
+    """Show any hooklab (or input) error as one ``st.error`` and stop the page cleanly.
+
+    Unexpected exceptions are logged with their traceback (server side) and shown as one short
+    message, never as a traceback in the page.
+    """
+    try:
+        yield
+    except HooklabError as exc:
+        st.error(f"{what}: {exc}" if what else str(exc))
+        st.stop()
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+        log.exception("dashboard action failed: %s", what)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        st.error(f"{what}: {msg}" if what else msg)
+        st.stop()
