@@ -1,0 +1,7 @@
+"""Plotly figure builders: pure functions, data in -> ``go.Figure`` out.
+
+Submodules: ``hooklab.charts.common`` (shared helpers), ``basics`` (hook-basics lessons),
+``trace`` (timeline, event tables, tensor views), ``compare`` (A/B charts), ``cam`` (Grad-CAM
+panels and metrics), ``runs`` (run lists). Float32 arrays only; never more than ~1M values
+sent to the browser (downsampled, and the figure says so).
+"""
