@@ -1,0 +1,589 @@
+"""``record()``: the one context manager that owns every hook handle.
+
+Example:
+    >>> with hooklab.record(model, layers=["conv1", "conv2"],
+    ...                     edits={"conv2": hooklab.edits.scale(0.5)}) as rec:
+    ...     rec.run(x)                       # forward + backward of the predicted class score
+    >>> rec.trace.select(layer="conv2", role="edited")
+
+How gradients are captured: a forward hook registers a tensor hook on the layer's output, so
+the gradient w.r.t. that output arrives even when the next operation is in place (where
+``register_full_backward_hook`` raises, pytorch/pytorch#61519). Inputs are recorded (and input
+gradient hooks registered) in a forward *pre*-hook, before an in-place module can overwrite
+them. After the ``with`` block every module has exactly the hooks it had before, whatever
+happened inside; tensor hooks left on a still-alive graph are removed too.
+
+Threads: forward hooks act only for the thread that entered the recorder, so several threads
+may record on one shared model at once (the dashboard's cached-model pattern); tensor hooks
+belong to the tensors of that thread's forward pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hooklab import edits as edits_mod
+from hooklab.edits import Edit
+from hooklab.errors import EditError, HookKindError
+from hooklab.layers import LayerSpec, resolve_layers
+from hooklab.trace import Trace, shape_str, tensor_stats
+
+log = logging.getLogger(__name__)
+
+#: Every PyTorch hook kind the inspector can attach by name.
+HOOK_KINDS = ("forward_pre", "forward", "full_backward_pre", "full_backward", "backward",
+              "tensor", "post_accumulate_grad")
+
+HOOK_KIND_HELP = {
+    "forward_pre": "module.register_forward_pre_hook: sees (and may replace) the inputs",
+    "forward": "module.register_forward_hook: sees inputs and output; may replace the output",
+    "full_backward_pre": "module.register_full_backward_pre_hook: sees grad_output",
+    "full_backward": "module.register_full_backward_hook: sees grad_input and grad_output",
+    "backward": "module.register_backward_hook (deprecated): grad of the module's LAST autograd "
+                "node only, wrong for modules of several operations",
+    "tensor": "tensor.register_hook on the module output: the gradient w.r.t. that output",
+    "post_accumulate_grad": "param.register_post_accumulate_grad_hook: the accumulated .grad",
+}
+
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """An edit applied at one place: a layer's output gradient (``"grad"``), its output
+    activation (``"activation"``) or its parameters' gradients (``"param_grad"``; ``layer`` may
+    name one parameter, e.g. ``"conv2.weight"``)."""
+
+    layer: str
+    edit: Edit
+    target: str = "grad"
+
+    def __post_init__(self) -> None:
+        if self.target not in edits_mod.TARGETS:
+            raise EditError(f"edit target must be one of {edits_mod.TARGETS}, got {self.target!r}")
+        if not isinstance(self.edit, Edit):
+            raise EditError(f"edit must be a hooklab edit, got {type(self.edit).__name__}")
+
+    def spec(self) -> dict[str, Any]:
+        return {"layer": self.layer, "target": self.target, "edit": self.edit.spec()}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> EditSpec:
+        try:
+            return cls(str(spec["layer"]), edits_mod.from_spec(dict(spec["edit"])),
+                       str(spec.get("target", "grad")))
+        except KeyError as exc:
+            raise EditError(f"edit spec lacks {exc}: {spec!r}") from exc
+
+    @classmethod
+    def parse(cls, text: str, target: str = "grad") -> EditSpec:
+        """``"conv2=scale(0.5)"`` or ``"conv2:activation=zero()"``."""
+        if "=" not in text:
+            raise EditError(f"write an edit as LAYER=EDIT, e.g. conv2=scale(0.5); got {text!r}")
+        where, _, what = text.partition("=")
+        layer, _, tgt = where.strip().partition(":")
+        return cls(layer.strip(), edits_mod.parse(what), tgt.strip() or target)
+
+
+EditsArg = Mapping[str, Edit] | Iterable[EditSpec] | None
+
+
+def _normalise_edits(edits: EditsArg) -> list[EditSpec]:
+    if edits is None:
+        return []
+    if isinstance(edits, Mapping):
+        return [EditSpec(k, v if isinstance(v, Edit) else edits_mod.parse(str(v)))
+                for k, v in edits.items()]
+    out = []
+    for e in edits:
+        if isinstance(e, EditSpec):
+            out.append(e)
+        elif isinstance(e, str):
+            out.append(EditSpec.parse(e))
+        elif isinstance(e, Mapping):
+            out.append(EditSpec.from_spec(e))
+        else:
+            raise EditError(f"cannot use {e!r} as an edit; use EditSpec(layer, edit, target)")
+    return out
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    """Tensors inside a hook argument, each with an index like "0" or "1.h"."""
+    if isinstance(obj, torch.Tensor):
+        return [(prefix or "0", obj)]
+    out: list[tuple[str, torch.Tensor]] = []
+    if isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            out += _flatten(v, f"{prefix}.{i}" if prefix else str(i))
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_map_tensors(v, fn) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+class Recorder:
+    """Owns every hook of one recording; use through :func:`record`."""
+
+    def __init__(self, model: nn.Module, layers: LayerSpec = None, *, edits: EditsArg = None,
+                 hooks: Mapping[str, Iterable[str]] | None = None, param_grads: bool = False,
+                 input_grads: bool = False, inputs: bool = True, keep_tensors: bool = True,
+                 max_bytes: int | None = DEFAULT_MAX_BYTES, step: int = 0,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"record() needs an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self._edit_specs = _normalise_edits(edits)
+        self.layers = resolve_layers(model, layers)
+        self._modules = dict(model.named_modules())
+        self._grad_edits: dict[str, Edit] = {}
+        self._act_edits: dict[str, Edit] = {}
+        self._param_edits: dict[tuple[str, str], Edit] = {}
+        self._resolve_edits()
+        edit_layers = set(self._grad_edits) | set(self._act_edits)
+        self.layers = [n for n in self._modules if n in set(self.layers) | edit_layers]
+        self._explore = self._resolve_hooks(hooks or {})
+        self.param_grads = param_grads
+        self.input_grads = input_grads
+        self.record_inputs = inputs
+        self.keep_tensors = keep_tensors
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
+        self.step = int(step)
+        self.trace = Trace(meta={
+            **dict(meta or {}),
+            "model": dict(meta or {}).get("model", type(model).__name__),
+            "layers": list(self.layers),
+            "edits": [e.spec() for e in self._edit_specs],
+            "hooks": {k: list(v) for k, v in self._explore.items()},
+            "param_grads": param_grads, "input_grads": input_grads,
+            "keep_tensors": keep_tensors, "max_bytes": self.max_bytes,
+            "torch": torch.__version__,
+        })
+        self._handles: list[Any] = []
+        self._tensor_handles: list[Any] = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._thread: int | None = None
+        self._calls: dict[str, int] = {}
+        self._stack: dict[str, list[int]] = {}
+        self._param_calls: dict[str, int] = {}
+        self._cache: dict[int, tuple[Any, int, str]] = {}
+        self._active = False
+        self._full_backward_layers: list[str] = []
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _resolve_edits(self) -> None:
+        params = dict(self.model.named_parameters())
+        for spec in self._edit_specs:
+            if spec.target == "param_grad":
+                if spec.layer in params:
+                    mod, _, pname = spec.layer.rpartition(".")
+                    self._param_edits[(mod, pname)] = spec.edit
+                    continue
+                for name in resolve_layers(self.model, spec.layer):
+                    own = dict(self._modules[name].named_parameters(recurse=False))
+                    if not own:
+                        raise EditError(f"layer {name!r} has no parameters to edit gradients of")
+                    for pname in own:
+                        self._param_edits[(name, pname)] = spec.edit
+                continue
+            target = self._grad_edits if spec.target == "grad" else self._act_edits
+            for name in resolve_layers(self.model, spec.layer):
+                target[name] = spec.edit
+
+    def _resolve_hooks(self, hooks: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for pattern, kinds in hooks.items():
+            kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+            bad = [k for k in kinds if k not in HOOK_KINDS]
+            if bad:
+                raise HookKindError(f"unknown hook kind(s) {bad}; known: {', '.join(HOOK_KINDS)}")
+            for name in resolve_layers(self.model, pattern):
+                merged = out.setdefault(name, [])
+                merged += [k for k in kinds if k not in merged]
+        return out
+
+    def __enter__(self) -> Recorder:
+        if self._active:
+            raise RuntimeError("this recorder is already active")
+        self._thread = threading.get_ident()
+        self._active = True
+        try:
+            for name in self.layers:
+                self._attach_recording(name)
+            for (name, pname), edit in self._param_edits.items():
+                self._attach_param_edit(name, pname, edit)
+            for name, kinds in self._explore.items():
+                for kind in kinds:
+                    self._attach_explore(name, kind)
+        except BaseException:
+            self._remove_all()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._remove_all()
+        if exc is not None:
+            explained = self.explain(exc)
+            if explained is not None:
+                raise explained from exc
+        return False
+
+    def _remove_all(self) -> None:
+        self._active = False
+        for h in itertools.chain(self._handles, self._tensor_handles):
+            try:
+                h.remove()
+            except Exception:  # noqa: BLE001 - removal must go on for every handle
+                log.exception("could not remove a hook handle")
+        self._handles.clear()
+        self._tensor_handles.clear()
+        self._cache.clear()
+
+    def _mine(self) -> bool:
+        return self._active and threading.get_ident() == self._thread
+
+    # -- default recording of one layer -----------------------------------------------------
+    def _attach_recording(self, name: str) -> None:
+        module = self._modules[name]
+        self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
+        self._handles.append(module.register_forward_hook(self._make_fwd_hook(name)))
+        if self.param_grads:
+            for pname, p in module.named_parameters(recurse=False):
+                if p.requires_grad:
+                    self._handles.append(p.register_post_accumulate_grad_hook(
+                        self._make_param_hook(name, pname, "post_accumulate_grad")))
+
+    def _make_pre_hook(self, name: str) -> Callable:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            if not self._mine():
+                return None
+            call = self._calls.get(name, 0)
+            self._calls[name] = call + 1
+            self._stack.setdefault(name, []).append(call)
+            for idx, t in _flatten(args):
+                if self.record_inputs:
+                    self._emit("forward", "forward_pre", name, call, "input", idx, t)
+                if self.input_grads and t.requires_grad:
+                    self._tensor_handles.append(t.register_hook(
+                        self._make_grad_hook(name, call, idx, "grad_input", None)))
+            return None
+        return pre_hook
+
+    def _make_fwd_hook(self, name: str) -> Callable:
+        act_edit = self._act_edits.get(name)
+        grad_edit = self._grad_edits.get(name)
+
+        def fwd_hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if not self._mine():
+                return None
+            stack = self._stack.get(name)
+            call = stack.pop() if stack else self._calls.get(name, 0)
+            new_output = None
+            if act_edit is not None:
+                ej = act_edit.to_json()
+                for idx, t in _flatten(output):
+                    self._emit("forward", "forward", name, call, "output", idx, t, ej)
+                new_output = _map_tensors(output, act_edit)
+                for idx, t in _flatten(new_output):
+                    self._emit("forward", "forward", name, call, "edited", idx, t, ej)
+                output = new_output
+            else:
+                for idx, t in _flatten(output):
+                    self._emit("forward", "forward", name, call, "output", idx, t)
+            for idx, t in _flatten(output):
+                if t.requires_grad:
+                    self._tensor_handles.append(t.register_hook(
+                        self._make_grad_hook(name, call, idx, "grad_output", grad_edit)))
+            return new_output
+        return fwd_hook
+
+    def _make_grad_hook(self, name: str, call: int, idx: str, role: str,
+                        edit: Edit | None, kind: str = "tensor") -> Callable:
+        def grad_hook(grad: torch.Tensor) -> torch.Tensor | None:
+            if not self._active:
+                return None
+            if edit is None:
+                self._emit("backward", kind, name, call, role, idx, grad)
+                return None
+            ej = edit.to_json()
+            self._emit("backward", kind, name, call, role, idx, grad, ej)
+            new = edit(grad)
+            self._emit("backward", kind, name, call, "edited", idx, new, ej)
+            return new
+        return grad_hook
+
+    def _make_param_hook(self, name: str, pname: str, kind: str) -> Callable:
+        key = f"{name}.{pname}"
+
+        def param_hook(p: torch.Tensor) -> None:
+            if not self._active or p.grad is None:
+                return
+            if p.grad.device.type == "cpu" and threading.get_ident() != self._thread:
+                return
+            call = self._param_calls.get(key, 0)
+            self._param_calls[key] = call + 1
+            self._emit("backward", kind, name, call, "param_grad", pname, p.grad)
+        return param_hook
+
+    def _attach_param_edit(self, name: str, pname: str, edit: Edit) -> None:
+        p = getattr(self._modules[name], pname)
+        if not p.requires_grad:
+            raise EditError(f"parameter {name}.{pname} does not require grad; nothing to edit")
+        key = f"{name}.{pname}:edit"
+
+        def hook(grad: torch.Tensor) -> torch.Tensor | None:
+            if not self._active:
+                return None
+            call = self._param_calls.get(key, 0)
+            self._param_calls[key] = call + 1
+            ej = edit.to_json()
+            self._emit("backward", "tensor", name, call, "param_grad", pname, grad, ej)
+            new = edit(grad)
+            self._emit("backward", "tensor", name, call, "edited", pname, new, ej)
+            return new
+        self._handles.append(p.register_hook(hook))
+
+    # -- exploration hooks ------------------------------------------------------------------
+    def _attach_explore(self, name: str, kind: str) -> None:
+        module = self._modules[name]
+        recorded = name in self.layers
+        if kind in ("forward_pre", "forward", "tensor") and recorded:
+            return  # the default recording already fires these for this layer
+        if kind == "forward_pre":
+            def pre(m, args, _n=name):
+                if self._mine():
+                    for idx, t in _flatten(args):
+                        self._emit("forward", "forward_pre", _n, self._calls.get(_n, 0), "input",
+                                   idx, t)
+            self._handles.append(module.register_forward_pre_hook(pre))
+        elif kind == "forward":
+            def fwd(m, args, out, _n=name):
+                if self._mine():
+                    call = self._calls.get(_n, 0)
+                    self._calls[_n] = call + 1
+                    for idx, t in _flatten(out):
+                        self._emit("forward", "forward", _n, call, "output", idx, t)
+            self._handles.append(module.register_forward_hook(fwd))
+        elif kind == "tensor":
+            def fwd_t(m, args, out, _n=name):
+                if self._mine():
+                    call = self._calls.get(_n, 0)
+                    for idx, t in _flatten(out):
+                        if t.requires_grad:
+                            self._tensor_handles.append(t.register_hook(
+                                self._make_grad_hook(_n, call, idx, "grad_output", None)))
+            self._handles.append(module.register_forward_hook(fwd_t))
+        elif kind in ("full_backward_pre", "full_backward", "backward"):
+            self._attach_module_backward(name, module, kind)
+        elif kind == "post_accumulate_grad":
+            params = [(pn, p) for pn, p in module.named_parameters(recurse=False) if p.requires_grad]
+            if not params:
+                raise HookKindError(
+                    f"layer {name!r} ({type(module).__name__}) has no trainable parameters of its "
+                    "own, so a post-accumulate-grad hook has nothing to attach to (it lives on "
+                    "parameters). Use the 'tensor' kind for its output gradient instead.")
+            if self.param_grads and recorded:
+                return
+            for pn, p in params:
+                self._handles.append(p.register_post_accumulate_grad_hook(
+                    self._make_param_hook(name, pn, "post_accumulate_grad")))
+
+    def _attach_module_backward(self, name: str, module: nn.Module, kind: str) -> None:
+        calls: dict[str, int] = {}
+
+        def next_call() -> int:
+            c = calls.get(kind, 0)
+            calls[kind] = c + 1
+            return c
+
+        def ok(grads: tuple) -> bool:
+            if not self._active:
+                return False
+            devs = [g.device.type for g in grads if isinstance(g, torch.Tensor)]
+            return not devs or devs[0] != "cpu" or threading.get_ident() == self._thread
+
+        if kind == "full_backward_pre":
+            def bpre(m, grad_output):
+                if ok(grad_output):
+                    c = next_call()
+                    for idx, g in _flatten(grad_output):
+                        self._emit("backward", kind, name, c, "grad_output", idx, g)
+            self._handles.append(module.register_full_backward_pre_hook(bpre))
+            self._full_backward_layers.append(name)
+            return
+
+        def bhook(m, grad_input, grad_output):
+            if ok(grad_output):
+                c = next_call()
+                for idx, g in _flatten(grad_output):
+                    self._emit("backward", kind, name, c, "grad_output", idx, g)
+                for idx, g in _flatten(grad_input):
+                    self._emit("backward", kind, name, c, "grad_input", idx, g)
+        if kind == "full_backward":
+            self._handles.append(module.register_full_backward_hook(bhook))
+            self._full_backward_layers.append(name)
+        else:
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self._handles.append(module.register_backward_hook(bhook))
+
+    # -- events -----------------------------------------------------------------------------
+    def _emit(self, phase: str, kind: str, layer: str, call: int, role: str, index: str,
+              t: torch.Tensor, edit: str = "") -> None:
+        cached = self._cache.get(id(t))
+        if cached is not None and cached[0]() is t and cached[1] == t._version:
+            stats, key = cached[2], cached[3]
+        else:
+            stats = tensor_stats(t)
+            key = ""
+            tensor = None
+            if self.keep_tensors:
+                nbytes = t.numel() * 4
+                with self._lock:
+                    fits = self.max_bytes is None or self.trace.stored_bytes + nbytes <= self.max_bytes
+                    if fits:
+                        self.trace.meta["stored_bytes"] = self.trace.stored_bytes + nbytes
+                    else:
+                        self.trace.meta["truncated"] = True
+                if fits:
+                    tensor = t.detach().to("cpu", torch.float32, copy=True)
+            with self._lock:
+                seq = next(self._seq)
+                if tensor is not None:
+                    key = f"t{seq:07d}"
+                self._add(seq, phase, kind, layer, call, role, index, t, edit, stats, key, tensor)
+            try:
+                self._cache[id(t)] = (weakref.ref(t), t._version, stats, key)
+            except TypeError:
+                pass
+            return
+        with self._lock:
+            seq = next(self._seq)
+            self._add(seq, phase, kind, layer, call, role, index, t, edit, stats, key, None)
+
+    def _add(self, seq, phase, kind, layer, call, role, index, t, edit, stats, key, tensor):
+        row = {"seq": seq, "step": self.step, "phase": phase, "kind": kind, "layer": layer,
+               "call": call, "role": role, "index": index, "edit": edit,
+               "shape": shape_str(t.shape), "dtype": str(t.dtype), "device": str(t.device),
+               **stats, "key": key}
+        self.trace.add_event(row, tensor)
+
+    # -- running ----------------------------------------------------------------------------
+    def next_step(self) -> int:
+        """Start the next step (training loops): resets call indices, bumps ``step``."""
+        self.step += 1
+        self._calls.clear()
+        self._stack.clear()
+        self._param_calls.clear()
+        self._cache.clear()
+        return self.step
+
+    def run(self, x: torch.Tensor, target: Any = None, *, zero_grad: bool = True) -> torch.Tensor:
+        """One forward and backward pass of ``model(x)``; returns the output, detached.
+
+        ``target``: ``None`` backpropagates each sample's predicted class score; an int or a
+        list of ints, those classes' scores; ``"sum"`` the sum of the output (the seed's
+        ``output.sum()``); a callable ``output -> scalar`` any loss. ``zero_grad`` clears the
+        parameters' ``.grad`` first so parameter-gradient events hold this pass alone.
+        """
+        if not self._active:
+            raise RuntimeError("call run() inside `with hooklab.record(...) as rec:`")
+        if zero_grad:
+            self.model.zero_grad(set_to_none=True)
+        if self.input_grads and not x.requires_grad:
+            x = x.detach().requires_grad_()
+        try:
+            out = self.model(x)
+            loss = scalar_loss(out, target)
+            loss.backward()
+        except RuntimeError as exc:
+            explained = self.explain(exc)
+            if explained is not None:
+                raise explained from exc
+            raise
+        return out.detach()
+
+    def explain(self, exc: BaseException) -> HookKindError | None:
+        """A HookKindError explaining a PyTorch refusal of a hook, or None if it is not one."""
+        text = str(exc)
+        if isinstance(exc, RuntimeError) and "BackwardHookFunction" in text:
+            where = ", ".join(self._full_backward_layers) or "a module"
+            return HookKindError(
+                f"PyTorch refused the full backward hook on {where}: the module's output (or "
+                "input) is modified in place afterwards, e.g. by ReLU(inplace=True), which full "
+                "backward hooks cannot allow (pytorch/pytorch#61519). Use the 'tensor' hook kind "
+                "(a tensor hook on the output, what hooklab records by default) to see the "
+                "output gradient, or make the following op out of place (inplace=False).")
+        return None
+
+
+def scalar_loss(out: Any, target: Any = None) -> torch.Tensor:
+    """The scalar that :meth:`Recorder.run` backpropagates (see there)."""
+    if callable(target):
+        return target(out)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError("the model output is not a tensor; pass target=callable(output) -> loss")
+    if isinstance(target, str) and target == "sum":
+        return out.sum()
+    if out.dim() != 2:
+        return out.sum()
+    n = out.shape[0]
+    if target is None:
+        idx = out.detach().argmax(dim=1)
+    elif isinstance(target, int):
+        idx = torch.full((n,), int(target), dtype=torch.long, device=out.device)
+    else:
+        idx = torch.as_tensor(list(target), dtype=torch.long, device=out.device)
+        if idx.numel() != n:
+            raise ValueError(f"{idx.numel()} targets for a batch of {n}")
+    if int(idx.max()) >= out.shape[1] or int(idx.min()) < 0:
+        raise ValueError(f"target class out of range for {out.shape[1]} classes")
+    return out.gather(1, idx.view(-1, 1)).sum()
+
+
+def record(model: nn.Module, layers: LayerSpec = None, **kwargs: Any) -> Recorder:
+    """Record hook firings on ``model``; use as ``with record(model, ...) as rec:``.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: ``None`` (every leaf module), a name, a glob (``"layer4.*"``), a type name
+            (``"Conv2d"``) or a list of these.
+        edits: ``{"conv2": edits.scale(0.5)}`` (edit the output gradient) or a list of
+            :class:`EditSpec` (targets ``grad``, ``activation``, ``param_grad``).
+        hooks: exploration hooks by kind, ``{"conv": ["full_backward", "backward"]}``.
+        param_grads: also record parameter gradients (post-accumulate-grad hooks).
+        input_grads: also record gradients w.r.t. each layer's inputs.
+        inputs: record forward inputs (default True).
+        keep_tensors: store tensors (False: statistics only, fastest).
+        max_bytes: tensor byte budget; past it only statistics are kept (``trace.truncated``).
+        step: the first step number.
+        meta: extra metadata for the trace (model name, input description, page...).
+
+    Example:
+        >>> with record(model, "Conv2d", param_grads=True) as rec:
+        ...     model(x).sum().backward()
+        >>> rec.trace.events.groupby("role").size()
+    """
+    return Recorder(model, layers, **kwargs)
