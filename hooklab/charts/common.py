@@ -1,0 +1,143 @@
+"""Shared helpers for the chart builders: float32 arrays, value budget, heatmaps, flags.
+
+Every builder sends float32 numpy arrays to Plotly (float16 or object arrays fall back to slow
+JSON lists) and never more than :data:`MAX_VALUES` values per figure; when it has to
+downsample it says so in the title (:func:`budget_note`).
+
+Example:
+    >>> a, step = downsample2d(np.zeros((4000, 4000), np.float32))
+    >>> a.shape, step
+    ((1000, 1000), 4)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+#: Most values one figure sends to the browser.
+MAX_VALUES = 1_000_000
+#: Most channels shown as separate facets; more are tiled into one heatmap.
+MAX_FACETS = 16
+#: Colours per hook kind (timeline, tables), stable across charts.
+KIND_COLORS: dict[str, str] = {
+    "forward_pre": "#8e44ad",
+    "forward": "#2980b9",
+    "full_backward_pre": "#d35400",
+    "full_backward": "#c0392b",
+    "backward": "#7f8c8d",
+    "tensor": "#e67e22",
+    "post_accumulate_grad": "#27ae60",
+}
+#: Colours for the two sides of a comparison.
+AB_COLORS = ("#2980b9", "#c0392b")
+
+
+def to_f32(a: Any) -> np.ndarray:
+    """A float32 numpy array from a tensor, array or nested list (detached, on CPU)."""
+    if hasattr(a, "detach"):  # torch.Tensor, without importing torch here
+        a = a.detach().cpu()
+        if a.is_complex():
+            a = a.abs()
+        a = a.float().numpy()
+    arr = np.asarray(a)
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def finite(a: np.ndarray) -> np.ndarray:
+    """``a`` with NaN/Inf replaced by NaN (Plotly leaves NaN cells blank)."""
+    if np.isfinite(a).all():
+        return a
+    out = a.copy()
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def nonfinite_counts(a: np.ndarray) -> tuple[int, int]:
+    """``(nan_count, inf_count)`` of an array."""
+    return int(np.isnan(a).sum()), int(np.isinf(a).sum())
+
+
+def downsample2d(a: np.ndarray, max_values: int = MAX_VALUES) -> tuple[np.ndarray, int]:
+    """Stride a 2-D array so it has at most ``max_values`` elements; returns (array, stride)."""
+    h, w = a.shape
+    if h * w <= max_values:
+        return a, 1
+    step = math.ceil(math.sqrt(h * w / max_values))
+    return a[::step, ::step], step
+
+
+def downsample1d(a: np.ndarray, max_values: int = MAX_VALUES) -> tuple[np.ndarray, int]:
+    """Stride a flat array to at most ``max_values`` elements; returns (array, stride)."""
+    a = a.reshape(-1)
+    if a.size <= max_values:
+        return a, 1
+    step = math.ceil(a.size / max_values)
+    return a[::step], step
+
+
+def budget_note(step: int) -> str:
+    """Title suffix that says a figure was downsampled (empty when it was not)."""
+    return f" (downsampled: every {step}th value)" if step > 1 else ""
+
+
+def flag_text(nan: int, inf: int) -> str:
+    """``"⚠ 3 NaN, 1 Inf"``; empty when both are zero."""
+    parts = [f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else ""]
+    body = ", ".join(p for p in parts if p)
+    return f"⚠ {body}" if body else ""
+
+
+def add_flag(fig: go.Figure, nan: int, inf: int) -> go.Figure:
+    """Annotate a figure (top left, red) when values were NaN or Inf."""
+    text = flag_text(nan, inf)
+    if text:
+        fig.add_annotation(text=text + " (shown blank)", xref="paper", yref="paper", x=0,
+                           y=1.12, showarrow=False, font={"color": "#c0392b", "size": 13},
+                           xanchor="left", name="nonfinite")
+    return fig
+
+
+def heatmap(z: np.ndarray, *, colorscale: str = "Gray", name: str = "", zmid: float | None = None,
+            showscale: bool = False, zmin: float | None = None,
+            zmax: float | None = None) -> go.Heatmap:
+    """A heatmap trace of a float32 2-D array (row 0 at the top, as ``imshow``)."""
+    kw: dict[str, Any] = {}
+    if zmid is not None:
+        kw["zmid"] = zmid
+    if zmin is not None:
+        kw["zmin"] = zmin
+    if zmax is not None:
+        kw["zmax"] = zmax
+    return go.Heatmap(z=finite(to_f32(z)), colorscale=colorscale, name=name,
+                      showscale=showscale, hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra>"
+                      + name + "</extra>", **kw)
+
+
+def image_axes(fig: go.Figure, n: int, rows: int = 1) -> None:
+    """Square pixels and row 0 at the top for ``n`` heatmap subplots."""
+    for i in range(1, n * rows + 1):
+        suffix = "" if i == 1 else str(i)
+        fig.layout[f"yaxis{suffix}"].update(autorange="reversed", scaleanchor=f"x{suffix}",
+                                            constrain="domain", showticklabels=False)
+        fig.layout[f"xaxis{suffix}"].update(constrain="domain", showticklabels=False)
+
+
+def base_layout(fig: go.Figure, title: str = "", height: int = 360) -> go.Figure:
+    """Common layout: title, height, small margins. Width is left to the page."""
+    fig.update_layout(title={"text": title}, height=height,
+                      margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40},
+                      template="plotly_white")
+    return fig
+
+
+def robust_signed_range(a: np.ndarray) -> float:
+    """Largest finite absolute value (for a symmetric colour scale around 0); 1 when none."""
+    f = a[np.isfinite(a)]
+    m = float(np.abs(f).max()) if f.size else 0.0
+    return m if m > 0 else 1.0
