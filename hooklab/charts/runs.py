@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 
 #: Columns of :func:`runs_table`, in display order.
 TABLE_COLUMNS: tuple[str, ...] = ("run_id", "created", "author", "page", "model", "edits",
-                                  "tags", "notes", "n_events")
+                                  "tags", "notes", "n_events", "status")
 
 #: Pages a run can be opened in (their URL paths); anything else opens on the Runs page.
 PAGES: tuple[str, ...] = ("hook_basics", "inspector", "compare", "gradcam", "runs")
@@ -107,12 +107,13 @@ def runs_table(listing: pd.DataFrame) -> pd.DataFrame:
             "run_id": _text(rec.get("run_id")),
             "created": rec.get("created", ""),
             "author": _text(rec.get("author")),
-            "page": _text(rec.get("page") or meta.get("page") or ""),
+            "page": _text(rec.get("page") or meta.get("page") or meta.get("kind") or ""),
             "model": _text(model),
             "edits": edits_text(edits),
             "tags": [str(t) for t in tags],
             "notes": _text(rec.get("notes")),
             "n_events": int(rec.get("n_events") or 0),
+            "status": _text(rec.get("status")) or "ok",
         })
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     if len(df):

@@ -1,0 +1,332 @@
+"""Runs: the lab group's view of the trace store.
+
+List (author, time, model, edits, tags, notes) with filter and search; a run's detail with its
+share link (``?run=<id>``), a link to the page that made it, notes/tags editing, export, move to
+trash; comparison of two runs; import of a run file; the trash with restore.
+
+Opening ``/runs?run=<id>`` shows that run's detail, so a link can be passed to a colleague on
+the same server.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run directly (AppTest, `streamlit run dashboard/views/runs.py`)
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from dashboard import state  # noqa: E402
+from dashboard.i18n import t  # noqa: E402
+from hooklab.charts import runs as charts  # noqa: E402
+from hooklab.errors import HooklabError  # noqa: E402
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+VIEWS = ROOT / "dashboard" / "views"
+PAGE_TITLES = {
+    "hook_basics": ("Hook basics", "Hook 基础"),
+    "inspector": ("Inspector", "检查器"),
+    "compare": ("Compare edits", "比较梯度修改"),
+    "gradcam": ("Grad-CAM", "Grad-CAM"),
+    "runs": ("Runs", "运行记录"),
+}
+
+
+def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Call ``fn``; on a user-facing error show one ``st.error`` and return None.
+
+    Unlike :func:`state.guard` the page goes on (the run list stays usable when one run fails).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except HooklabError as exc:
+        st.error(f"{what}: {exc}")
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+        log.exception("runs page: %s failed", what)
+        st.error(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return None
+
+
+def _page_title(page: str) -> str:
+    en, zh = PAGE_TITLES.get(page, PAGE_TITLES["runs"])
+    return t(en, zh)
+
+
+def base_url() -> str:
+    """``scheme://host:port`` of this server as the browser sees it ('' when unknown)."""
+    try:
+        url = st.context.url or ""
+    except Exception:  # noqa: BLE001 - older Streamlit or no browser session (tests)
+        url = ""
+    if "://" not in url:
+        return ""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def share_link(page: str, run_id: str) -> str:
+    """Absolute share link when the server URL is known, else the path ``/<page>?run=<id>``."""
+    b = base_url()
+    return charts.share_url(b, page, run_id) if b else charts.share_path(page, run_id)
+
+
+def show_share_link(page: str, run_id: str) -> None:
+    """The share box every run view shows: the link as copyable code."""
+    st.caption(t("Share link — opens this view for anyone on this server:",
+                 "分享链接——同一服务器上的任何人都可打开此视图："))
+    st.code(share_link(page, run_id), language=None)
+
+
+def export_bytes(store, run_id: str) -> bytes:
+    """The run as an exported zip file's bytes (written to a temporary folder, read back)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = store.export(run_id, Path(tmp) / f"{run_id}.zip")
+        return Path(path).read_bytes()
+
+
+def import_bytes(store, data: bytes, name: str = "run.zip") -> str:
+    """Import an uploaded run file; returns the new run id (errors are the store's)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / (Path(name).name or "run.zip")
+        path.write_bytes(data)
+        return store.import_(path)
+
+
+def _select_run(rid: str | None) -> None:
+    if rid:
+        st.query_params["run"] = rid
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+def run_list(store) -> pd.DataFrame:
+    """Filters, the table and the timeline; returns the filtered table."""
+    with state.guard(t("Listing runs", "列出运行")):
+        table = charts.runs_table(store.list())
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    text = c1.text_input(t("Search", "搜索"), key="runs_search",
+                         placeholder=t("id, notes, model, edits…", "编号、备注、模型、修改…"))
+    authors = c2.multiselect(t("Author", "作者"), sorted(set(table["author"])), key="runs_authors")
+    pages = c3.multiselect(t("Page", "页面"), sorted(set(table["page"]) - {""}), key="runs_pages")
+    all_tags = sorted({tag for tags in table["tags"] for tag in tags})
+    tags = c4.multiselect(t("Tags", "标签"), all_tags, key="runs_tags")
+    shown_table = charts.filter_runs(table, text=text, authors=authors, pages=pages, tags=tags)
+    st.caption(t(f"{len(shown_table)} of {len(table)} runs", f"共 {len(table)} 个运行，显示 {len(shown_table)} 个"))
+    if table.empty:
+        st.info(t("No runs yet. Every page has a “Save run” button; saved runs appear here.",
+                  "还没有运行记录。每个页面都有“保存运行”按钮，保存的运行会出现在这里。"))
+        return shown_table
+    display = shown_table.assign(tags=shown_table["tags"].map(", ".join))
+    st.dataframe(display, hide_index=True, width="stretch", key="runs_table",
+                 column_config={
+                     "run_id": st.column_config.TextColumn(t("Run", "运行")),
+                     "created": st.column_config.DatetimeColumn(t("Time", "时间"),
+                                                                format="YYYY-MM-DD HH:mm:ss"),
+                     "author": t("Author", "作者"), "page": t("Page", "页面"),
+                     "model": t("Model", "模型"), "edits": t("Edits", "修改"),
+                     "tags": t("Tags", "标签"), "notes": t("Notes", "备注"),
+                     "n_events": st.column_config.NumberColumn(t("Events", "事件数")),
+                     "status": t("Status", "状态")})
+    if len(shown_table) > 1:
+        with st.expander(t("Runs over time", "运行时间线")):
+            st.plotly_chart(charts.runs_timeline(shown_table), width="stretch",
+                            key="runs_timeline")
+    return shown_table
+
+
+def run_detail(store, rid: str) -> None:
+    """One run: summary, share link, open-in-page link, notes/tags, export, delete."""
+    manifest = attempt(t("Opening run", "打开运行"), store.manifest, rid)
+    if manifest is None:
+        return
+    meta = manifest.get("meta", {})
+    page = charts.page_of(meta)
+    st.subheader(t(f"Run {rid}", f"运行 {rid}"))
+    st.markdown(
+        f"**{t('Author', '作者')}:** {manifest.get('author') or '—'} · "
+        f"**{t('Time', '时间')}:** {manifest.get('created', '')[:19].replace('T', ' ')} · "
+        f"**{t('Model', '模型')}:** {meta.get('model', '—')} · "
+        f"**{t('Page', '页面')}:** {_page_title(page)} · "
+        f"**{t('Events', '事件数')}:** {manifest.get('n_events', 0)}")
+    edits = charts.edits_text(meta.get("edits"))
+    if edits:
+        st.markdown(f"**{t('Edits', '修改')}:** `{edits}`")
+    show_share_link("runs", rid)
+    if page != "runs":
+        st.caption(t(f"Open in {_page_title(page)}, the page that made it:",
+                     f"在生成它的页面 {_page_title(page)} 中打开：") + f" `{share_link(page, rid)}`")
+        if (VIEWS / f"{page}.py").exists():
+            try:
+                st.page_link(str(VIEWS / f"{page}.py"), query_params={"run": rid},
+                             label=t(f"Open in {_page_title(page)}", f"在 {_page_title(page)} 中打开"),
+                             icon="↗️")
+            except st.errors.StreamlitAPIException:  # page not registered (run standalone)
+                pass
+
+    with st.form(f"runs_edit_{rid}"):
+        notes = st.text_area(t("Notes", "备注"), value=manifest.get("notes", ""),
+                             key=f"runs_notes_{rid}")
+        tags = st.text_input(t("Tags (comma-separated)", "标签（逗号分隔）"),
+                             value=", ".join(manifest.get("tags", [])), key=f"runs_tagtext_{rid}")
+        if st.form_submit_button(t("Save notes and tags", "保存备注和标签"),
+                                 key=f"runs_save_meta_{rid}"):
+            with state.guard(t("Saving notes", "保存备注")):
+                store.update(rid, notes=notes, tags=charts.parse_tags(tags))
+            st.toast(t("Notes and tags saved.", "备注和标签已保存。"))
+            st.rerun()
+
+    c1, c2 = st.columns(2)
+    with c1:
+        data = attempt(t("Export", "导出"), export_bytes, store, rid)
+        if data is not None:
+            st.download_button(t("Export run (.zip)", "导出运行（.zip）"), data=data,
+                               file_name=f"{rid}.zip", mime="application/zip",
+                               key=f"runs_export_{rid}")
+    with c2:
+        if st.button(t("Move to trash", "移到回收站"), key=f"runs_delete_{rid}"):
+            with state.guard(t("Delete", "删除")):
+                store.delete(rid)
+            st.session_state["runs_flash"] = t(f"Run {rid} moved to the trash.",
+                                               f"运行 {rid} 已移到回收站。")
+            _select_run(None)
+            st.rerun()
+
+    with st.expander(t("Events", "事件"), expanded=False):
+        ev = attempt(t("Reading events", "读取事件"), store.events, rid)
+        if ev is not None:
+            cols = [c for c in ("seq", "step", "phase", "kind", "layer", "role", "index", "edit",
+                                "shape", "mean", "std", "norm", "nan_count", "inf_count")
+                    if c in ev.columns]
+            st.dataframe(ev[cols].head(500), hide_index=True, width="stretch")
+            if len(ev) > 500:
+                st.caption(t(f"First 500 of {len(ev)} events.", f"显示 {len(ev)} 个事件中的前 500 个。"))
+
+
+def compare_section(store, table: pd.DataFrame) -> None:
+    """Two runs side by side: hooklab.compare.compare_runs, else per-layer gradient norms."""
+    ids = list(table["run_id"])
+    if len(ids) < 2:
+        st.caption(t("Save at least two runs to compare them.", "至少保存两个运行才能比较。"))
+        return
+    c1, c2 = st.columns(2)
+    a = c1.selectbox(t("Run A", "运行 A"), ids, index=1, key="runs_cmp_a")
+    b = c2.selectbox(t("Run B", "运行 B"), ids, index=0, key="runs_cmp_b")
+    if not st.toggle(t("Compare", "比较"), key="runs_cmp_on"):
+        return
+    with state.guard(t("Comparing runs", "比较运行")):
+        ta, tb = store.load(a), store.load(b)
+        try:
+            from hooklab.compare import compare_runs
+        except ImportError:
+            compare_runs = None
+        if compare_runs is not None:
+            result = compare_runs(ta, tb)
+            _show_compare_result(result)
+        norms = charts.layer_norms(ta.events, tb.events)
+        if norms.empty:
+            st.info(t("Neither run recorded output gradients.", "两个运行都没有记录输出梯度。"))
+            return
+        st.plotly_chart(charts.norm_comparison(
+            norms, names=(f"A {a}", f"B {b}"), y_title=t("gradient norm", "梯度范数"),
+            ratio_title="B / A"), width="stretch", key="runs_cmp_chart")
+        st.dataframe(norms.rename(columns={"layer": t("Layer", "层"), "a": "A", "b": "B",
+                                           "ratio": "B / A"}),
+                     hide_index=True, width="stretch")
+
+
+def _show_compare_result(result) -> None:
+    """Show whatever compare_runs returned: figures, tables, or a mapping of them."""
+    import plotly.graph_objects as go
+
+    items = result.items() if isinstance(result, dict) else [("", result)]
+    for i, (name, value) in enumerate(items):
+        if isinstance(value, go.Figure):
+            st.plotly_chart(value, width="stretch", key=f"runs_cmp_fig_{i}")
+        elif isinstance(value, pd.DataFrame):
+            if name:
+                st.caption(str(name))
+            st.dataframe(value, hide_index=True, width="stretch")
+        elif hasattr(value, "to_frame") and callable(value.to_frame):
+            st.dataframe(value.to_frame(), width="stretch")
+        elif hasattr(value, "table") and isinstance(value.table, pd.DataFrame):
+            st.dataframe(value.table, hide_index=True, width="stretch")
+
+
+def import_section(store) -> None:
+    up = st.file_uploader(t("Run file (.zip exported from hooklab)", "运行文件（hooklab 导出的 .zip）"),
+                          type=["zip"], key="runs_import_file")
+    if st.button(t("Import", "导入"), key="runs_import_btn", disabled=up is None):
+        with state.guard(t("Import", "导入")):
+            rid = import_bytes(store, up.getvalue(), up.name)
+        st.session_state["runs_flash"] = t(f"Imported as run {rid}.", f"已导入为运行 {rid}。")
+        _select_run(rid)
+        st.rerun()
+
+
+def trash_section(store) -> None:
+    trash = attempt(t("Trash", "回收站"), store.trash_list)
+    if trash is None:
+        return
+    if trash.empty:
+        st.caption(t("The trash is empty.", "回收站是空的。"))
+        return
+    st.dataframe(trash[["run_id", "deleted", "author", "page", "notes"]], hide_index=True,
+                 width="stretch")
+    rid = st.selectbox(t("Run to restore", "要恢复的运行"), list(trash["run_id"]),
+                       key="runs_restore_id")
+    if st.button(t("Restore", "恢复"), key="runs_restore_btn"):
+        with state.guard(t("Restore", "恢复")):
+            store.restore(rid)
+        st.session_state["runs_flash"] = t(f"Run {rid} restored.", f"运行 {rid} 已恢复。")
+        _select_run(rid)
+        st.rerun()
+
+
+def main() -> None:
+    st.title(t("Runs", "运行记录"))
+    st.caption(t("Every saved run of this lab group: who, when, what model, which edits. "
+                 "Open one, share its link, compare two, export or import a run file.",
+                 "本组保存的所有运行：谁、何时、什么模型、哪些修改。可打开、分享链接、比较、导出或导入运行文件。"))
+    flash = st.session_state.pop("runs_flash", None)
+    if flash:
+        st.success(flash)
+    with state.guard(t("Opening the store", "打开记录库")):
+        store = state.store()
+
+    table = run_list(store)
+    ids = list(table["run_id"])
+    wanted = st.query_params.get("run")
+    options = [""] + ids + ([wanted] if wanted and wanted not in ids else [])
+    current = st.selectbox(
+        t("Open run", "打开运行"), options,
+        index=options.index(wanted) if wanted in options else 0, key=f"runs_open_{wanted}",
+        format_func=lambda r: r or t("— choose a run —", "— 选择一个运行 —"))
+    if current != (wanted or ""):
+        _select_run(current)
+    if current:
+        run_detail(store, current)
+
+    st.divider()
+    st.subheader(t("Compare two runs", "比较两个运行"))
+    compare_section(store, table)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.subheader(t("Import a run", "导入运行"))
+        import_section(store)
+    with c2:
+        st.subheader(t("Trash", "回收站"))
+        trash_section(store)
+
+
+main()
