@@ -187,3 +187,11 @@ def context(browser, request) -> Iterator[object]:
 @pytest.fixture
 def page(context) -> object:
     return context.new_page()
+
+
+@pytest.fixture(scope="session")
+def ui():
+    """The helpers as a fixture (test modules cannot import a conftest by name)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(open_page=open_page, wait_idle=wait_idle, SLOW_MS=SLOW_MS)

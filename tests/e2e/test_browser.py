@@ -1,0 +1,126 @@
+"""The dashboard as a new user meets it, in a real Chromium against a real ``streamlit run``.
+
+Scenario: open the app; on Hook basics halve the gradient and see 96; run the Inspector on the
+defaults and see the timeline; see the three Grad-CAM panels; save a run; find it on Runs; open
+its share link in a fresh browser context (a colleague) and see the same run.
+
+Selectors are visible text and roles (labels as a user reads them), never generated class names.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+pytestmark = pytest.mark.e2e
+
+RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{8}\b")
+CHART = "[data-testid='stPlotlyChart']"
+SLOW_MS = 90_000
+
+
+def _main(page):
+    return page.locator("[data-testid='stMain']")
+
+
+def _no_error(page) -> None:
+    errors = page.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_app_opens_with_five_pages(server, page, ui):
+    ui.open_page(page, server)
+    nav = page.locator("[data-testid='stSidebarNav']")
+    for title in ("Hook basics", "Inspector", "Compare edits", "Grad-CAM", "Runs"):
+        assert nav.get_by_text(title, exact=True).count() == 1, title
+    _no_error(page)
+
+
+def test_hook_basics_halving_shows_96(server, page, ui):
+    ui.open_page(page, server + "/hook_basics")
+    main = _main(page)
+    # the tensor-hook lesson: factor k, x.grad = 192·k
+    slider = main.get_by_role("slider").filter(has=page.locator("xpath=.")).nth(0)
+    factor = main.locator("[data-testid='stSlider']").filter(has_text="factor")
+    thumb = (factor.get_by_role("slider") if factor.count() else slider).first
+    thumb.focus()
+    # move to 0.5 with the keyboard: Home then step up until the thumb reads 0.5
+    page.keyboard.press("Home")
+    ui.wait_idle(page)
+    for _ in range(200):
+        if thumb.get_attribute("aria-valuenow") in ("0.5", "0.50"):
+            break
+        page.keyboard.press("ArrowRight")
+    ui.wait_idle(page)
+    assert thumb.get_attribute("aria-valuenow") in ("0.5", "0.50")
+    main.get_by_text(re.compile(r"\b96(\.0+)?\b")).first.wait_for(timeout=SLOW_MS)
+    _no_error(page)
+
+
+def test_inspector_defaults_show_timeline(server, page, ui):
+    ui.open_page(page, server + "/inspector")
+    main = _main(page)
+    run = main.get_by_role("button", name=re.compile(r"^Run\b"))
+    if run.count():
+        run.first.click()
+        ui.wait_idle(page)
+    main.get_by_text(re.compile("timeline", re.I)).first.wait_for(timeout=SLOW_MS)
+    main.locator(CHART).first.wait_for(timeout=SLOW_MS)
+    _no_error(page)
+
+
+def _three_panels(page) -> None:
+    main = _main(page)
+    chart = main.locator(CHART).filter(has_text="Overlay").first
+    chart.wait_for(timeout=SLOW_MS)
+    for title in ("Original", "Grad-CAM heatmap", "Overlay"):
+        assert chart.get_by_text(title, exact=True).count() >= 1, title
+    # two go.Image panels and one heatmap, each drawn as an <image> in the SVG
+    chart.locator("image").nth(2).wait_for(state="attached", timeout=SLOW_MS)
+
+
+def test_gradcam_save_find_and_share(server, page, browser, ui):
+    ui.open_page(page, server + "/gradcam")
+    main = _main(page)
+    _three_panels(page)
+    _no_error(page)
+
+    main.get_by_role("button", name="Save run").click()
+    ui.wait_idle(page)
+    saved = main.get_by_text(re.compile(r"Saved as run")).first
+    saved.wait_for(timeout=SLOW_MS)
+    m = RUN_ID.search(saved.inner_text())
+    assert m, saved.inner_text()
+    run_id = m.group(0)
+
+    # find it on Runs: search by id narrows the list to it, then open it
+    ui.open_page(page, server + "/runs")
+    search = _main(page).get_by_label("Search")
+    search.fill(run_id)
+    search.press("Enter")
+    ui.wait_idle(page)
+    _main(page).get_by_text(re.compile(r"^1 of \d+ runs$")).wait_for(timeout=SLOW_MS)
+    ui.open_page(page, f"{server}/runs?run={run_id}")
+    _main(page).get_by_text(f"Run {run_id}", exact=True).wait_for(timeout=SLOW_MS)
+    links = [c.inner_text().strip() for c in _main(page).locator("[data-testid='stCode'] code").all()]
+    share = next(x for x in links if x.endswith(f"/runs?run={run_id}"))
+    assert share.startswith("http://127.0.0.1:")
+    view = _main(page).get_by_text(re.compile(r"/gradcam\?run=")).first.inner_text()
+    gradcam_link = re.search(r"\S*/gradcam\?run=\S+", view).group(0).strip("`")
+    _no_error(page)
+
+    # a colleague: fresh context (no session, no cookies) opens the share links
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        other = ctx.new_page()
+        ui.open_page(other, share)
+        _main(other).get_by_text(f"Run {run_id}", exact=True).wait_for(timeout=SLOW_MS)
+        url = gradcam_link if gradcam_link.startswith("http") else server + gradcam_link
+        ui.open_page(other, url)
+        _main(other).get_by_text(re.compile(rf"Saved run {run_id}")).first.wait_for(timeout=SLOW_MS)
+        _three_panels(other)
+        _no_error(other)
+    finally:
+        ctx.close()
