@@ -190,6 +190,7 @@ class Recorder:
         self._cache: dict[int, tuple[Any, int, str]] = {}
         self._active = False
         self._full_backward_layers: list[str] = []
+        self._flags: list[tuple[nn.Module, bool | None]] = []
 
     # -- set-up ---------------------------------------------------------------------------
     def _resolve_edits(self) -> None:
@@ -259,6 +260,10 @@ class Recorder:
         self._handles.clear()
         self._tensor_handles.clear()
         self._cache.clear()
+        for module, prev in reversed(self._flags):
+            if not module._backward_hooks and not module._backward_pre_hooks:
+                module._is_full_backward_hook = prev
+        self._flags.clear()
 
     def _mine(self) -> bool:
         return self._active and threading.get_ident() == self._thread
@@ -411,6 +416,16 @@ class Recorder:
 
     def _attach_module_backward(self, name: str, module: nn.Module, kind: str) -> None:
         calls: dict[str, int] = {}
+        full = kind != "backward"
+        prev = module._is_full_backward_hook
+        if prev is not None and prev != full and module._backward_hooks:
+            raise HookKindError(
+                f"PyTorch refuses the deprecated 'backward' hook and the full backward hooks "
+                f"('full_backward', 'full_backward_pre') on one module ({name!r}). Record them in "
+                "two runs, or use the 'tensor' kind for the output gradient.")
+        # PyTorch remembers the kind of backward hook a module had even after removal;
+        # restore the flag on exit so the module is left exactly as it was.
+        self._flags.append((module, prev))
 
         def next_call() -> int:
             c = calls.get(kind, 0)
