@@ -108,3 +108,16 @@ def test_norm_comparison_and_timeline_figures():
     assert fig.layout.yaxis.type == "log"
     tl = R.runs_timeline(R.runs_table(_listing()))
     assert isinstance(tl, go.Figure) and sorted(tr.name for tr in tl.data) == ["ana", "bo"]
+
+
+def test_from_norm_table_picks_one_quantity():
+    table = pd.DataFrame({"layer": ["conv", "conv", "fc"], "call": [0, 0, 0],
+                          "label": ["conv", "conv", "fc"],
+                          "quantity": ["param_grad", "grad_output", "grad_output"],
+                          "order": [0.0, 0.0, 1.0], "norm_a": [1.0, 2.0, 4.0],
+                          "norm_b": [0.5, 1.0, 4.0], "ratio": [0.5, 0.5, 1.0]})
+    t = R.from_norm_table(table, "grad_output")
+    assert list(t["layer"]) == ["conv", "fc"]
+    np.testing.assert_allclose(t["a"], [2.0, 4.0])
+    np.testing.assert_allclose(t["ratio"], [0.5, 1.0])
+    assert R.from_norm_table(table.iloc[:0], "grad_output").empty

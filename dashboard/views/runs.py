@@ -228,39 +228,30 @@ def compare_section(store, table: pd.DataFrame) -> None:
         ta, tb = store.load(a), store.load(b)
         try:
             from hooklab.compare import compare_runs
-        except ImportError:
+        except ImportError:  # older hooklab: per-layer output-gradient norms only
             compare_runs = None
         if compare_runs is not None:
-            result = compare_runs(ta, tb)
-            _show_compare_result(result)
-        norms = charts.layer_norms(ta.events, tb.events)
-        if norms.empty:
-            st.info(t("Neither run recorded output gradients.", "两个运行都没有记录输出梯度。"))
-            return
-        st.plotly_chart(charts.norm_comparison(
-            norms, names=(f"A {a}", f"B {b}"), y_title=t("gradient norm", "梯度范数"),
-            ratio_title="B / A"), width="stretch", key="runs_cmp_chart")
-        st.dataframe(norms.rename(columns={"layer": t("Layer", "层"), "a": "A", "b": "B",
-                                           "ratio": "B / A"}),
-                     hide_index=True, width="stretch")
-
-
-def _show_compare_result(result) -> None:
-    """Show whatever compare_runs returned: figures, tables, or a mapping of them."""
-    import plotly.graph_objects as go
-
-    items = result.items() if isinstance(result, dict) else [("", result)]
-    for i, (name, value) in enumerate(items):
-        if isinstance(value, go.Figure):
-            st.plotly_chart(value, width="stretch", key=f"runs_cmp_fig_{i}")
-        elif isinstance(value, pd.DataFrame):
-            if name:
-                st.caption(str(name))
-            st.dataframe(value, hide_index=True, width="stretch")
-        elif hasattr(value, "to_frame") and callable(value.to_frame):
-            st.dataframe(value.to_frame(), width="stretch")
-        elif hasattr(value, "table") and isinstance(value.table, pd.DataFrame):
-            st.dataframe(value.table, hide_index=True, width="stretch")
+            full = compare_runs(ta, tb).table
+            quantities = [q for q in ("grad_output", "param_grad", "input_grad")
+                          if q in set(full["quantity"])]
+        else:
+            full, quantities = None, ["grad_output"]
+    if not quantities:
+        st.info(t("Neither run recorded gradients.", "两个运行都没有记录梯度。"))
+        return
+    names = {"grad_output": t("output gradients", "输出梯度"),
+             "param_grad": t("parameter gradients", "参数梯度"),
+             "input_grad": t("input gradient", "输入梯度")}
+    quantity = st.radio(t("Quantity", "量"), quantities, horizontal=True, key="runs_cmp_q",
+                        format_func=names.get)
+    norms = (charts.from_norm_table(full, quantity) if full is not None
+             else charts.layer_norms(ta.events, tb.events))
+    st.plotly_chart(charts.norm_comparison(
+        norms, names=(f"A {a}", f"B {b}"), y_title=t("gradient norm", "梯度范数"),
+        ratio_title="B / A"), width="stretch", key="runs_cmp_chart")
+    st.dataframe(norms.rename(columns={"layer": t("Layer", "层"), "a": "‖A‖", "b": "‖B‖",
+                                       "ratio": "B / A"}),
+                 hide_index=True, width="stretch")
 
 
 def import_section(store) -> None:

@@ -196,6 +196,16 @@ def layer_norms(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "gra
     return out
 
 
+def from_norm_table(table: pd.DataFrame, quantity: str = "grad_output") -> pd.DataFrame:
+    """:func:`hooklab.compare.norm_table` rows of one ``quantity`` in :func:`layer_norms` form
+    (``layer, a, b, ratio``; ``layer`` is the table's label, e.g. ``"conv (call 1)"``)."""
+    sel = table[table["quantity"] == quantity] if len(table) else table
+    return pd.DataFrame({"layer": list(sel.get("label", sel.get("layer", []))),
+                         "a": np.asarray(sel.get("norm_a", []), dtype=float),
+                         "b": np.asarray(sel.get("norm_b", []), dtype=float),
+                         "ratio": np.asarray(sel.get("ratio", []), dtype=float)})
+
+
 def norm_comparison(table: pd.DataFrame, names: Sequence[str] = ("A", "B"),
                     y_title: str = "gradient norm", ratio_title: str = "B / A",
                     height: int = 360) -> go.Figure:
