@@ -142,52 +142,23 @@ _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = 
 
 
 def auto_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """The default CAM layer: the last module (in call order) with a spatial output.
+    """The default CAM layer: :func:`hooklab.models.auto_target_layer` for ``x``'s shape.
 
-    One dry forward of the first sample hooks every named module; the pick is the module that
-    fired last among those called exactly once whose output is ``(N, C, H, W)`` with ``H·W > 1``.
-    Modules called several times (the SimpleCNN's shared ``pool``) are skipped, so the
-    SimpleCNN gives ``conv3`` (the seed's layer) and torchvision's ResNet gives ``layer4``.
-    Cached per model and input shape.
+    That is the last module (by the end of its forward) with a spatial output, skipping
+    parameter-free modules and modules called several times: the SimpleCNN gives ``conv3`` (the
+    seed's layer), torchvision's ResNet ``layer4``. Cached per model and input shape.
 
     Raises:
         NonSpatialLayerError: no module has a spatial output.
     """
+    from hooklab.models import auto_target_layer
+
     key = tuple(int(s) for s in x.shape[1:])
     cached = _AUTO_CACHE.get(model, {}).get(key)
-    if cached is not None:
-        return cached
-    order: dict[str, int] = {}
-    calls: dict[str, int] = {}
-    spatial: dict[str, bool] = {}
-    counter = [0]
-    handles = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            order[name] = counter[0]
-            counter[0] += 1
-            spatial[name] = _is_spatial(out)
-        return hook
-
-    try:
-        for name, mod in model.named_modules():
-            if name:
-                handles.append(mod.register_forward_hook(make(name)))
-        with frozen(model), torch.no_grad():
-            model(x[:1].detach())
-    finally:
-        for h in handles:
-            h.remove()
-    candidates = [n for n in order if spatial[n] and calls[n] == 1]
-    if not candidates:
-        raise NonSpatialLayerError(
-            f"no layer of {type(model).__name__} has a spatial (N, C, H, W) output for input "
-            f"{tuple(x.shape)}; a CAM needs one")
-    best = max(candidates, key=order.__getitem__)
-    _AUTO_CACHE.setdefault(model, {})[key] = best
-    return best
+    if cached is None:
+        cached = auto_target_layer(model, key)
+        _AUTO_CACHE.setdefault(model, {})[key] = cached
+    return cached
 
 
 def _layer_name(model: nn.Module, layer: str | nn.Module) -> str:
