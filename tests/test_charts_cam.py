@@ -165,3 +165,15 @@ def test_topk_and_metric_bars():
     bars = C.metric_bars({"AD": {"gradcam": 0.1, "layercam": 0.2}, "IC": {"gradcam": 0.5, "layercam": 0.4}})
     assert [t.name for t in bars.data] == ["AD", "IC"]
     np.testing.assert_allclose(np.asarray(bars.data[1].y), [0.5, 0.4])
+
+
+def test_topk_softmax_against_torch():
+    import torch
+
+    z = np.array([1.0, 3.0, -2.0, 3.5, 0.0], dtype=np.float32)
+    names, probs, idx = C.topk(z, ["a", "b", "c", "d", "e"], k=3)
+    ref = torch.softmax(torch.from_numpy(z), 0)
+    vals, ind = ref.topk(3)
+    assert idx == ind.tolist() and names == ["d", "b", "a"]
+    np.testing.assert_allclose(probs, vals.numpy(), rtol=1e-6)
+    assert C.topk(z, ["a"], k=99)[0][-1] == "2"  # unnamed class -> index; k clipped to size

@@ -290,3 +290,15 @@ def topk_bar(labels: Sequence[str], probs: Sequence[float], highlight: int | Non
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=x_title,
                       yaxis=dict(autorange="reversed"), xaxis=dict(range=[0, 1]))
     return fig
+
+
+def topk(logits: np.ndarray, class_names: Sequence[str], k: int = 5) -> tuple[list[str], np.ndarray, list[int]]:
+    """Top-``k`` classes of one logit vector: ``(names, softmax probabilities, indices)``, best
+    first. ``softmax(z)_i = exp(z_i - max z) / Σ_j exp(z_j - max z)``."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    k = max(1, min(int(k), z.size))
+    idx = [int(i) for i in np.argsort(-p, kind="stable")[:k]]
+    names = [str(class_names[i]) if i < len(class_names) else str(i) for i in idx]
+    return names, p[idx].astype(np.float32), idx

@@ -1,0 +1,604 @@
+"""Grad-CAM: where a classifier looks.
+
+The seed's three panels (original, jet heatmap, overlay ``0.4·jet + 0.6·image`` with an opacity
+slider), several CAM methods side by side, target layer (automatic by default) and class
+(predicted, chosen, top-k), a class-wise gallery, faithfulness metrics, the bias experiment,
+downloads, and "Save run". ``/gradcam?run=<id>`` shows a saved run, re-rendered from its stored
+activations and gradients (no model needed except for Score-CAM).
+
+Layout only: CAMs come from :mod:`hooklab.cam`, figures from :mod:`hooklab.charts.cam`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run directly (AppTest)
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from dashboard import state  # noqa: E402
+from dashboard.i18n import lang, t  # noqa: E402
+from hooklab import cam as camlib  # noqa: E402
+from hooklab import data as datalib  # noqa: E402
+from hooklab import models as zoo  # noqa: E402
+from hooklab.charts import cam as charts  # noqa: E402
+from hooklab.charts import runs as run_charts  # noqa: E402
+from hooklab.errors import HooklabError, ImageError  # noqa: E402
+from hooklab.trace import shape_str, tensor_stats  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "simple_cnn:shapes"
+SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
+             "ring": "圆环", "diamond": "菱形"}
+INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
+DEFAULT_METHODS = ["gradcam", "gradcam++", "layercam", "eigencam"]
+
+
+# -- models -------------------------------------------------------------------------------------
+
+def model_label(key: str) -> str:
+    if key == DEFAULT_MODEL:
+        return t("SimpleCNN trained on shapes (default)", "在 shapes 上训练的 SimpleCNN（默认）")
+    if key == "simple_cnn":
+        return t("SimpleCNN, random weights", "SimpleCNN，随机权重")
+    return t(f"{key}, random weights", f"{key}，随机权重")
+
+
+MODEL_KEYS = [DEFAULT_MODEL, "simple_cnn", *zoo.TORCHVISION_MODELS]
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _cached_model(key: str, weights_id: str = "", _weights: bytes | None = None,
+                  _suffix: str = ".safetensors") -> torch.nn.Module:
+    """A shared, eval-mode model (one per key and weights file), used under its lock."""
+    if key == DEFAULT_MODEL:
+        return zoo.get_model("simple_cnn", weights="shapes")
+    if _weights is None:
+        return zoo.get_model(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"weights{_suffix}"
+        path.write_bytes(_weights)
+        return zoo.get_model(key, weights=str(path))
+
+
+def model_info(key: str, model: torch.nn.Module) -> zoo.ModelInfo:
+    info = getattr(model, "hooklab_info", None)
+    if info is not None:
+        return info
+    base = zoo.model_info("simple_cnn" if key == DEFAULT_MODEL else key)
+    if key == DEFAULT_MODEL:
+        return replace(base, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
+    return base
+
+
+def load_model(key: str, upload: Any = None) -> tuple[torch.nn.Module, zoo.ModelInfo, str]:
+    """(model, info, lock name). Uploaded weights are read safely; a mismatch raises
+    :class:`hooklab.errors.WeightsMismatchError` (shown as one ``st.error``)."""
+    if upload is None:
+        model = _cached_model(key)
+        return model, model_info(key, model), key
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    suffix = Path(upload.name).suffix.lower() or ".safetensors"
+    model = _cached_model(key if key != DEFAULT_MODEL else "simple_cnn", digest, data, suffix)
+    return model, model_info(key, model), f"{key}@{digest}"
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _layers(lock_name: str, _model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[list[str], str]:
+    """Spatial layers (for the picker) and the automatic target layer, from one dry forward."""
+    with state.model_lock(lock_name):
+        table = zoo.list_layers(_model, shape)
+        auto = zoo.auto_target_layer(_model, shape)
+    return [str(n) for n in table.loc[table["spatial"], "name"]], auto
+
+
+def class_names(info: zoo.ModelInfo) -> list[str]:
+    names = list(info.class_names)
+    if lang() == "zh":
+        if tuple(names) == tuple(datalib.CIFAR10_CLASSES):
+            return list(datalib.CIFAR10_CLASSES_ZH)
+        return [SHAPES_ZH.get(n, n) for n in names]
+    return names
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """One model input and what the page shows with it."""
+
+    x: torch.Tensor  # (1, C, H, W) normalised for the model
+    image: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    label: int | None
+    mask: np.ndarray | None  # (H, W) bool object mask (shapes only)
+    description: str
+
+
+def _fit(pixels: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
+    """[0, 1] pixels (3, h, w) -> the model's input size (bilinear), still in [0, 1]."""
+    c, h, w = info.input_shape
+    if pixels.shape[-2:] != (h, w):
+        pixels = F.interpolate(pixels[None], size=(h, w), mode="bilinear",
+                               align_corners=False)[0].clamp(0, 1)
+    return pixels
+
+
+def _from_pixels(pixels: torch.Tensor, info: zoo.ModelInfo, label: int | None,
+                 mask: torch.Tensor | None, description: str) -> Sample:
+    p = _fit(pixels.float(), info)
+    x = datalib.normalise(p, info.mean, info.std)[None]
+    m = None
+    if mask is not None:
+        m = mask.float()[None, None]
+        if m.shape[-2:] != p.shape[-2:]:
+            m = F.interpolate(m, size=p.shape[-2:], mode="nearest")
+        m = m[0, 0].numpy() > 0.5
+    return Sample(x, p.permute(1, 2, 0).numpy().astype(np.float32), label, m, description)
+
+
+def shapes_input(index: int, info: zoo.ModelInfo, biased: bool = False) -> Sample:
+    img, label, mask = datalib.shapes_sample(int(index), split="test", biased=biased)
+    pixels = datalib.denormalise(img)
+    return _from_pixels(pixels, info, label, mask, f"shapes test #{int(index)}")
+
+
+@st.cache_resource(show_spinner=False)
+def _cifar() -> Any:
+    return datalib.cifar10(train=False)
+
+
+def cifar_available() -> bool:
+    return datalib._find_batches(datalib.cifar10_search_paths()) is not None
+
+
+def cifar_input(index: int, info: zoo.ModelInfo) -> Sample:
+    ds = _cifar()
+    if not 0 <= int(index) < len(ds):
+        raise datalib.DataError(f"CIFAR-10 test index must be 0..{len(ds) - 1}, got {index}")
+    pixels = torch.from_numpy(ds.pixels(int(index))).permute(2, 0, 1).float() / 255.0
+    return _from_pixels(pixels, info, int(ds.targets[int(index)]), None,
+                        f"CIFAR-10 test #{int(index)}")
+
+
+def upload_input(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
+    """An uploaded image as a model input (raises ImageError for anything that is not one)."""
+    c, h, w = info.input_shape
+    loaded = datalib.load_image(data, size=(h, w), normalise=None)
+    pixels = torch.from_numpy(loaded.display.astype(np.float32) / 255.0).permute(2, 0, 1)
+    return _from_pixels(pixels, info, None, None, f"upload {Path(name).name}")
+
+
+def handle_upload(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
+    """What the page calls with uploaded bytes: a bad file becomes one ``st.error``."""
+    with state.guard(t("Reading the uploaded image", "读取上传的图像")):
+        if not data:
+            raise ImageError(t("the uploaded file is empty", "上传的文件是空的"))
+        return upload_input(data, name, info)
+
+
+def random_input(seed: int, info: zoo.ModelInfo) -> Sample:
+    g = torch.Generator().manual_seed(int(seed))
+    c, h, w = info.input_shape
+    return _from_pixels(torch.rand(3, h, w, generator=g), info, None, None,
+                        f"random (seed {int(seed)})")
+
+
+# -- CAM calls ------------------------------------------------------------------------------------
+
+def compute(model: torch.nn.Module, lock_name: str, x: torch.Tensor, method: str,
+            layer: str | None, target: Any) -> camlib.CamResult:
+    with state.model_lock(lock_name):
+        return camlib.compute(model, x, method=method, layer=layer, target=target)
+
+
+def record_run(model: torch.nn.Module, lock_name: str, sample: Sample, layer: str, target: int,
+               meta: dict[str, Any]):
+    """Record what the view needs to re-render without the model: the target layer's
+    activation and output gradient (for ``target``) plus the model input."""
+    import hooklab
+
+    x = sample.x.detach()
+    with state.model_lock(lock_name):
+        try:
+            with hooklab.record(model, layers=[layer], meta=meta) as rec:
+                rec.run(x, target=[int(target)])
+        finally:
+            model.zero_grad(set_to_none=True)
+    trace = rec.trace
+    seq = int(trace.events["seq"].max()) + 1 if len(trace.events) else 0
+    trace.add_event({"seq": seq, "step": 0, "phase": "forward", "kind": "forward_pre",
+                     "layer": INPUT_LAYER, "call": 0, "role": "input", "index": "0", "edit": "",
+                     "shape": shape_str(x.shape), "dtype": str(x.dtype), "device": "cpu",
+                     **tensor_stats(x), "key": "model_input"}, x.clone().float())
+    return trace
+
+
+# -- views ----------------------------------------------------------------------------------------
+
+def panel_titles(pred: str | None = None) -> tuple[str, str, str]:
+    heat = t("Grad-CAM heatmap", "Grad-CAM 热力图")
+    return (t("Original", "原始图像"), heat + (f": {pred}" if pred else ""),
+            t("Overlay", "叠加热力图"))
+
+
+def show_panels(image: np.ndarray, cam: np.ndarray, alpha: float, target_name: str,
+                key: str) -> None:
+    fig = charts.three_panels(image, cam, alpha=alpha, titles=panel_titles())
+    st.plotly_chart(fig, width="stretch", key=key)
+    st.caption(t(f"CAM for class **{target_name}**. Overlay = {alpha:.2f}·jet(CAM) + "
+                 f"{1 - alpha:.2f}·image (the seed uses 0.4 / 0.6).",
+                 f"类别 **{target_name}** 的 CAM。叠加 = {alpha:.2f}·jet(CAM) + "
+                 f"{1 - alpha:.2f}·图像（原课程用 0.4 / 0.6）。"))
+
+
+def downloads(image: np.ndarray, cam: np.ndarray, maps: np.ndarray, alpha: float, stem: str,
+              key: str) -> None:
+    c1, c2 = st.columns(2)
+    scale = max(1, 256 // max(image.shape[:2]))
+    c1.download_button(t("Download overlay (PNG)", "下载叠加图（PNG）"),
+                       data=charts.overlay_png(image, cam, alpha, scale=scale),
+                       file_name=f"{stem}-overlay.png", mime="image/png", key=f"{key}_png")
+    c2.download_button(t("Download CAM array (.npy)", "下载 CAM 数组（.npy）"),
+                       data=charts.cam_npy(maps), file_name=f"{stem}-cam.npy",
+                       mime="application/octet-stream", key=f"{key}_npy")
+
+
+def _share_box(run_id: str) -> None:
+    st.caption(t("Share link — opens this view for anyone on this server:",
+                 "分享链接——同一服务器上的任何人都可打开此视图："))
+    base = ""
+    try:
+        url = st.context.url or ""
+        if "://" in url:
+            scheme, rest = url.split("://", 1)
+            base = f"{scheme}://{rest.split('/', 1)[0]}"
+    except Exception:  # noqa: BLE001 - no browser session (tests)
+        base = ""
+    link = run_charts.share_url(base, "gradcam", run_id) if base else \
+        run_charts.share_path("gradcam", run_id)
+    st.code(link, language=None)
+
+
+def saved_run_view(run_id: str) -> None:
+    """``?run=<id>``: the stored run, re-rendered from its activation and gradient."""
+    store = state.store()
+    with state.guard(t("Opening the saved run", "打开保存的运行")):
+        manifest = store.manifest(run_id)
+        trace = store.load(run_id)
+    meta = trace.meta
+    cam_meta = meta.get("cam") or {}
+    if meta.get("page") != "gradcam" or not cam_meta:
+        st.error(t(f"Run {run_id} was not made on the Grad-CAM page; open it on the Runs page.",
+                   f"运行 {run_id} 不是在 Grad-CAM 页面生成的；请在运行记录页面打开。"))
+        _share_box(run_id)
+        return
+    st.info(t(f"Saved run {run_id} by {manifest.get('author') or '?'} "
+              f"({manifest.get('created', '')[:19].replace('T', ' ')})",
+              f"保存的运行 {run_id}，作者 {manifest.get('author') or '?'}"
+              f"（{manifest.get('created', '')[:19].replace('T', ' ')}）"))
+    if manifest.get("notes"):
+        st.markdown(f"**{t('Notes', '备注')}:** {manifest['notes']}")
+    method, layer = cam_meta.get("method", "gradcam"), cam_meta.get("layer")
+    mean, std = tuple(cam_meta.get("mean", datalib.SEED_MEAN)), tuple(cam_meta.get("std", datalib.SEED_STD))
+    names = cam_meta.get("class_names") or []
+    with state.guard(t("Re-rendering the saved CAM", "重新绘制保存的 CAM")):
+        x = trace.find(layer=INPUT_LAYER, role="input")
+        image = charts.as_rgb(datalib.denormalise(x[0], mean, std).numpy())
+        size = tuple(int(s) for s in x.shape[-2:])
+        if camlib.method_name(method) != "scorecam":
+            res = camlib.cam_from_trace(trace, layer, method, size=size)
+            how = t("re-rendered from the stored activation and gradient (no model needed)",
+                    "由保存的激活和梯度重新绘制（不需要模型）")
+        else:
+            model, info, lock = load_model(cam_meta.get("model_key", DEFAULT_MODEL))
+            res = compute(model, lock, x, method, layer, int(cam_meta.get("target", 0)))
+            how = t("recomputed with the model (Score-CAM needs it)", "用模型重新计算（Score-CAM 需要模型）")
+    target = int(cam_meta.get("target", -1))
+    tname = names[target] if 0 <= target < len(names) else str(target)
+    st.caption(t(f"Model **{meta.get('model', '?')}**, method **{method}**, layer **{layer}**, "
+                 f"input {cam_meta.get('input', '?')} — {how}.",
+                 f"模型 **{meta.get('model', '?')}**，方法 **{method}**，层 **{layer}**，"
+                 f"输入 {cam_meta.get('input', '?')} —— {how}。"))
+    alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0,
+                      float(cam_meta.get("alpha", 0.4)), 0.05, key="gradcam_run_alpha")
+    cam = res.maps[0].numpy()
+    show_panels(image, cam, alpha, tname, key="gradcam_run_panels")
+    downloads(image, cam, res.maps.numpy(), alpha, run_id, key="gradcam_run_dl")
+    _share_box(run_id)
+    if st.button(t("Back to the live page", "返回实时页面"), key="gradcam_leave_run"):
+        del st.query_params["run"]
+        st.rerun()
+
+
+def controls() -> dict[str, Any]:
+    """The model row (outside the form: it changes the layer and class lists) and the form."""
+    c1, c2 = st.columns([2, 3])
+    key = c1.selectbox(t("Model", "模型"), MODEL_KEYS, format_func=model_label,
+                       key="gradcam_model")
+    with c2.expander(t("Your own weights (.safetensors / .pt)", "自己的权重（.safetensors / .pt）")):
+        weights = st.file_uploader(t("State dict for the chosen architecture",
+                                     "所选架构的 state dict"),
+                                   type=["safetensors", "pt", "pth", "bin"], key="gradcam_weights")
+    return {"model": key, "weights": weights}
+
+
+def main() -> None:
+    st.title("Grad-CAM")
+    st.caption(t("Where does the classifier look? Gradients of the class score at a convolutional "
+                 "layer weight its feature maps: CAM = ReLU(Σₖ αₖ Aᵏ), αₖ = mean of ∂y/∂Aᵏ.",
+                 "分类器在看哪里？类别得分在卷积层上的梯度给特征图加权：CAM = ReLU(Σₖ αₖ Aᵏ)，"
+                 "αₖ 为 ∂y/∂Aᵏ 的均值。"))
+    run_id = st.query_params.get("run")
+    if run_id:
+        saved_run_view(run_id)
+        return
+
+    top = controls()
+    with state.guard(t("Loading the model", "加载模型")):
+        with st.spinner(t("Loading the model (the first time trains the default model, a few "
+                          "seconds)…", "加载模型（首次会训练默认模型，需要几秒）…")):
+            model, info, lock = load_model(top["model"], top["weights"])
+        spatial, auto = _layers(lock, model, tuple(info.input_shape))
+    names = class_names(info)
+
+    sources = ["shapes", "cifar10", "upload", "random"] if cifar_available() else \
+        ["shapes", "upload", "random"]
+    source_names = {"shapes": t("Shapes sample", "Shapes 样本"),
+                    "cifar10": t("CIFAR-10 sample", "CIFAR-10 样本"),
+                    "upload": t("Upload an image", "上传图像"), "random": t("Random", "随机")}
+    methods = list(camlib.METHODS)
+    with st.form("gradcam_form", border=True):
+        c1, c2, c3 = st.columns(3)
+        source = c1.radio(t("Input", "输入"), sources, format_func=source_names.get,
+                          key="gradcam_source", horizontal=True)
+        index = c1.number_input(t("Sample index / random seed", "样本编号 / 随机种子"), 0, 9999,
+                                102, key="gradcam_index")
+        image_file = c1.file_uploader(t("Image (for “Upload”)", "图像（用于“上传”）"),
+                                      type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif",
+                                            "tiff"], key="gradcam_image")
+        method = c2.selectbox(t("Method", "方法"), methods, key="gradcam_method",
+                              format_func=lambda m: camlib.METHODS[m].title)
+        layer_opts = ["auto", *spatial]
+        layer = c2.selectbox(t("Target layer", "目标层"), layer_opts, key="gradcam_layer",
+                             format_func=lambda n: t(f"automatic ({auto})", f"自动（{auto}）")
+                             if n == "auto" else n)
+        mode_names = {"pred": t("Predicted class", "预测类别"),
+                      "class": t("Chosen class", "指定类别"), "topk": t("Top-k", "前 k 个")}
+        mode = c3.radio(t("Class", "类别"), list(mode_names), format_func=mode_names.get,
+                        key="gradcam_mode", horizontal=True)
+        chosen = c3.selectbox(t("Chosen class", "指定类别"), range(len(names)),
+                              format_func=lambda i: names[i], key="gradcam_class")
+        k = c3.number_input("k", 1, min(10, len(names)), min(3, len(names)), key="gradcam_k")
+        st.form_submit_button(t("Run Grad-CAM", "运行 Grad-CAM"), type="primary")
+
+    with state.guard(t("Preparing the input", "准备输入")):
+        if source == "shapes":
+            sample = shapes_input(index, info)
+        elif source == "cifar10":
+            sample = cifar_input(index, info)
+        elif source == "upload":
+            if image_file is None:
+                st.info(t("Choose an image file above, then press “Run Grad-CAM”.",
+                          "请在上方选择图像文件，然后点击“运行 Grad-CAM”。"))
+                st.stop()
+            sample = handle_upload(image_file.getvalue(), image_file.name, info)
+        else:
+            sample = random_input(index, info)
+    target: Any = {"pred": None, "class": int(chosen), "topk": f"topk:{int(k)}"}[mode]
+    layer_name = None if layer == "auto" else layer
+    with state.guard(t("Computing the CAM", "计算 CAM")):
+        res = compute(model, lock, sample.x, method, layer_name, target)
+    logits = res.logits[0].numpy() if res.logits is not None else None
+    targets = [int(v) for v in res.targets]
+    pick = 0
+    if mode == "topk" and len(targets) > 1:
+        pick = st.radio(t("Show the map of", "显示该类别的图"), range(len(targets)),
+                        format_func=lambda i: f"#{i + 1} {names[targets[i]]}", horizontal=True,
+                        key="gradcam_pick")
+    tname = names[targets[pick]] if 0 <= targets[pick] < len(names) else str(targets[pick])
+    alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0, 0.4, 0.05,
+                      key="gradcam_alpha")
+    cam = res.maps[pick].numpy()
+    left, right = st.columns([3, 1])
+    with left:
+        show_panels(sample.image, cam, alpha, tname, key="gradcam_panels")
+    with right:
+        if logits is not None:
+            labels, probs, idx = charts.topk(logits, names, k=min(5, len(names)))
+            st.plotly_chart(charts.topk_bar(labels, probs, highlight=idx.index(targets[pick])
+                                            if targets[pick] in idx else None,
+                                            x_title=t("probability", "概率")),
+                            width="stretch", key="gradcam_topk")
+        truth = names[sample.label] if sample.label is not None and sample.label < len(names) \
+            else "—"
+        st.markdown(f"**{t('Input', '输入')}:** {sample.description}  \n"
+                    f"**{t('True class', '真实类别')}:** {truth}  \n"
+                    f"**{t('Layer', '层')}:** {res.layer}  \n"
+                    f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
+    downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}", key="gradcam_dl")
+    save_section(model, lock, sample, res, targets[pick], alpha, top["model"], info,
+                 weights=top["weights"] is not None)
+
+    st.divider()
+    sections = {"methods": t("Methods side by side", "方法对比"),
+                "gallery": t("Class gallery", "类别图库"),
+                "metrics": t("Faithfulness", "可信度指标"),
+                "bias": t("Bias experiment", "偏差实验")}
+    section = st.radio(t("More", "更多"), list(sections), format_func=sections.get,
+                       horizontal=True, key="gradcam_section")
+    if section == "methods":
+        methods_section(model, lock, sample, res, targets[pick], alpha)
+    elif section == "gallery":
+        gallery_section(model, lock, info, names, res.layer, method, alpha)
+    elif section == "metrics":
+        metrics_section(model, lock, sample, res, pick, method)
+    else:
+        bias_section(alpha)
+
+
+def save_section(model, lock, sample: Sample, res: camlib.CamResult, target: int, alpha: float,
+                 model_key: str, info: zoo.ModelInfo, weights: bool) -> None:
+    with st.expander(t("Save this view as a run", "把此视图保存为运行"),
+                     expanded=bool(st.session_state.get("gradcam_saved"))):
+        notes = st.text_input(t("Notes", "备注"), key="gradcam_notes")
+        tags = st.text_input(t("Tags (comma-separated)", "标签（逗号分隔）"), key="gradcam_tags")
+        if st.button(t("Save run", "保存运行"), key="gradcam_save"):
+            meta = {"page": "gradcam", "model": info.name, "input_shape": list(sample.x.shape),
+                    "cam": {"method": res.method, "layer": res.layer, "target": int(target),
+                            "alpha": float(alpha), "input": sample.description,
+                            "model_key": model_key, "weights": "uploaded" if weights else
+                            str(info.weights), "mean": list(info.mean), "std": list(info.std),
+                            "class_names": list(info.class_names),
+                            "label": sample.label}}
+            with state.guard(t("Saving the run", "保存运行")):
+                trace = record_run(model, lock, sample, res.layers[0], target, meta)
+                rid = state.store().save(trace, author=state.author(), notes=notes,
+                                         tags=run_charts.parse_tags(tags))
+            st.session_state["gradcam_saved"] = rid
+        rid = st.session_state.get("gradcam_saved")
+        if rid:
+            st.success(t(f"Saved as run {rid}", f"已保存为运行 {rid}"))
+            _share_box(rid)
+
+
+def methods_section(model, lock, sample: Sample, res: camlib.CamResult, target: int,
+                    alpha: float) -> None:
+    chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=DEFAULT_METHODS,
+                            format_func=lambda m: camlib.METHODS[m].title, key="gradcam_methods")
+    raw = st.toggle(t("Raw maps instead of overlays", "显示原始热力图而非叠加图"),
+                    key="gradcam_raw")
+    if not chosen:
+        st.info(t("Pick at least one method.", "请至少选择一个方法。"))
+        return
+    maps = {}
+    with state.guard(t("Computing the methods", "计算各方法")):
+        for m in chosen:
+            r = compute(model, lock, sample.x, m, res.layer, int(target))
+            maps[camlib.METHODS[m].title] = r.maps[0].numpy()
+    st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
+                    width="stretch", key="gradcam_methods_fig")
+    st.caption(t(f"All at layer {res.layer}, for the same class.",
+                 f"均在层 {res.layer}，同一类别。"))
+
+
+def gallery_section(model, lock, info: zoo.ModelInfo, names: list[str], layer: str, method: str,
+                    alpha: float) -> None:
+    if tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES) and not cifar_available():
+        st.info(t("The class gallery needs labelled images: the shapes model, or a local "
+                  "CIFAR-10 copy.", "类别图库需要带标签的图像：shapes 模型，或本地 CIFAR-10。"))
+        return
+    which = st.radio(t("Map for", "热力图针对"), ["true", "pred"], horizontal=True,
+                     format_func=lambda v: t("true class", "真实类别") if v == "true"
+                     else t("predicted class", "预测类别"), key="gradcam_gallery_target")
+    with state.guard(t("Building the gallery", "生成图库")):
+        samples = class_samples(info)
+        xs = torch.cat([s.x for s in samples])
+        labels = [int(s.label) for s in samples]
+        r = compute(model, lock, xs, method, layer, labels if which == "true" else None)
+    preds = r.logits.argmax(1).tolist() if r.logits is not None else [-1] * len(samples)
+    titles = [f"{names[lab]} → {names[p] if 0 <= p < len(names) else '?'}"
+              for lab, p in zip(labels, preds, strict=True)]
+    st.plotly_chart(charts.gallery([s.image for s in samples], list(r.maps.numpy()), titles,
+                                   alpha=alpha, cols=5), width="stretch", key="gradcam_gallery")
+    st.caption(t("One test image per class: true → predicted.", "每个类别一张测试图像：真实 → 预测。"))
+
+
+def class_samples(info: zoo.ModelInfo) -> list[Sample]:
+    """The first test image of each class (shapes, else local CIFAR-10)."""
+    n_classes = len(info.class_names)
+    out: dict[int, Sample] = {}
+    if tuple(info.class_names) == tuple(datalib.SHAPE_CLASSES):
+        for i in range(200):
+            s = shapes_input(i, info)
+            out.setdefault(int(s.label), s)
+            if len(out) == n_classes:
+                break
+    else:
+        ds = _cifar()
+        for i in range(len(ds)):
+            lab = int(ds.targets[i])
+            if lab not in out:
+                out[lab] = cifar_input(i, info)
+            if len(out) == n_classes:
+                break
+    return [out[c] for c in sorted(out)]
+
+
+def metrics_section(model, lock, sample: Sample, res: camlib.CamResult, pick: int,
+                    method: str) -> None:
+    """Faithfulness of the shown map (and of a random map, the baseline) on this image."""
+    from hooklab import metrics
+
+    steps = st.select_slider(t("Curve steps", "曲线步数"), [8, 16, 32, 64], value=32,
+                             key="gradcam_steps")
+    x = sample.x
+    cam = res.maps[pick:pick + 1]
+    target = res.targets[pick:pick + 1]
+    rnd = metrics.random_maps(1, tuple(cam.shape[-2:]), seed=0)
+    mask = torch.from_numpy(sample.mask)[None] if sample.mask is not None else None
+    rows = {}
+    with state.guard(t("Computing the metrics", "计算指标")), state.model_lock(lock):
+        for name, m in ((t("this CAM", "此 CAM"), cam), (t("random map", "随机图"), rnd)):
+            ad, ic = metrics.average_drop_increase(model, x, m, target)
+            di = metrics.deletion_insertion(model, x, m, target, steps=int(steps))
+            row = {"AD % ↓": ad, "IC % ↑": ic, t("deletion AUC ↓", "删除 AUC ↓"): di.deletion_auc,
+                   t("insertion AUC ↑", "插入 AUC ↑"): di.insertion_auc}
+            if mask is not None:
+                row[t("pointing game ↑", "指向游戏 ↑")] = metrics.pointing_game(m, mask)
+            rows[name] = (row, di)
+    first = next(iter(rows.values()))[1]
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        st.plotly_chart(charts.deletion_insertion(
+            first.fractions, first.deletion[0], first.insertion[0],
+            names=(t("Deletion", "删除"), t("Insertion", "插入")),
+            x_title=t("fraction of pixels (most salient first)", "像素比例（按显著性从高到低）"),
+            y_title=t("target-class probability", "目标类别概率")),
+            width="stretch", key="gradcam_curves")
+    with c2:
+        import pandas as pd
+
+        st.dataframe(pd.DataFrame({k: v[0] for k, v in rows.items()}).T, width="stretch")
+        st.caption(t("AD: average drop of confidence on map⊙image; IC: whether it rises. "
+                     "Deletion: remove the most salient pixels first (a fast drop is good); "
+                     "insertion: add them first (a fast rise is good). Pointing game: is the "
+                     "map's maximum on the object (shapes masks)?",
+                     "AD：在 图⊙图像 上置信度的平均下降；IC：是否上升。删除：先去掉最显著的像素"
+                     "（下降越快越好）；插入：先加入它们（上升越快越好）。指向游戏：图的最大值是否落在物体上。"))
+    if st.toggle(t("Compare every method on this image", "在此图像上比较所有方法"),
+                 key="gradcam_all_methods"):
+        with state.guard(t("Comparing methods", "比较方法")), state.model_lock(lock):
+            table = metrics.compare_methods(model, x, mask, layer=res.layer,
+                                            target=[int(target[0])], steps=int(steps))
+        st.dataframe(table, hide_index=True, width="stretch")
+        cols = [c for c in ("deletion_auc", "insertion_auc", "pointing") if c in table.columns]
+        st.plotly_chart(charts.metric_bars({c: dict(zip(table["method"], table[c], strict=True))
+                                            for c in cols}),
+                        width="stretch", key="gradcam_metric_bars")
+
+
+def bias_section(alpha: float) -> None:
+    try:
+        from hooklab import bias  # noqa: F401
+    except ImportError:
+        st.info(t("The bias experiment is not available in this hooklab version.",
+                  "此版本 hooklab 没有偏差实验。"))
+        return
+    st.info(t("Bias experiment: coming with hooklab.bias.", "偏差实验即将提供。"))
+
+
+main()
