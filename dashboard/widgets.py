@@ -1,0 +1,443 @@
+"""Shared dashboard controls: model, input, layer, hook-kind and edit pickers; run save/open.
+
+Pages import these so every page offers the same choices. Signatures are stable:
+
+* :func:`model_picker` ``(key, default=None) -> ModelChoice`` — zoo model + weights (random,
+  trained on shapes, or an uploaded file); cached across sessions with a lock.
+* :func:`load_model` ``(spec) -> ModelChoice`` — the same without UI (reopening a run).
+* :func:`input_picker` ``(key, model, default=None) -> InputChoice`` — shapes sample, CIFAR-10
+  sample (when a local copy exists), uploaded image, random, the seed's input.
+* :func:`make_input` ``(spec, model, upload=None) -> InputChoice`` — the same without UI.
+* :func:`layer_picker` ``(key, model, default=None, label=None) -> list[str] | None`` — a
+  ``layers=`` argument for :func:`hooklab.record` (``None`` = every leaf module).
+* :func:`hook_kind_picker` ``(key, default=()) -> list[str]`` — extra PyTorch hook kinds.
+* :func:`edit_picker` ``(key, default="", label=None) -> str`` — edit lines ``LAYER=EDIT``;
+  parse with :func:`hooklab.compare.normalise_config` inside ``state.guard()``.
+* :func:`run_from_query` ``() -> tuple[str, Trace] | None`` — the run named by ``?run=<id>``.
+* :func:`save_run` ``(trace, key, default_tags=()) -> str | None`` — notes/tags + "Save run".
+
+Every label goes through :func:`dashboard.i18n.t`. Errors raised while loading are hooklab
+errors; call the pickers inside ``state.guard()`` where a bad upload must become one st.error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dashboard import state
+from dashboard.i18n import lang, t
+from hooklab.errors import DataError, HooklabError
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES_SHOWN = ("simple_cnn", "simple_model", "resnet18", "mobilenet_v3_small", "vgg11_bn",
+                     "resnet50", "densenet121", "efficientnet_b0")
+WEIGHT_SOURCES = ("auto", "random", "shapes", "upload")
+INPUT_SOURCES = ("shapes", "cifar10", "upload", "random", "seed")
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ModelChoice:
+    """A model ready to run, shared between sessions (hold :attr:`lock` while hooking it).
+
+    Attributes:
+        name: zoo name (``"simple_cnn"``).
+        weights: ``"random"``, ``"shapes"`` (trained on the shapes set) or ``"upload:<sha12>"``.
+        model: the cached module (eval mode).
+        input_shape: ``(C, H, W)`` it expects.
+        class_names: one per logit.
+        spec: JSON-ready ``{"name", "weights"}`` to rebuild it (:func:`load_model`).
+    """
+
+    name: str
+    weights: str
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}|{self.weights}"
+
+    @property
+    def lock(self):
+        """The lock of this cached model (``state.model_lock``)."""
+        return state.model_lock(self.key)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.weights})"
+
+
+def trained_available() -> bool:
+    """True when :mod:`hooklab.train` exists (the SimpleCNN trained on shapes)."""
+    return importlib.util.find_spec("hooklab.train") is not None
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Module:
+    from hooklab.models import get_model
+
+    if weights == "shapes":
+        return get_model(name, weights="shapes")
+    if weights.startswith("upload:"):
+        if _blob is None:
+            raise HooklabError("the uploaded weights are not available any more; upload again")
+        suffix = ".safetensors" if _blob[:8] != b"PK\x03\x04" and _blob[8:9] == b"{" else ".pt"
+        with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as f:
+            f.write(_blob)
+            path = f.name
+        try:
+            return get_model(name, weights=path)
+        finally:
+            os.unlink(path)
+    return get_model(name)
+
+
+def _class_names(model: nn.Module, name: str) -> tuple[str, ...]:
+    info = getattr(model, "hooklab_info", None)
+    names = tuple(getattr(info, "class_names", ()) or ())
+    if not names and name == "simple_cnn":
+        names = _cifar_names()
+    return names
+
+
+def _cifar_names() -> tuple[str, ...]:
+    from hooklab import data
+
+    return data.CIFAR10_CLASSES_ZH if lang() == "zh" else data.CIFAR10_CLASSES
+
+
+def default_weights(name: str) -> str:
+    """``"shapes"`` for the SimpleCNN when hooklab.train exists, else ``"random"``."""
+    return "shapes" if name == "simple_cnn" and trained_available() else "random"
+
+
+def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None) -> ModelChoice:
+    """A cached model from ``{"name": ..., "weights": "auto"|"random"|"shapes"|"upload:<sha>"}``.
+
+    ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights.
+    """
+    from hooklab.models import input_shape
+
+    spec = dict(spec or {})
+    name = str(spec.get("name") or "simple_cnn")
+    weights = str(spec.get("weights") or "auto")
+    if weights == "auto":
+        weights = default_weights(name)
+    if weights == "shapes" and not trained_available():
+        weights = "random"
+    model = _cached_model(name, weights, blob)
+    info = getattr(model, "hooklab_info", None)
+    shape = tuple(getattr(info, "input_shape", ()) or input_shape(model))
+    return ModelChoice(name, weights, model, shape, _class_names(model, name),
+                       {"name": name, "weights": weights})
+
+
+def model_picker(key: str, default: dict[str, Any] | None = None) -> ModelChoice:
+    """Model selectbox, weights radio (auto / random / trained on shapes / upload).
+
+    Args:
+        key: widget key prefix (unique per page).
+        default: a :attr:`ModelChoice.spec` to preselect (e.g. from a reopened run).
+
+    Raises (inside ``state.guard()``): WeightsMismatchError, UnsafeCheckpointError, ...
+    """
+    default = default or {}
+    names = list(MODEL_NAMES_SHOWN)
+    name0 = default.get("name", "simple_cnn")
+    name = st.selectbox(t("Model", "模型"), names, index=names.index(name0) if name0 in names
+                        else 0, key=f"{key}_model")
+    labels = {"auto": t("default", "默认"), "random": t("random", "随机"),
+              "shapes": t("trained on shapes", "在 shapes 上训练"),
+              "upload": t("upload weights", "上传权重")}
+    options = [w for w in WEIGHT_SOURCES if w != "shapes" or (name == "simple_cnn"
+                                                             and trained_available())]
+    w0 = str(default.get("weights", "auto")).split(":")[0]
+    src = st.radio(t("Weights", "权重"), options, index=options.index(w0) if w0 in options
+                   else 0, format_func=labels.get, horizontal=True, key=f"{key}_weights")
+    blob = None
+    weights = src
+    if src == "upload":
+        up = st.file_uploader(t("Weights file (.safetensors, .pt, .pth)",
+                                "权重文件 (.safetensors, .pt, .pth)"),
+                              type=["safetensors", "pt", "pth", "bin"], key=f"{key}_wfile")
+        if up is None:
+            st.caption(t("No file yet: random weights.", "尚未上传：使用随机权重。"))
+            weights = "random"
+        else:
+            blob = up.getvalue()
+            weights = "upload:" + hashlib.sha256(blob).hexdigest()[:12]
+    with st.spinner(t("Loading model…", "加载模型…")):
+        return load_model({"name": name, "weights": weights}, blob)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class InputChoice:
+    """One model input.
+
+    Attributes:
+        x: ``(1, C, H, W)`` float32, normalised, fitted to the model's input shape.
+        label: the true class when known, else ``None``.
+        label_name: its name ("" when unknown).
+        display: ``(H, W, 3)`` float32 in [0, 1] for showing, or ``None``.
+        spec: JSON-ready description (``{"source": "shapes", "index": 102}``...).
+    """
+
+    x: torch.Tensor
+    label: int | None
+    label_name: str
+    display: np.ndarray | None
+    spec: dict[str, Any]
+
+    @property
+    def description(self) -> str:
+        s = self.spec
+        src = s.get("source", "?")
+        detail = s.get("index", s.get("seed", s.get("name", "")))
+        extra = f" — {self.label_name}" if self.label_name else ""
+        return f"{src} {detail}{extra}".strip()
+
+
+def fit_input(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize a ``(1, C, H, W)`` input to ``shape`` ``(C, H, W)`` (bilinear; grey <-> RGB)."""
+    c, h, w = shape[-3:] if len(shape) >= 3 else (shape[0], 1, 1)
+    if x.shape[1] != c:
+        x = x.mean(dim=1, keepdim=True) if c == 1 else x[:, :1].expand(-1, c, -1, -1)
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x.contiguous()
+
+
+def _display(x: torch.Tensor) -> np.ndarray:
+    from hooklab.data import denormalise
+
+    img = denormalise(x[0]).permute(1, 2, 0).numpy().astype(np.float32)
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
+def cifar_available() -> bool:
+    """True when a local CIFAR-10 copy exists."""
+    from hooklab import data
+
+    try:
+        data.cifar10()
+        return True
+    except DataError:
+        return False
+    except Exception:  # noqa: BLE001 - a malformed copy counts as absent here
+        log.exception("CIFAR-10 copy unusable")
+        return False
+
+
+@st.cache_resource(show_spinner=False)
+def _cifar_cached():
+    from hooklab import data
+
+    return data.cifar10()
+
+
+def make_input(spec: dict[str, Any], model: ModelChoice, upload: bytes | None = None
+               ) -> InputChoice:
+    """Build an input from its spec (no UI). Raises DataError / ImageError on bad input."""
+    from hooklab import data
+
+    source = spec.get("source", "shapes")
+    shape = tuple(model.input_shape)
+    label: int | None = None
+    name = ""
+    if source == "shapes":
+        idx = int(spec.get("index", 102))
+        img, label, _ = data.shapes_sample(idx, split=str(spec.get("split", "test")))
+        x = img.unsqueeze(0)
+        name = data.SHAPE_CLASSES[label]
+    elif source == "cifar10":
+        ds = _cifar_cached()
+        idx = int(spec.get("index", 102))
+        if not 0 <= idx < len(ds):
+            raise DataError(f"CIFAR-10 index must be in 0..{len(ds) - 1}, got {idx}")
+        img, label = ds[idx]
+        x = torch.as_tensor(img).unsqueeze(0)
+        names = data.CIFAR10_CLASSES_ZH if lang() == "zh" else data.CIFAR10_CLASSES
+        name = names[int(label)]
+    elif source == "upload":
+        if upload is None:
+            raise DataError("no image uploaded yet")
+        loaded = data.load_image(upload, size=shape[-2:], normalise="seed",
+                                 channels=1 if shape[0] == 1 else 3)
+        x = loaded.tensor
+    elif source == "seed":
+        g = torch.Generator().manual_seed(int(spec.get("seed", 42)))
+        x = torch.randn(1, *shape, generator=g)
+    else:  # random
+        g = torch.Generator().manual_seed(int(spec.get("seed", 0)))
+        x = torch.randn(1, *shape, generator=g)
+    x = fit_input(x.float(), shape)
+    return InputChoice(x, label, name, _display(x) if source != "random" else None, dict(spec))
+
+
+def input_picker(key: str, model: ModelChoice, default: dict[str, Any] | None = None
+                 ) -> InputChoice:
+    """Input source radio and its parameter (index, seed or upload).
+
+    The seed's SimpleModel (1×4×4 input) defaults to the seed's input; the others to shapes
+    sample 102 (the seed's test index). CIFAR-10 is offered only when a local copy exists.
+    """
+    default = default or {}
+    grey_small = tuple(model.input_shape) == (1, 4, 4)
+    sources = ["seed", "random", "upload"] if grey_small else \
+        ["shapes", *(["cifar10"] if cifar_available() else []), "upload", "random"]
+    labels = {"shapes": t("shapes sample", "shapes 样本"), "cifar10": t("CIFAR-10 sample",
+                                                                         "CIFAR-10 样本"),
+              "upload": t("upload an image", "上传图片"), "random": t("random", "随机"),
+              "seed": t("the seed's input", "课程中的输入")}
+    s0 = default.get("source", sources[0])
+    source = st.radio(t("Input", "输入"), sources, index=sources.index(s0) if s0 in sources
+                      else 0, format_func=labels.get, horizontal=True, key=f"{key}_source")
+    spec: dict[str, Any] = {"source": source}
+    upload = None
+    if source in ("shapes", "cifar10"):
+        spec["index"] = int(st.number_input(t("Sample index", "样本编号"), min_value=0,
+                                            max_value=9999, value=int(default.get("index", 102)),
+                                            key=f"{key}_index"))
+    elif source in ("random", "seed"):
+        spec["seed"] = int(st.number_input(t("Random seed", "随机种子"), min_value=0,
+                                           value=int(default.get("seed", 42 if source == "seed"
+                                                                 else 0)),
+                                           key=f"{key}_seed"))
+    else:
+        up = st.file_uploader(t("Image", "图片"), key=f"{key}_image")
+        if up is not None:
+            upload = up.getvalue()
+            spec["name"] = up.name
+            spec["sha256"] = hashlib.sha256(upload).hexdigest()[:12]
+    if source == "upload" and upload is None:
+        st.caption(t("No image yet: a random input is used.", "尚未上传：使用随机输入。"))
+        return make_input({"source": "random", "seed": 0}, model)
+    return make_input(spec, model, upload)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers, hook kinds, edits
+# ----------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def _layer_options(_model: nn.Module, key: str) -> list[tuple[str, str]]:
+    return [(n, type(m).__name__) for n, m in _model.named_modules() if n]
+
+
+def layer_picker(key: str, model: ModelChoice, default: Any = None, label: str | None = None
+                 ) -> list[str] | None:
+    """Searchable multiselect of module names plus a free-text field (name, glob or type).
+
+    Returns:
+        A ``layers=`` value for :func:`hooklab.record`: ``None`` (nothing chosen: every leaf
+        module) or a list of names/globs/types. Unknown entries raise LayerNotFoundError when
+        recording (inside ``state.guard()``).
+    """
+    options = _layer_options(model.model, model.key)
+    types = dict(options)
+    names = [n for n, _ in options]
+    chosen0 = [d for d in (default or []) if d in types] if isinstance(default, list) else []
+    free0 = ", ".join(d for d in (default or []) if d not in types) if isinstance(default, list) \
+        else (default or "")
+    picked = st.multiselect(label or t("Layers (empty: every leaf module)",
+                                       "层（留空：所有叶子模块）"), names, default=chosen0,
+                            format_func=lambda n: f"{n} · {types.get(n, '')}",
+                            key=f"{key}_layers")
+    free = st.text_input(t("…or by name / glob / type, comma separated",
+                           "…或按名称 / 通配符 / 类型，用逗号分隔"), value=free0,
+                         placeholder="conv*, Linear", key=f"{key}_layers_free")
+    extra = [s.strip() for s in free.split(",") if s.strip()]
+    out = [*picked, *extra]
+    return out or None
+
+
+def hook_kind_picker(key: str, default: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Extra PyTorch hook kinds to attach to the chosen layers (besides the recording)."""
+    from hooklab.recorder import HOOK_KIND_HELP, HOOK_KINDS
+
+    return st.multiselect(t("Extra hook kinds", "额外的钩子类型"), list(HOOK_KINDS),
+                          default=[k for k in default if k in HOOK_KINDS],
+                          help="\n".join(f"- {k}: {v}" for k, v in HOOK_KIND_HELP.items()),
+                          key=f"{key}_hooks")
+
+
+EDIT_HELP = ("One edit per line: LAYER=EDIT, or LAYER:TARGET=EDIT with TARGET grad (default), "
+             "activation or param_grad. Edits: scale(k), halve, clip(v), clip_norm(m), zero(), "
+             "channel_mask([0, 3]), noise(std, seed=0). Example: conv2=scale(0.5)")
+
+
+def edit_picker(key: str, default: str = "", label: str | None = None) -> str:
+    """A text area of edit lines (``conv2=scale(0.5)``); returns the text.
+
+    Parse it with :func:`hooklab.compare.normalise_config` inside ``state.guard()``.
+    """
+    return st.text_area(label or t("Edits", "梯度/激活修改"), value=default, height=80,
+                        placeholder="conv2=scale(0.5)", help=EDIT_HELP, key=f"{key}_edits")
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs: open from ?run=<id>, save with notes and tags
+# ----------------------------------------------------------------------------------------------
+def run_from_query():
+    """The stored run named by ``?run=<id>`` as ``(run_id, trace)``, or ``None``.
+
+    An unknown or corrupt run becomes one ``st.error`` and ``None`` (the live page follows).
+    """
+    run_id = st.query_params.get("run")
+    if not run_id:
+        return None
+    try:
+        trace = state.store().load(str(run_id))
+    except (HooklabError, OSError, ValueError) as exc:
+        log.info("cannot open run %s: %s", run_id, exc)
+        st.error(f"{t('Opening run', '打开运行记录')} {run_id}: {exc}")
+        return None
+    return str(run_id), trace
+
+
+def leave_run_button(key: str) -> None:
+    """A button that drops ``?run=`` and goes back to the live page."""
+    if st.button(t("Back to live view", "返回实时视图"), key=f"{key}_leave"):
+        st.query_params.clear()
+        st.rerun()
+
+
+def save_run(trace, key: str, default_tags: tuple[str, ...] | list[str] = ()) -> str | None:
+    """Notes, tags and a "Save run" button; saves ``trace`` with the sidebar's author.
+
+    Returns the new run id after a save (also shown with its share link), else ``None``.
+    """
+    with st.expander(t("Save run", "保存运行"), expanded=False):
+        notes = st.text_area(t("Notes", "备注"), key=f"{key}_notes", height=68)
+        tags = st.text_input(t("Tags (comma separated)", "标签（逗号分隔）"),
+                             value=", ".join(default_tags), key=f"{key}_tags")
+    if st.button(t("Save run", "保存运行"), key=f"{key}_save"):
+        with state.guard(t("Saving", "保存")):
+            run_id = state.store().save(trace, author=state.author(), notes=notes, tags=tags)
+        st.session_state[f"{key}_saved"] = run_id
+    run_id = st.session_state.get(f"{key}_saved")
+    if run_id:
+        page = trace.meta.get("page", "")
+        st.success(f"{t('Saved as run', '已保存为运行')} {run_id}")
+        st.code(f"/{page}?run={run_id}", language=None)
+    return run_id
