@@ -21,6 +21,8 @@ import os
 import re
 import secrets
 import stat
+import struct
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import _TYPES as _ST_TYPES
 
 from hooklab.errors import CorruptRunError, StoreError
 from hooklab.trace import EVENT_COLUMNS, Trace, normalise_events
@@ -55,6 +57,10 @@ MAX_MANIFEST_BYTES = 16 * 2**20
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 22
+#: torch dtype -> safetensors dtype code, for every dtype safetensors can read back into torch.
+_ST_DTYPES: dict[torch.dtype, str] = {v: k for k, v in _ST_TYPES.items() if v is not None}
+if sys.byteorder != "little":  # pragma: no cover - the writer emits native byte order
+    raise ImportError("hooklab's trace store needs a little-endian machine")
 
 
 def utc_now() -> _dt.datetime:
@@ -223,22 +229,51 @@ def write_manifest(path: Path, manifest: dict[str, Any], durable: bool) -> None:
             os.fsync(f.fileno())
 
 
-def write_events(path: Path, events: pd.DataFrame, durable: bool) -> None:
+def _write_pipelined(path: Path, head: bytes, views: list[memoryview], durable: bool) -> str:
+    """Write ``head`` then ``views`` to ``path`` while a thread hashes the same memory.
+
+    hashlib and file writes both release the GIL, so hashing overlaps the write and the fsync
+    instead of re-reading the file afterwards. Returns the sha256 hex digest of the file.
+    """
+    result: list[str] = []
+
+    def digest() -> None:
+        h = hashlib.sha256(head)
+        for v in views:
+            h.update(v)
+        result.append(h.hexdigest())
+
+    worker = threading.Thread(target=digest, name="hooklab-sha256", daemon=True)
+    worker.start()
+    try:
+        with open(path, "wb") as f:
+            f.write(head)
+            for v in views:
+                f.write(v)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        worker.join()
+    return result[0]
+
+
+def write_events(path: Path, events: pd.DataFrame, durable: bool) -> dict[str, Any]:
+    """Write the events table as Parquet; return ``{"sha256", "bytes"}``."""
     table = pa.Table.from_pandas(normalise_events(events), preserve_index=False)
-    with open(path, "wb") as f:
-        pq.write_table(table, f)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    buf = memoryview(sink.getvalue())
+    return {"sha256": _write_pipelined(path, b"", [buf], durable), "bytes": buf.nbytes}
 
 
-def _prepare_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached, CPU, contiguous, dense tensors; copies only where storage is shared."""
+def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, CPU, contiguous, dense tensors (copies only where needed)."""
     out: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
     for key, t in tensors.items():
-        if not isinstance(key, str) or not key:
-            raise StoreError(f"tensor keys must be non-empty strings, got {key!r}")
+        if not isinstance(key, str) or not key or key == "__metadata__":
+            raise StoreError(f"tensor keys must be non-empty strings (not __metadata__), "
+                             f"got {key!r}")
         if not isinstance(t, torch.Tensor):
             raise StoreError(f"tensor {key!r} is a {type(t).__name__}, not a torch.Tensor")
         if t.layout != torch.strided:
@@ -246,29 +281,39 @@ def _prepare_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        if t.numel():
-            ident = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            if ident in seen:  # safetensors refuses tensors sharing memory; copy the later ones
-                t = t.clone()
-            else:
-                seen.add(ident)
-        out[key] = t
+        if t.dtype not in _ST_DTYPES:
+            raise StoreError(f"cannot store tensor {key!r} of dtype {t.dtype}; safetensors "
+                             f"stores {', '.join(sorted(str(d) for d in _ST_DTYPES))}")
+        out[key] = t.contiguous()
     return out
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], durable: bool) -> None:
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], durable: bool
+                  ) -> dict[str, Any]:
+    """Write ``tensors`` in the safetensors format; return ``{"sha256", "bytes"}``.
+
+    The file is what ``safetensors.torch.save_file`` writes (8-byte little-endian header
+    length, JSON header padded to 8 bytes, then the payloads ordered by decreasing element
+    size so each is aligned), but written straight from the tensors' memory with no
+    intermediate copy, hashed while it is written.
+    """
     prepared = _prepare_tensors(tensors)
-    try:
-        save_file(prepared, str(path))
-    except KeyError as exc:  # dtype safetensors cannot store (e.g. complex128)
-        raise StoreError(f"cannot store a tensor of dtype {exc.args[0]} (safetensors "
-                         "supports float, int, bool, bfloat16, float8 and complex64)") from exc
-    except (ValueError, RuntimeError) as exc:
-        raise StoreError(f"cannot write tensors: {exc}") from exc
-    if durable:
-        fsync_file(path)
+    order = sorted(prepared, key=lambda k: -prepared[k].element_size())  # stable
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    views: list[memoryview] = []
+    offset = 0
+    for key in order:
+        t = prepared[key]
+        n = t.numel() * t.element_size()
+        header[key] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                       "data_offsets": [offset, offset + n]}
+        offset += n
+        if n:
+            views.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    hb = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    hb += b" " * (-len(hb) % 8)
+    head = struct.pack("<Q", len(hb)) + hb
+    return {"sha256": _write_pipelined(path, head, views, durable), "bytes": len(head) + offset}
 
 
 def write_run(directory: Path, trace: Trace, info: dict[str, Any], durable: bool = True
@@ -279,11 +324,8 @@ def write_run(directory: Path, trace: Trace, info: dict[str, Any], durable: bool
     """
     events = trace.events
     tensors = trace.tensors()
-    ev_path, t_path = directory / EVENTS, directory / TENSORS
-    write_events(ev_path, events, durable)
-    write_tensors(t_path, tensors, durable)
-    files = {name: {"sha256": sha256_file(directory / name),
-                    "bytes": os.path.getsize(directory / name)} for name in DATA_FILES}
+    files = {EVENTS: write_events(directory / EVENTS, events, durable),
+             TENSORS: write_tensors(directory / TENSORS, tensors, durable)}
     manifest = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, **info,
         "meta": jsonable(trace.meta), "n_events": len(events), "n_tensors": len(tensors),
