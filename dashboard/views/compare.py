@@ -1,0 +1,167 @@
+"""Page 3 — Compare edits: two edit configurations on the same model and input, or in training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from dashboard import state, widgets
+from dashboard.i18n import t
+from hooklab import compare as cmp_mod
+from hooklab.charts import compare as charts
+
+PAGE = "compare"
+RESULT_KEY = "compare_result"
+DEFAULT_B = "conv2=scale(0.5)"
+
+
+def _train_config(model: widgets.ModelChoice, specs: list, steps: int):
+    """A ``hooklab.train.TrainConfig`` for these edits (fields the trainer does not have are
+    left out)."""
+    from hooklab import train
+
+    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
+    wanted = {"steps": steps, "edits": [e.spec() for e in specs], "model": model.name,
+              "seed": 0}
+    return train.TrainConfig(**{k: v for k, v in wanted.items() if k in fields})
+
+
+def _render_edits(cmp: cmp_mod.EditComparison, key: str) -> None:
+    names = (t("A", "A"), t("B", "B"))
+    st.markdown(f"**A**: `{cmp_mod.config_text(cmp.config_a)}` · "
+                f"**B**: `{cmp_mod.config_text(cmp.config_b)}`")
+    c1, c2 = st.columns(2)
+    c1.metric(t("input gradient ‖B‖/‖A‖", "输入梯度 ‖B‖/‖A‖"), f"{cmp.input_grad_ratio:.4g}")
+    if cmp.target:
+        c2.metric(t("backpropagated class", "反向传播的类别"), ", ".join(map(str, cmp.target)))
+    quantity = st.radio(t("Gradients", "梯度"), ["param_grad", "grad_output"],
+                        format_func={"param_grad": t("parameter gradients", "参数梯度"),
+                                     "grad_output": t("layer output gradients", "层输出梯度")}.get,
+                        horizontal=True, key=f"{key}_quantity")
+    st.plotly_chart(charts.ratio_bars(cmp.table, ["input_grad", quantity], names=names),
+                    width="stretch", key=f"{key}_ratio")
+    st.caption(t("Below 1: the gradient shrank under B. Halving the output gradient of a layer "
+                 "halves every gradient upstream of it (and that layer's own weights); layers "
+                 "downstream are unchanged (ratio 1).",
+                 "小于 1：B 下梯度变小。把某层输出的梯度减半，会使其上游的所有梯度（以及该层自身的"
+                 "权重梯度）减半；下游的层不变（比值 1）。"))
+    with st.expander(t("Table", "表格")):
+        st.dataframe(cmp.table, hide_index=True, width="stretch")
+    if cmp.input_grad_a is not None and cmp.input_grad_b is not None:
+        st.plotly_chart(charts.input_grad_maps(cmp.input_grad_a, cmp.input_grad_b, names=names),
+                        width="stretch", key=f"{key}_inputgrad")
+    if cmp.cam_a is not None and cmp.cam_b is not None:
+        st.plotly_chart(charts.cam_difference(cmp.cam_a, cmp.cam_b, names=names,
+                                              layer=cmp.cam_layer or ""),
+                        width="stretch", key=f"{key}_cam")
+        st.caption(t("Grad-CAM normalises each map: scaling a gradient uniformly does not change "
+                     "it; an edit that changes the activation or masks channels does.",
+                     "Grad-CAM 会对每张图做归一化：均匀缩放梯度不会改变它；改变激活或屏蔽通道的修改会。"))
+    else:
+        st.caption(t("No CAM difference (no spatial layer, or CAM turned off).",
+                     "没有 CAM 差异（没有空间层，或已关闭 CAM）。"))
+
+
+def _render_training(res: cmp_mod.TrainingComparison, key: str) -> None:
+    st.markdown(f"**A**: `{cmp_mod.config_text(res.config_a.get('edits'))}` · "
+                f"**B**: `{cmp_mod.config_text(res.config_b.get('edits'))}`")
+    st.plotly_chart(charts.training_curves(res.history_a, res.history_b), width="stretch",
+                    key=f"{key}_curves")
+    st.plotly_chart(charts.grad_norms_over_training(res.history_a, res.history_b),
+                    width="stretch", key=f"{key}_norms")
+
+
+st.title(t("Compare edits", "比较梯度修改"))
+st.caption(t("Run the same model and input under two edit configurations, A and B, and compare "
+             "the gradients they produce.",
+             "在同一模型和输入上用两组修改配置 A、B 运行，比较它们产生的梯度。"))
+
+opened = widgets.run_from_query()
+settings = dict(opened[1].meta.get("settings") or {}) if opened else {}
+
+modes = ["single", "training"]
+mode = st.radio(t("Mode", "模式"), modes, index=modes.index(settings.get("mode", "single")),
+                format_func={"single": t("one forward + backward", "一次前向+反向"),
+                             "training": t("over training", "训练过程中")}.get,
+                horizontal=True, key=f"{PAGE}_mode")
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        with state.guard(t("Model", "模型")):
+            model = widgets.model_picker(PAGE, settings.get("model"))
+        if mode == "single":
+            with state.guard(t("Input", "输入")):
+                inp = widgets.input_picker(PAGE, model, settings.get("input"))
+    with c2:
+        text_a = widgets.edit_picker(f"{PAGE}_a", settings.get("config_a_text", ""),
+                                     label=t("Configuration A (empty: no edit)",
+                                             "配置 A（留空：不修改）"))
+    with c3:
+        text_b = widgets.edit_picker(f"{PAGE}_b", settings.get("config_b_text", DEFAULT_B),
+                                     label=t("Configuration B", "配置 B"))
+    if mode == "single":
+        cam_layer = st.text_input(t("CAM layer (auto: the last spatial layer; empty: no CAM)",
+                                    "CAM 层（auto：最后一个空间层；留空：不计算 CAM）"),
+                                  value=settings.get("cam_layer", "auto"), key=f"{PAGE}_cam")
+        go = st.button(t("Run A and B", "运行 A 和 B"), type="primary", key=f"{PAGE}_run")
+    else:
+        steps = st.slider(t("Training steps", "训练步数"), 5, 300,
+                          int(settings.get("steps", 40)), step=5, key=f"{PAGE}_steps")
+        go = st.button(t("Train A and B", "训练 A 和 B"), type="primary", key=f"{PAGE}_train")
+
+base_settings = {"mode": mode, "model": model.spec, "config_a_text": text_a,
+                 "config_b_text": text_b}
+if go:
+    with state.guard(t("Compare", "比较")):
+        specs_a = cmp_mod.normalise_config(text_a)
+        specs_b = cmp_mod.normalise_config(text_b)
+        if mode == "single":
+            with model.lock:
+                result = cmp_mod.compare_edits(model.model, inp.x, specs_a, specs_b,
+                                               cam_layer=cam_layer.strip() or None)
+            meta_settings = {**base_settings, "input": inp.spec, "cam_layer": cam_layer}
+        else:
+            if not widgets.trained_available():
+                from hooklab.errors import HooklabError
+
+                raise HooklabError(t("Training needs hooklab.train, which is not installed.",
+                                     "训练需要 hooklab.train，当前不可用。"))
+            bar = st.progress(0.0, text=t("Training A…", "训练 A…"))
+            result = cmp_mod.compare_training(
+                _train_config(model, specs_a, steps), _train_config(model, specs_b, steps),
+                steps=steps, progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0),
+                                                                  text=msg))
+            bar.empty()
+            meta_settings = {**base_settings, "steps": steps}
+    st.session_state[RESULT_KEY] = (result, meta_settings)
+    st.session_state.pop(f"{PAGE}_saved", None)
+    if opened:
+        st.query_params.clear()
+        opened = None
+
+if opened is not None and not go:
+    run_id, trace = opened
+    st.info(f"{t('Run', '运行')} {run_id} · {trace.meta.get('model', '')}")
+    widgets.leave_run_button(PAGE)
+    with state.guard(t("Showing run", "显示运行")):
+        info = trace.meta.get("compare") or {}
+        if info.get("mode") == "training":
+            _render_training(cmp_mod.TrainingComparison.from_trace(trace), "stored")
+        else:
+            _render_edits(cmp_mod.EditComparison.from_trace(trace), "stored")
+else:
+    stored = st.session_state.get(RESULT_KEY)
+    if stored is None:
+        st.info(t("Press the button to run both configurations.", "按按钮运行两种配置。"))
+    else:
+        result, meta_settings = stored
+        meta = {"page": PAGE, "model": meta_settings["model"]["name"], "settings": meta_settings}
+        with state.guard(t("Showing the comparison", "显示比较")):
+            if isinstance(result, cmp_mod.TrainingComparison):
+                _render_training(result, "live")
+            else:
+                _render_edits(result, "live")
+            trace = result.to_trace(meta)
+        widgets.save_run(trace, PAGE, default_tags=("compare",))
