@@ -40,7 +40,6 @@ from hooklab.trace import shape_str, tensor_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "simple_cnn:shapes"
 SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
              "ring": "圆环", "diamond": "菱形"}
 INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
@@ -49,58 +48,38 @@ DEFAULT_METHODS = ["gradcam", "gradcam++", "layercam", "eigencam"]
 
 # -- models -------------------------------------------------------------------------------------
 
-def model_label(key: str) -> str:
-    if key == DEFAULT_MODEL:
-        return t("SimpleCNN trained on shapes (default)", "在 shapes 上训练的 SimpleCNN（默认）")
-    if key == "simple_cnn":
-        return t("SimpleCNN, random weights", "SimpleCNN，随机权重")
-    return t(f"{key}, random weights", f"{key}，随机权重")
+@dataclass
+class Model:
+    """The picked model with what the page needs to feed it and name its classes."""
+
+    choice: Any  # dashboard.widgets.ModelChoice (cached, shared with the other pages)
+    info: zoo.ModelInfo  # input shape, normalisation, class names (English)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.choice.model
+
+    @property
+    def lock(self):
+        return self.choice.lock
 
 
-MODEL_KEYS = [DEFAULT_MODEL, "simple_cnn", *zoo.TORCHVISION_MODELS]
+def model_info(choice: Any) -> zoo.ModelInfo:
+    """Normalisation and class names of a picked model (shapes classes for the trained CNN)."""
+    info = getattr(choice.model, "hooklab_info", None) or zoo.model_info(choice.name)
+    if choice.weights == "shapes" and tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES):
+        info = replace(info, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
+    return replace(info, input_shape=tuple(choice.input_shape))
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
-def _cached_model(key: str, weights_id: str = "", _weights: bytes | None = None,
-                  _suffix: str = ".safetensors") -> torch.nn.Module:
-    """A shared, eval-mode model (one per key and weights file), used under its lock."""
-    if key == DEFAULT_MODEL:
-        return zoo.get_model("simple_cnn", weights="shapes")
-    if _weights is None:
-        return zoo.get_model(key)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"weights{_suffix}"
-        path.write_bytes(_weights)
-        return zoo.get_model(key, weights=str(path))
-
-
-def model_info(key: str, model: torch.nn.Module) -> zoo.ModelInfo:
-    info = getattr(model, "hooklab_info", None)
-    if info is not None:
-        return info
-    base = zoo.model_info("simple_cnn" if key == DEFAULT_MODEL else key)
-    if key == DEFAULT_MODEL:
-        return replace(base, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
-    return base
-
-
-def load_model(key: str, upload: Any = None) -> tuple[torch.nn.Module, zoo.ModelInfo, str]:
-    """(model, info, lock name). Uploaded weights are read safely; a mismatch raises
-    :class:`hooklab.errors.WeightsMismatchError` (shown as one ``st.error``)."""
-    if upload is None:
-        model = _cached_model(key)
-        return model, model_info(key, model), key
-    data = upload.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    suffix = Path(upload.name).suffix.lower() or ".safetensors"
-    model = _cached_model(key if key != DEFAULT_MODEL else "simple_cnn", digest, data, suffix)
-    return model, model_info(key, model), f"{key}@{digest}"
+def wrap(choice: Any) -> Model:
+    return Model(choice, model_info(choice))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _layers(lock_name: str, _model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[list[str], str]:
+def _layers(key: str, _model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[list[str], str]:
     """Spatial layers (for the picker) and the automatic target layer, from one dry forward."""
-    with state.model_lock(lock_name):
+    with state.model_lock(key):
         table = zoo.list_layers(_model, shape)
         auto = zoo.auto_target_layer(_model, shape)
     return [str(n) for n in table.loc[table["spatial"], "name"]], auto
@@ -140,14 +119,16 @@ def _fit(pixels: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
 def _from_pixels(pixels: torch.Tensor, info: zoo.ModelInfo, label: int | None,
                  mask: torch.Tensor | None, description: str) -> Sample:
     p = _fit(pixels.float(), info)
-    x = datalib.normalise(p, info.mean, info.std)[None]
+    model_p = p.mean(0, keepdim=True) if info.input_shape[0] == 1 else p
+    x = datalib.normalise(model_p, info.mean, info.std)[None]
     m = None
     if mask is not None:
         m = mask.float()[None, None]
         if m.shape[-2:] != p.shape[-2:]:
             m = F.interpolate(m, size=p.shape[-2:], mode="nearest")
         m = m[0, 0].numpy() > 0.5
-    return Sample(x, p.permute(1, 2, 0).numpy().astype(np.float32), label, m, description)
+    shown = model_p.expand(3, -1, -1) if info.input_shape[0] == 1 else p
+    return Sample(x, shown.permute(1, 2, 0).numpy().astype(np.float32), label, m, description)
 
 
 def shapes_input(index: int, info: zoo.ModelInfo, biased: bool = False) -> Sample:
@@ -199,25 +180,24 @@ def random_input(seed: int, info: zoo.ModelInfo) -> Sample:
 
 # -- CAM calls ------------------------------------------------------------------------------------
 
-def compute(model: torch.nn.Module, lock_name: str, x: torch.Tensor, method: str,
-            layer: str | None, target: Any) -> camlib.CamResult:
-    with state.model_lock(lock_name):
-        return camlib.compute(model, x, method=method, layer=layer, target=target)
+def compute(model: Model, x: torch.Tensor, method: str, layer: str | None,
+            target: Any) -> camlib.CamResult:
+    with model.lock:
+        return camlib.compute(model.net, x, method=method, layer=layer, target=target)
 
 
-def record_run(model: torch.nn.Module, lock_name: str, sample: Sample, layer: str, target: int,
-               meta: dict[str, Any]):
+def record_run(model: Model, sample: Sample, layer: str, target: int, meta: dict[str, Any]):
     """Record what the view needs to re-render without the model: the target layer's
     activation and output gradient (for ``target``) plus the model input."""
     import hooklab
 
     x = sample.x.detach()
-    with state.model_lock(lock_name):
+    with model.lock:
         try:
-            with hooklab.record(model, layers=[layer], meta=meta) as rec:
+            with hooklab.record(model.net, layers=[layer], meta=meta) as rec:
                 rec.run(x, target=[int(target)])
         finally:
-            model.zero_grad(set_to_none=True)
+            model.net.zero_grad(set_to_none=True)
     trace = rec.trace
     seq = int(trace.events["seq"].max()) + 1 if len(trace.events) else 0
     trace.add_event({"seq": seq, "step": 0, "phase": "forward", "kind": "forward_pre",
@@ -293,25 +273,37 @@ def saved_run_view(run_id: str) -> None:
     if manifest.get("notes"):
         st.markdown(f"**{t('Notes', '备注')}:** {manifest['notes']}")
     method, layer = cam_meta.get("method", "gradcam"), cam_meta.get("layer")
-    mean, std = tuple(cam_meta.get("mean", datalib.SEED_MEAN)), tuple(cam_meta.get("std", datalib.SEED_STD))
-    names = cam_meta.get("class_names") or []
+    mean = tuple(cam_meta.get("mean", datalib.SEED_MEAN))
+    std = tuple(cam_meta.get("std", datalib.SEED_STD))
+    names = list(cam_meta.get("class_names") or [])
+    if lang() == "zh":
+        names = class_names(replace(zoo.model_info("simple_cnn"), class_names=tuple(names)))
+    target = int(cam_meta.get("target", -1))
     with state.guard(t("Re-rendering the saved CAM", "重新绘制保存的 CAM")):
         x = trace.find(layer=INPUT_LAYER, role="input")
-        image = charts.as_rgb(datalib.denormalise(x[0], mean, std).numpy())
+        pixels = datalib.denormalise(x[0], mean, std).numpy()
+        image = charts.as_rgb(pixels[0] if pixels.shape[0] == 1 else pixels)
         size = tuple(int(s) for s in x.shape[-2:])
         if camlib.method_name(method) != "scorecam":
             res = camlib.cam_from_trace(trace, layer, method, size=size)
             how = t("re-rendered from the stored activation and gradient (no model needed)",
                     "由保存的激活和梯度重新绘制（不需要模型）")
         else:
-            model, info, lock = load_model(cam_meta.get("model_key", DEFAULT_MODEL))
-            res = compute(model, lock, x, method, layer, int(cam_meta.get("target", 0)))
-            how = t("recomputed with the model (Score-CAM needs it)", "用模型重新计算（Score-CAM 需要模型）")
-    target = int(cam_meta.get("target", -1))
+            from dashboard import widgets
+
+            spec = cam_meta.get("model_spec") or {}
+            if str(spec.get("weights", "")).startswith("upload:"):
+                raise camlib.CamError("Score-CAM needs the model, and this run used uploaded "
+                                      "weights that are not stored with it")
+            res = compute(wrap(widgets.load_model(spec)), x, method, layer, target)
+            how = t("recomputed with the model (Score-CAM needs it)",
+                    "用模型重新计算（Score-CAM 需要模型）")
     tname = names[target] if 0 <= target < len(names) else str(target)
-    st.caption(t(f"Model **{meta.get('model', '?')}**, method **{method}**, layer **{layer}**, "
+    st.caption(t(f"Model **{meta.get('model', '?')}** ({cam_meta.get('weights', '?')}), method "
+                 f"**{camlib.METHODS[camlib.method_name(method)].title}**, layer **{layer}**, "
                  f"input {cam_meta.get('input', '?')} — {how}.",
-                 f"模型 **{meta.get('model', '?')}**，方法 **{method}**，层 **{layer}**，"
+                 f"模型 **{meta.get('model', '?')}**（{cam_meta.get('weights', '?')}），方法 "
+                 f"**{camlib.METHODS[camlib.method_name(method)].title}**，层 **{layer}**，"
                  f"输入 {cam_meta.get('input', '?')} —— {how}。"))
     alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0,
                       float(cam_meta.get("alpha", 0.4)), 0.05, key="gradcam_run_alpha")
@@ -324,19 +316,9 @@ def saved_run_view(run_id: str) -> None:
         st.rerun()
 
 
-def controls() -> dict[str, Any]:
-    """The model row (outside the form: it changes the layer and class lists) and the form."""
-    c1, c2 = st.columns([2, 3])
-    key = c1.selectbox(t("Model", "模型"), MODEL_KEYS, format_func=model_label,
-                       key="gradcam_model")
-    with c2.expander(t("Your own weights (.safetensors / .pt)", "自己的权重（.safetensors / .pt）")):
-        weights = st.file_uploader(t("State dict for the chosen architecture",
-                                     "所选架构的 state dict"),
-                                   type=["safetensors", "pt", "pth", "bin"], key="gradcam_weights")
-    return {"model": key, "weights": weights}
-
-
 def main() -> None:
+    from dashboard import widgets
+
     st.title("Grad-CAM")
     st.caption(t("Where does the classifier look? Gradients of the class score at a convolutional "
                  "layer weight its feature maps: CAM = ReLU(Σₖ αₖ Aᵏ), αₖ = mean of ∂y/∂Aᵏ.",
@@ -347,12 +329,11 @@ def main() -> None:
         saved_run_view(run_id)
         return
 
-    top = controls()
-    with state.guard(t("Loading the model", "加载模型")):
-        with st.spinner(t("Loading the model (the first time trains the default model, a few "
-                          "seconds)…", "加载模型（首次会训练默认模型，需要几秒）…")):
-            model, info, lock = load_model(top["model"], top["weights"])
-        spatial, auto = _layers(lock, model, tuple(info.input_shape))
+    c1, c2 = st.columns([1, 2])
+    with c1, state.guard(t("Loading the model", "加载模型")):
+        model = wrap(widgets.model_picker("gradcam"))
+        spatial, auto = _layers(model.choice.key, model.net, tuple(model.info.input_shape))
+    info = model.info
     names = class_names(info)
 
     sources = ["shapes", "cifar10", "upload", "random"] if cifar_available() else \
@@ -361,28 +342,26 @@ def main() -> None:
                     "cifar10": t("CIFAR-10 sample", "CIFAR-10 样本"),
                     "upload": t("Upload an image", "上传图像"), "random": t("Random", "随机")}
     methods = list(camlib.METHODS)
-    with st.form("gradcam_form", border=True):
-        c1, c2, c3 = st.columns(3)
-        source = c1.radio(t("Input", "输入"), sources, format_func=source_names.get,
+    mode_names = {"pred": t("Predicted class", "预测类别"),
+                  "class": t("Chosen class", "指定类别"), "topk": t("Top-k", "前 k 个")}
+    with c2.form("gradcam_form", border=True):
+        f1, f2, f3 = st.columns(3)
+        source = f1.radio(t("Input", "输入"), sources, format_func=source_names.get,
                           key="gradcam_source", horizontal=True)
-        index = c1.number_input(t("Sample index / random seed", "样本编号 / 随机种子"), 0, 9999,
+        index = f1.number_input(t("Sample index / random seed", "样本编号 / 随机种子"), 0, 9999,
                                 102, key="gradcam_index")
-        image_file = c1.file_uploader(t("Image (for “Upload”)", "图像（用于“上传”）"),
-                                      type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif",
-                                            "tiff"], key="gradcam_image")
-        method = c2.selectbox(t("Method", "方法"), methods, key="gradcam_method",
+        image_file = f1.file_uploader(t("Image (for “Upload”)", "图像（用于“上传”）"),
+                                      key="gradcam_image")
+        method = f2.selectbox(t("Method", "方法"), methods, key="gradcam_method",
                               format_func=lambda m: camlib.METHODS[m].title)
-        layer_opts = ["auto", *spatial]
-        layer = c2.selectbox(t("Target layer", "目标层"), layer_opts, key="gradcam_layer",
+        layer = f2.selectbox(t("Target layer", "目标层"), ["auto", *spatial], key="gradcam_layer",
                              format_func=lambda n: t(f"automatic ({auto})", f"自动（{auto}）")
                              if n == "auto" else n)
-        mode_names = {"pred": t("Predicted class", "预测类别"),
-                      "class": t("Chosen class", "指定类别"), "topk": t("Top-k", "前 k 个")}
-        mode = c3.radio(t("Class", "类别"), list(mode_names), format_func=mode_names.get,
+        mode = f3.radio(t("Class", "类别"), list(mode_names), format_func=mode_names.get,
                         key="gradcam_mode", horizontal=True)
-        chosen = c3.selectbox(t("Chosen class", "指定类别"), range(len(names)),
+        chosen = f3.selectbox(t("Chosen class", "指定类别"), range(len(names)),
                               format_func=lambda i: names[i], key="gradcam_class")
-        k = c3.number_input("k", 1, min(10, len(names)), min(3, len(names)), key="gradcam_k")
+        k = f3.number_input("k", 1, min(10, len(names)), min(3, len(names)), key="gradcam_k")
         st.form_submit_button(t("Run Grad-CAM", "运行 Grad-CAM"), type="primary")
 
     with state.guard(t("Preparing the input", "准备输入")):
@@ -399,10 +378,8 @@ def main() -> None:
         else:
             sample = random_input(index, info)
     target: Any = {"pred": None, "class": int(chosen), "topk": f"topk:{int(k)}"}[mode]
-    layer_name = None if layer == "auto" else layer
     with state.guard(t("Computing the CAM", "计算 CAM")):
-        res = compute(model, lock, sample.x, method, layer_name, target)
-    logits = res.logits[0].numpy() if res.logits is not None else None
+        res = compute(model, sample.x, method, None if layer == "auto" else layer, target)
     targets = [int(v) for v in res.targets]
     pick = 0
     if mode == "topk" and len(targets) > 1:
@@ -417,10 +394,10 @@ def main() -> None:
     with left:
         show_panels(sample.image, cam, alpha, tname, key="gradcam_panels")
     with right:
-        if logits is not None:
-            labels, probs, idx = charts.topk(logits, names, k=min(5, len(names)))
-            st.plotly_chart(charts.topk_bar(labels, probs, highlight=idx.index(targets[pick])
-                                            if targets[pick] in idx else None,
+        if res.logits is not None:
+            labels, probs, idx = charts.topk(res.logits[0].numpy(), names, k=min(5, len(names)))
+            hi = idx.index(targets[pick]) if targets[pick] in idx else None
+            st.plotly_chart(charts.topk_bar(labels, probs, highlight=hi,
                                             x_title=t("probability", "概率")),
                             width="stretch", key="gradcam_topk")
         truth = names[sample.label] if sample.label is not None and sample.label < len(names) \
@@ -429,9 +406,9 @@ def main() -> None:
                     f"**{t('True class', '真实类别')}:** {truth}  \n"
                     f"**{t('Layer', '层')}:** {res.layer}  \n"
                     f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
-    downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}", key="gradcam_dl")
-    save_section(model, lock, sample, res, targets[pick], alpha, top["model"], info,
-                 weights=top["weights"] is not None)
+    downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}",
+              key="gradcam_dl")
+    save_section(model, sample, res, targets[pick], alpha)
 
     st.divider()
     sections = {"methods": t("Methods side by side", "方法对比"),
@@ -441,41 +418,41 @@ def main() -> None:
     section = st.radio(t("More", "更多"), list(sections), format_func=sections.get,
                        horizontal=True, key="gradcam_section")
     if section == "methods":
-        methods_section(model, lock, sample, res, targets[pick], alpha)
+        methods_section(model, sample, res, targets[pick], alpha)
     elif section == "gallery":
-        gallery_section(model, lock, info, names, res.layer, method, alpha)
+        gallery_section(model, names, res.layer, method, alpha)
     elif section == "metrics":
-        metrics_section(model, lock, sample, res, pick, method)
+        metrics_section(model, sample, res, pick)
     else:
         bias_section(alpha)
 
 
-def save_section(model, lock, sample: Sample, res: camlib.CamResult, target: int, alpha: float,
-                 model_key: str, info: zoo.ModelInfo, weights: bool) -> None:
-    with st.expander(t("Save this view as a run", "把此视图保存为运行"),
-                     expanded=bool(st.session_state.get("gradcam_saved"))):
+def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
+                 alpha: float) -> None:
+    """Notes/tags, "Save run" and, after a save, the run id with its share link."""
+    with st.expander(t("Notes and tags for “Save run”", "“保存运行”的备注和标签")):
         notes = st.text_input(t("Notes", "备注"), key="gradcam_notes")
         tags = st.text_input(t("Tags (comma-separated)", "标签（逗号分隔）"), key="gradcam_tags")
-        if st.button(t("Save run", "保存运行"), key="gradcam_save"):
-            meta = {"page": "gradcam", "model": info.name, "input_shape": list(sample.x.shape),
-                    "cam": {"method": res.method, "layer": res.layer, "target": int(target),
-                            "alpha": float(alpha), "input": sample.description,
-                            "model_key": model_key, "weights": "uploaded" if weights else
-                            str(info.weights), "mean": list(info.mean), "std": list(info.std),
-                            "class_names": list(info.class_names),
-                            "label": sample.label}}
-            with state.guard(t("Saving the run", "保存运行")):
-                trace = record_run(model, lock, sample, res.layers[0], target, meta)
-                rid = state.store().save(trace, author=state.author(), notes=notes,
-                                         tags=run_charts.parse_tags(tags))
-            st.session_state["gradcam_saved"] = rid
-        rid = st.session_state.get("gradcam_saved")
-        if rid:
-            st.success(t(f"Saved as run {rid}", f"已保存为运行 {rid}"))
-            _share_box(rid)
+    if st.button(t("Save run", "保存运行"), key="gradcam_save"):
+        info = model.info
+        meta = {"page": "gradcam", "model": model.choice.name, "input_shape": list(sample.x.shape),
+                "cam": {"method": res.method, "layer": res.layer, "target": int(target),
+                        "alpha": float(alpha), "input": sample.description,
+                        "weights": model.choice.weights, "model_spec": dict(model.choice.spec),
+                        "mean": list(info.mean), "std": list(info.std),
+                        "class_names": list(info.class_names), "label": sample.label}}
+        with state.guard(t("Saving the run", "保存运行")):
+            trace = record_run(model, sample, res.layers[0], target, meta)
+            rid = state.store().save(trace, author=state.author(), notes=notes,
+                                     tags=run_charts.parse_tags(tags))
+        st.session_state["gradcam_saved"] = rid
+    rid = st.session_state.get("gradcam_saved")
+    if rid:
+        st.success(t(f"Saved as run {rid}", f"已保存为运行 {rid}"))
+        _share_box(rid)
 
 
-def methods_section(model, lock, sample: Sample, res: camlib.CamResult, target: int,
+def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
                     alpha: float) -> None:
     chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=DEFAULT_METHODS,
                             format_func=lambda m: camlib.METHODS[m].title, key="gradcam_methods")
@@ -487,7 +464,7 @@ def methods_section(model, lock, sample: Sample, res: camlib.CamResult, target: 
     maps = {}
     with state.guard(t("Computing the methods", "计算各方法")):
         for m in chosen:
-            r = compute(model, lock, sample.x, m, res.layer, int(target))
+            r = compute(model, sample.x, m, res.layer, int(target))
             maps[camlib.METHODS[m].title] = r.maps[0].numpy()
     st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
                     width="stretch", key="gradcam_methods_fig")
@@ -495,11 +472,14 @@ def methods_section(model, lock, sample: Sample, res: camlib.CamResult, target: 
                  f"均在层 {res.layer}，同一类别。"))
 
 
-def gallery_section(model, lock, info: zoo.ModelInfo, names: list[str], layer: str, method: str,
+def gallery_section(model: Model, names: list[str], layer: str, method: str,
                     alpha: float) -> None:
-    if tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES) and not cifar_available():
-        st.info(t("The class gallery needs labelled images: the shapes model, or a local "
-                  "CIFAR-10 copy.", "类别图库需要带标签的图像：shapes 模型，或本地 CIFAR-10。"))
+    info = model.info
+    if tuple(info.class_names) not in (tuple(datalib.SHAPE_CLASSES),) and not (
+            tuple(info.class_names) == tuple(datalib.CIFAR10_CLASSES) and cifar_available()):
+        st.info(t("The class gallery needs labelled images of the model's classes: the shapes "
+                  "model, or a CIFAR-10 model with a local CIFAR-10 copy.",
+                  "类别图库需要与模型类别对应的带标签图像：shapes 模型，或有本地 CIFAR-10 的 CIFAR-10 模型。"))
         return
     which = st.radio(t("Map for", "热力图针对"), ["true", "pred"], horizontal=True,
                      format_func=lambda v: t("true class", "真实类别") if v == "true"
@@ -508,13 +488,14 @@ def gallery_section(model, lock, info: zoo.ModelInfo, names: list[str], layer: s
         samples = class_samples(info)
         xs = torch.cat([s.x for s in samples])
         labels = [int(s.label) for s in samples]
-        r = compute(model, lock, xs, method, layer, labels if which == "true" else None)
+        r = compute(model, xs, method, layer, labels if which == "true" else None)
     preds = r.logits.argmax(1).tolist() if r.logits is not None else [-1] * len(samples)
     titles = [f"{names[lab]} → {names[p] if 0 <= p < len(names) else '?'}"
               for lab, p in zip(labels, preds, strict=True)]
     st.plotly_chart(charts.gallery([s.image for s in samples], list(r.maps.numpy()), titles,
                                    alpha=alpha, cols=5), width="stretch", key="gradcam_gallery")
-    st.caption(t("One test image per class: true → predicted.", "每个类别一张测试图像：真实 → 预测。"))
+    st.caption(t("One test image per class: true → predicted.",
+                 "每个类别一张测试图像：真实 → 预测。"))
 
 
 def class_samples(info: zoo.ModelInfo) -> list[Sample]:
@@ -538,8 +519,7 @@ def class_samples(info: zoo.ModelInfo) -> list[Sample]:
     return [out[c] for c in sorted(out)]
 
 
-def metrics_section(model, lock, sample: Sample, res: camlib.CamResult, pick: int,
-                    method: str) -> None:
+def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: int) -> None:
     """Faithfulness of the shown map (and of a random map, the baseline) on this image."""
     from hooklab import metrics
 
@@ -551,10 +531,10 @@ def metrics_section(model, lock, sample: Sample, res: camlib.CamResult, pick: in
     rnd = metrics.random_maps(1, tuple(cam.shape[-2:]), seed=0)
     mask = torch.from_numpy(sample.mask)[None] if sample.mask is not None else None
     rows = {}
-    with state.guard(t("Computing the metrics", "计算指标")), state.model_lock(lock):
+    with state.guard(t("Computing the metrics", "计算指标")), model.lock:
         for name, m in ((t("this CAM", "此 CAM"), cam), (t("random map", "随机图"), rnd)):
-            ad, ic = metrics.average_drop_increase(model, x, m, target)
-            di = metrics.deletion_insertion(model, x, m, target, steps=int(steps))
+            ad, ic = metrics.average_drop_increase(model.net, x, m, target)
+            di = metrics.deletion_insertion(model.net, x, m, target, steps=int(steps))
             row = {"AD % ↓": ad, "IC % ↑": ic, t("deletion AUC ↓", "删除 AUC ↓"): di.deletion_auc,
                    t("insertion AUC ↑", "插入 AUC ↑"): di.insertion_auc}
             if mask is not None:
@@ -581,8 +561,8 @@ def metrics_section(model, lock, sample: Sample, res: camlib.CamResult, pick: in
                      "（下降越快越好）；插入：先加入它们（上升越快越好）。指向游戏：图的最大值是否落在物体上。"))
     if st.toggle(t("Compare every method on this image", "在此图像上比较所有方法"),
                  key="gradcam_all_methods"):
-        with state.guard(t("Comparing methods", "比较方法")), state.model_lock(lock):
-            table = metrics.compare_methods(model, x, mask, layer=res.layer,
+        with state.guard(t("Comparing methods", "比较方法")), model.lock:
+            table = metrics.compare_methods(model.net, x, mask, layer=res.layer,
                                             target=[int(target[0])], steps=int(steps))
         st.dataframe(table, hide_index=True, width="stretch")
         cols = [c for c in ("deletion_auc", "insertion_auc", "pointing") if c in table.columns]
@@ -601,4 +581,5 @@ def bias_section(alpha: float) -> None:
     st.info(t("Bias experiment: coming with hooklab.bias.", "偏差实验即将提供。"))
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing
+    main()

@@ -320,4 +320,5 @@ def main() -> None:
         trash_section(store)
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing
+    main()

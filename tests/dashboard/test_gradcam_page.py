@@ -1,0 +1,213 @@
+"""AppTest of the Grad-CAM page: the seed's panels carry the CAM hooklab computes, controls change
+what is drawn, a saved run re-renders the same map from the store, bad input is one st.error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save
+from streamlit.testing.v1 import AppTest
+
+from hooklab import cam as camlib
+from hooklab.charts import cam as C
+from hooklab.store import TraceStore
+
+PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "gradcam.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    # one trained default model per test session (or the shared cache the caller set up)
+    return os.environ.get("HOOKLAB_CACHE") or str(tmp_path_factory.mktemp("hooklab-cache"))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.setenv("HOOKLAB_STORE", str(tmp_path / "runs"))
+    monkeypatch.setenv("HOOKLAB_CACHE", cache_dir)
+    from dashboard import state
+
+    state.store.clear()
+    yield TraceStore(tmp_path / "runs")
+    state.store.clear()
+
+
+def _app(**query) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert not at.error, [e.value for e in at.error]
+
+
+def _array(v) -> np.ndarray:
+    """Plotly JSON data: a list or a typed array ``{"dtype", "bdata", "shape"}``."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        if "shape" in v:
+            a = a.reshape([int(s) for s in str(v["shape"]).split(",")])
+        return a
+    return np.asarray(v)
+
+
+def _figure(at: AppTest, key: str) -> dict:
+    for el in at.get("plotly_chart"):
+        if el.key == key or key in (getattr(el.proto, "id", "") or ""):
+            return json.loads(el.proto.spec)
+    raise AssertionError(f"no chart {key!r}")
+
+
+def _panels(at: AppTest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fig = _figure(at, "gradcam_panels")
+    assert [d["type"] for d in fig["data"]] == ["image", "heatmap", "image"]
+    return tuple(_array(d["z"]) for d in fig["data"])  # type: ignore[return-value]
+
+
+def test_default_view_draws_the_seed_panels(store):
+    at = _app()
+    _ok(at)
+    image, heat, over = _panels(at)
+    assert image.shape == (32, 32, 3) and heat.shape == (32, 32) and over.shape == (32, 32, 3)
+    assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0
+    # the overlay is the seed's 0.4·jet + 0.6·image of the drawn image and map
+    expect = C.to_uint8(C.overlay(image.astype(np.float32) / 255, heat, 0.4))
+    assert np.abs(over.astype(int) - expect.astype(int)).max() <= 1
+    # a top-k chart with probabilities summing to at most 1
+    probs = _array(_figure(at, "gradcam_topk")["data"][0]["x"])
+    assert 0 < probs.sum() <= 1.0 + 1e-5 and np.all(np.diff(probs) <= 1e-7)
+
+
+def test_panels_show_the_cam_hooklab_computes(store):
+    at = _app()
+    _ok(at)
+    _, heat, _ = _panels(at)
+    from dashboard import widgets
+    from hooklab import data as datalib
+
+    weights = at.radio(key="gradcam_weights").value
+    choice = widgets.load_model({"name": "simple_cnn", "weights": weights})
+    img, _, _ = datalib.shapes_sample(102)
+    ref = camlib.compute(choice.model, img[None], method="gradcam")
+    np.testing.assert_allclose(heat, ref.maps[0].numpy(), atol=1e-5)
+
+
+def test_opacity_method_and_topk_controls(store):
+    at = _app()
+    image, heat, _ = _panels(at)
+    at.slider(key="gradcam_alpha").set_value(1.0).run()
+    _ok(at)
+    _, _, over = _panels(at)
+    np.testing.assert_array_equal(over, C.to_uint8(C.jet(heat)))  # alpha 1: pure jet
+
+    at.selectbox(key="gradcam_method").set_value("eigencam")
+    at.radio(key="gradcam_mode").set_value("topk")
+    at.number_input(key="gradcam_k").set_value(3)
+    at.button[0].click().run()  # the form's "Run Grad-CAM"
+    _ok(at)
+    pick = at.radio(key="gradcam_pick")
+    assert len(pick.options) == 3
+    assert any("EigenCAM" in m.value for m in at.markdown)
+
+
+def test_methods_side_by_side_and_metrics(store):
+    at = _app()
+    fig = _figure(at, "gradcam_methods_fig")  # the default "More" section
+    assert [a["text"] for a in fig["layout"]["annotations"]] == \
+        ["Grad-CAM", "Grad-CAM++", "LayerCAM", "EigenCAM"]
+    at.radio(key="gradcam_section").set_value("metrics").run()
+    _ok(at)
+    curves = _figure(at, "gradcam_curves")
+    deletion = _array(curves["data"][0]["y"])
+    assert deletion.shape == (33,) and np.all((deletion >= 0) & (deletion <= 1))
+    table = at.dataframe[0].value
+    assert "AD % ↓" in table.columns and any("pointing" in c for c in table.columns)
+    at.radio(key="gradcam_section").set_value("gallery").run()
+    _ok(at)
+
+
+def test_save_run_and_reopen_from_share_link(store):
+    at = _app()
+    _, heat, _ = _panels(at)
+    at.text_input(key="gradcam_notes").input("look at the circle")
+    at.button(key="gradcam_save").click().run()
+    _ok(at)
+    rid = at.session_state["gradcam_saved"]
+    assert any(rid in s.value for s in at.success)
+    assert any(f"/gradcam?run={rid}" in c.value for c in at.code)
+    m = store.manifest(rid)
+    assert m["meta"]["page"] == "gradcam" and m["notes"] == "look at the circle"
+    assert m["meta"]["cam"]["layer"] == "conv3"
+
+    other = _app(run=rid)  # a colleague opening the link: a fresh session
+    _ok(other)
+    assert any(f"Saved run {rid}" in i.value for i in other.info)
+    image2, heat2, _ = (_array(d["z"]) for d in _figure(other, "gradcam_run_panels")["data"])
+    np.testing.assert_allclose(heat2, heat, atol=1e-5)  # same map, re-rendered from the store
+
+
+def test_unknown_run_is_one_error(store):
+    at = _app(run="20990101-000000-deadbeef")
+    assert len(at.error) == 1 and not at.exception
+
+
+def test_bad_upload_is_one_error_and_page_keeps_working(store):
+    at = _app()
+    at.radio(key="gradcam_source").set_value("upload")
+    at.file_uploader(key="gradcam_image").upload("notes.png", b"this is not an image", "image/png")
+    at.button[0].click().run()
+    assert len(at.error) == 1 and not at.exception
+    assert "image" in at.error[0].value.lower()
+    at.radio(key="gradcam_source").set_value("shapes")
+    at.button[0].click().run()
+    _ok(at)
+    _panels(at)
+
+
+def test_upload_handler_with_bad_bytes_shows_one_error(store):
+    def script():
+        from dashboard.views.gradcam import handle_upload
+        from hooklab.models import model_info
+
+        handle_upload(b"\x89PNG\r\n\x1a\nbroken", "x.png", model_info("simple_cnn"))
+        import streamlit as st
+
+        st.write("not reached")
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert len(at.error) == 1 and not at.exception
+    assert not any("not reached" in m.value for m in at.markdown)
+
+
+def test_good_upload_is_used(store):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(buf, format="PNG")
+    at = _app()
+    at.radio(key="gradcam_source").set_value("upload")
+    at.file_uploader(key="gradcam_image").upload("grey.png", buf.getvalue(), "image/png")
+    at.button[0].click().run()
+    _ok(at)
+    image, _, _ = _panels(at)
+    assert image.shape == (32, 32, 3) and np.all(np.abs(image.astype(int) - 200) <= 1)
+
+
+def test_mismatched_weights_are_one_error(store):
+    wrong = save({"conv1.weight": torch.zeros(8, 3, 3, 3)})  # wrong shape, keys missing
+    at = _app()
+    at.radio(key="gradcam_weights").set_value("upload").run()
+    at.file_uploader(key="gradcam_wfile").upload("w.safetensors", wrong).run()
+    assert len(at.error) == 1 and not at.exception
+    assert "conv1.weight" in at.error[0].value or "missing" in at.error[0].value.lower()
