@@ -362,6 +362,33 @@ def check_files(directory: Path, manifest: dict[str, Any], where: str, *, hashes
                                   "(modified or damaged)")
 
 
+def quick_check(directory: Path, manifest: dict[str, Any], where: str) -> None:
+    """Cheap integrity check for listings: file sizes, the Parquet footer's row count and the
+    safetensors header's tensor count and extent. Reads a few KB per run, never the payloads."""
+    check_files(directory, manifest, where, hashes=False)
+    try:
+        rows = pq.read_metadata(directory / EVENTS).num_rows
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise CorruptRunError(f"{where}: events.parquet is unreadable ({exc})") from exc
+    if rows != manifest["n_events"]:
+        raise CorruptRunError(f"{where}: events.parquet has {rows} rows, the manifest says "
+                              f"{manifest['n_events']}")
+    size = manifest["files"][TENSORS]["bytes"]
+    try:
+        with open(directory / TENSORS, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > min(size - 8, 100 * 2**20):
+                raise ValueError("header length beyond the file")
+            header = json.loads(f.read(n))
+        entries = [v for k, v in header.items() if k != "__metadata__"]
+        end = max((int(v["data_offsets"][1]) for v in entries), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+        raise CorruptRunError(f"{where}: tensors.safetensors has a bad header ({exc})") from exc
+    if len(entries) != manifest["n_tensors"] or 8 + n + end != size:
+        raise CorruptRunError(f"{where}: tensors.safetensors does not hold the "
+                              f"{manifest['n_tensors']} tensors its manifest lists")
+
+
 def read_events(path: Path, where: str, columns: list[str] | None = None,
                 filters: list[tuple[str, str, Any]] | None = None) -> pd.DataFrame:
     """Read an events file; a full read (no ``columns``) is normalised and checked."""
