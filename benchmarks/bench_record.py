@@ -1,0 +1,100 @@
+"""Recording overhead and store throughput, measured against baselines in the same process.
+
+Prints three ratios (ResNet-18, random weights, batch 16, 224 px, CPU):
+  1. statistics-only recording of every leaf module, forward+backward / bare forward+backward
+     (goal <= 1.15)
+  2. full-tensor recording of every leaf / bare (goal <= 1.6)
+  3. TraceStore.save throughput / a raw file write of the same tensor bytes (goal >= 0.7)
+
+Timings interleave the variants and report medians, so a noisy machine shifts all of them alike.
+Usage: .venv/bin/python benchmarks/bench_record.py [--repeats N] [--batch B] [--size S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import hooklab  # noqa: E402
+from hooklab.store import TraceStore  # noqa: E402
+
+
+def step(model, x, mode):
+    model.zero_grad(set_to_none=True)
+    if mode == "bare":
+        model(x)[:, 0].sum().backward()
+        return None
+    with hooklab.record(model, keep_tensors=(mode == "full"), max_bytes=None) as rec:
+        model(x)[:, 0].sum().backward()
+    return rec.trace
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, default=224)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    modes = ("bare", "stats", "full")
+    for m in modes:  # warm-up
+        step(model, x, m)
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    trace = None
+    for _ in range(args.repeats):
+        for m in modes:
+            t0 = time.perf_counter()
+            out = step(model, x, m)
+            times[m].append(time.perf_counter() - t0)
+            if m == "full":
+                trace = out
+            del out
+    med = {m: statistics.median(v) for m, v in times.items()}
+
+    # store throughput vs a raw write of the same bytes
+    tensors = trace.tensors()
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        store = TraceStore(Path(tmp) / "store")
+        raw_t, save_t = [], []
+        for i in range(3):
+            t0 = time.perf_counter()
+            with open(Path(tmp) / f"raw{i}.bin", "wb") as f:
+                for t in tensors.values():
+                    f.write(t.numpy().tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            raw_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            store.save(trace, author="bench")
+            save_t.append(time.perf_counter() - t0)
+            os.remove(Path(tmp) / f"raw{i}.bin")
+    raw, save = statistics.median(raw_t), statistics.median(save_t)
+
+    print(f"ResNet-18, batch {args.batch}, {args.size} px, CPU, {torch.get_num_threads()} threads,"
+          f" median of {args.repeats}; {len(trace)} events, {nbytes / 2**20:.0f} MiB of tensors")
+    print(f"{'measure':<48} {'time':>9} {'ratio':>7} {'goal':>7}")
+    print(f"{'bare forward+backward':<48} {med['bare']:>8.3f}s {1.0:>7.2f}")
+    print(f"{'stats-only recording of every leaf':<48} {med['stats']:>8.3f}s "
+          f"{med['stats'] / med['bare']:>7.2f} {'<=1.15':>7}")
+    print(f"{'full-tensor recording of every leaf':<48} {med['full']:>8.3f}s "
+          f"{med['full'] / med['bare']:>7.2f} {'<=1.60':>7}")
+    print(f"{'raw file write of the tensor bytes':<48} {raw:>8.3f}s "
+          f"{nbytes / raw / 2**20:>6.0f}M/s")
+    print(f"{'TraceStore.save (throughput ratio raw/save)':<48} {save:>8.3f}s "
+          f"{raw / save:>7.2f} {'>=0.70':>7}")
+
+
+if __name__ == "__main__":
+    main()
