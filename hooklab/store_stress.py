@@ -56,31 +56,38 @@ def _writer(root: str, numel: int, log_path: str, seed: int, saves: int,
     """Child: save ``saves`` runs (forever if 0), appending each committed id to ``log_path``."""
     try:
         store = TraceStore(root)
+        if store.cleaned:  # leftovers of the previous (killed) writer
+            _append(log_path, f"CLEANED {len(store.cleaned)}\n")
+        trace = synthetic_trace(4, numel, seed)
         if ready is not None:
             ready.set()
         i = 0
         while saves <= 0 or i < saves:
-            rid = store.save(synthetic_trace(4, numel, seed * 100_000 + i), author="stress",
-                             notes=str(i))
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (rid + "\n").encode())  # one small append: atomic
-            finally:
-                os.close(fd)
+            trace.meta["save"] = i
+            rid = store.save(trace, author="stress", notes=str(i))
+            _append(log_path, rid + "\n")
             i += 1
     except BaseException as exc:  # report, then exit non-zero
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
-        os.close(fd)
+        _append(log_path, f"ERROR {type(exc).__name__}: {exc}\n")
         raise SystemExit(1) from None
 
 
-def _reported(log_path: Path) -> tuple[list[str], list[str]]:
+def _append(log_path: str, line: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one small append: atomic
+    finally:
+        os.close(fd)
+
+
+def _reported(log_path: Path) -> tuple[list[str], list[str], int]:
+    """Committed run ids, error lines, and how many leftover temp dirs writers cleaned."""
     if not log_path.exists():
-        return [], []
+        return [], [], 0
     lines = log_path.read_text().splitlines()
-    ids = [ln for ln in lines if ln and not ln.startswith("ERROR")]
-    return ids, [ln for ln in lines if ln.startswith("ERROR")]
+    ids = [ln for ln in lines if ln and ln.split()[0] not in ("ERROR", "CLEANED")]
+    cleaned = sum(int(ln.split()[1]) for ln in lines if ln.startswith("CLEANED "))
+    return ids, [ln for ln in lines if ln.startswith("ERROR")], cleaned
 
 
 def check_store(root: str | os.PathLike[str], reported: list[str]) -> dict[str, int]:
@@ -112,11 +119,12 @@ def check_store(root: str | os.PathLike[str], reported: list[str]) -> dict[str, 
 
 
 def kill_writers(root: str | os.PathLike[str], kills: int = 10, numel: int = 1 << 20,
-                 max_delay: float = 1.0, seed: int = 0) -> dict[str, Any]:
+                 max_delay: float = 0.5, seed: int = 0) -> dict[str, Any]:
     """Start a writer, SIGKILL it after a random delay; ``kills`` times. Then check the store.
 
-    Returns figures: kills, runs_reported (committed, as told by the writers), runs_lost,
-    partial_visible, unloadable, temp_before_reopen, temp_left (after reopening), errors.
+    Returns figures: kills, killed_mid_save (kills that left a temporary directory),
+    runs_reported (committed, as told by the writers), runs_lost, partial_visible, unloadable,
+    temp_before_reopen, temp_left (after reopening), errors.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -132,8 +140,11 @@ def kill_writers(root: str | os.PathLike[str], kills: int = 10, numel: int = 1 <
         time.sleep(rng.uniform(0.0, max_delay))
         os.kill(p.pid, signal.SIGKILL)
         p.join()
-    reported, errors = _reported(log_path)
-    return {"kills": kills, **check_store(root, reported), "errors": len(errors)}
+    reported, errors, cleaned = _reported(log_path)
+    figures = check_store(root, reported)
+    # kills that landed inside a save: its temp dir was found by the next writer or the reopen
+    figures["killed_mid_save"] = cleaned + figures["temp_before_reopen"]
+    return {"kills": kills, **figures, "errors": len(errors)}
 
 
 def concurrent_saves(root: str | os.PathLike[str], processes: int = 8, saves: int = 50,
@@ -155,7 +166,7 @@ def concurrent_saves(root: str | os.PathLike[str], processes: int = 8, saves: in
             p.kill()
             p.join()
     elapsed = time.perf_counter() - t0
-    reported, errors = _reported(log_path)
+    reported, errors, _ = _reported(log_path)
     return {"processes": processes, "saves_each": saves, "expected": processes * saves,
             "failed_writers": sum(1 for p in procs if p.exitcode != 0), "errors": len(errors),
             "first_error": errors[0] if errors else "", "seconds": round(elapsed, 2),
