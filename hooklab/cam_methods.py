@@ -92,14 +92,20 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     channel-summed activation ``Σ_c A_c`` (so the map highlights where activations are large).
     """
     b, c, h, w = acts.shape
-    m = acts.reshape(b, c, h * w).transpose(1, 2).float()  # (B, hw, C)
+    m = acts.reshape(b, c, h * w).transpose(1, 2).double()  # (B, hw, C)
     m = m - m.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)
-    proj = torch.einsum("bpc,bc->bp", m, vh[:, 0, :])  # (B, hw)
-    total = acts.reshape(b, c, h * w).sum(dim=1).float()
+    # M v1 = sigma1 u1: take the top eigenvector of the smaller Gram matrix (much faster than
+    # an SVD of M on CPU).
+    if h * w <= c:
+        vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, hw, hw), ascending
+        proj = vecs[..., -1] * vals[..., -1:].clamp(min=0).sqrt()
+    else:
+        _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
+        proj = torch.einsum("bpc,bc->bp", m, vecs[..., -1])
+    total = acts.reshape(b, c, h * w).sum(dim=1).double()
     total = total - total.mean(dim=1, keepdim=True)
     sign = torch.where((proj * total).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
-    return F.relu(proj * sign[:, None]).reshape(b, h, w)
+    return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
 
 
 def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:

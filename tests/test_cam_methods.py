@@ -145,10 +145,11 @@ def test_scorecam_matches_formula(setup, no_leak):
     torch.testing.assert_close(res.maps, finish(expected), rtol=1e-4, atol=1e-5)
 
 
-def test_eigencam_is_first_principal_component(setup, no_leak):
+@pytest.mark.parametrize("layer", ["conv1", "conv3"])  # more positions / more channels
+def test_eigencam_is_first_principal_component(setup, no_leak, layer):
     model, x = setup
     store = {}
-    h = model.conv3.register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out.detach()))
+    h = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out.detach()))
     try:
         with torch.no_grad():
             model(x)
@@ -160,14 +161,14 @@ def test_eigencam_is_first_principal_component(setup, no_leak):
     for i in range(b):
         m = a[i].reshape(c, -1).T  # (positions, channels)
         m = m - m.mean(0, keepdim=True)
-        _, vecs = torch.linalg.eigh(m.T @ m)  # ascending eigenvalues
-        proj = m @ vecs[:, -1]
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+        proj = m @ vh[0]  # first principal component (right singular vector)
         total = a[i].sum(0).reshape(-1)
         if (proj * (total - total.mean())).sum() < 0:
             proj = -proj
         expected[i] = proj.clamp(min=0).reshape(hh, ww)
     with no_leak(model):
-        res = cam.compute(model, x, method="eigencam", layer="conv3")
+        res = cam.compute(model, x, method="eigencam", layer=layer)
     torch.testing.assert_close(res.raw.double(), expected, rtol=1e-3, atol=1e-5)
 
 
