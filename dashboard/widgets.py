@@ -11,8 +11,9 @@ Pages import these so every page offers the same choices. Signatures are stable:
 * :func:`layer_picker` ``(key, model, default=None, label=None) -> list[str] | None`` — a
   ``layers=`` argument for :func:`hooklab.record` (``None`` = every leaf module).
 * :func:`hook_kind_picker` ``(key, default=()) -> list[str]`` — extra PyTorch hook kinds.
-* :func:`edit_picker` ``(key, default="", label=None) -> str`` — edit lines ``LAYER=EDIT``;
-  parse with :func:`hooklab.compare.normalise_config` inside ``state.guard()``.
+* :func:`edit_picker` ``(key, default="", label=None, placeholder=None) -> str`` — edit
+  lines ``LAYER=EDIT``; parse with :func:`hooklab.compare.normalise_config` inside
+  ``state.guard()``.
 * :func:`run_from_query` ``() -> tuple[str, Trace] | None`` — the run named by ``?run=<id>``.
 * :func:`save_run` ``(trace, key, default_tags=()) -> str | None`` — notes/tags + "Save run".
 
@@ -386,13 +387,17 @@ EDIT_HELP = ("One edit per line: LAYER=EDIT, or LAYER:TARGET=EDIT with TARGET gr
              "channel_mask([0, 3]), noise(std, seed=0). Example: conv2=scale(0.5)")
 
 
-def edit_picker(key: str, default: str = "", label: str | None = None) -> str:
+def edit_picker(key: str, default: str = "", label: str | None = None,
+                placeholder: str | None = None) -> str:
     """A text area of edit lines (``conv2=scale(0.5)``); returns the text.
 
     Parse it with :func:`hooklab.compare.normalise_config` inside ``state.guard()``.
     """
     return st.text_area(label or t("Edits", "梯度/激活修改"), value=default, height=80,
-                        placeholder="conv2=scale(0.5)", help=EDIT_HELP, key=f"{key}_edits")
+                        placeholder=placeholder if placeholder is not None else
+                        t("e.g. conv2=scale(0.5) — empty: no edit",
+                          "例如 conv2=scale(0.5) —— 留空：不修改"),
+                        help=EDIT_HELP, key=f"{key}_edits")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from hooklab.charts.common import AB_COLORS, base_layout, heatmap, image_axes, to_f32
+from hooklab.charts.common import AB_COLORS, base_layout, grid, heatmap, to_f32
 
 
 def forward_panels(input_map: Any, channel_maps: Sequence[Any],
@@ -30,12 +29,13 @@ def forward_panels(input_map: Any, channel_maps: Sequence[Any],
     maps = [to_f32(input_map), *(to_f32(m) for m in channel_maps)]
     if titles is None:
         titles = ["input", *(f"channel {i + 1}" for i in range(len(channel_maps)))]
-    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(titles),
-                        horizontal_spacing=0.04)
+    layout, cell = grid(1, len(maps), list(titles), images=range(1, len(maps) + 1))
+    traces = []
     for i, (m, t) in enumerate(zip(maps, titles, strict=True)):
-        fig.add_trace(heatmap(m, name=t), row=1, col=i + 1)
-    image_axes(fig, len(maps))
-    return base_layout(fig, height=height)
+        hm = heatmap(m, name=t)
+        hm.update(cell(1, i + 1))
+        traces.append(hm)
+    return base_layout(go.Figure(data=traces, layout=layout), height=height)
 
 
 def tensor_hook_bars(dz_dy: float, k: float, dy_dx: float, x_grad: float,

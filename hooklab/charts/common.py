@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,11 +129,71 @@ def image_axes(fig: go.Figure, n: int, rows: int = 1) -> None:
         fig.layout[f"xaxis{suffix}"].update(constrain="domain", showticklabels=False)
 
 
+def grid(rows: int, cols: int, titles: Sequence[str] = (), *, hspace: float = 0.04,
+         vspace: float = 0.1, row_heights: Sequence[float] | None = None,
+         images: Sequence[int] = ()) -> tuple[dict[str, Any], Callable[[int, int], dict]]:
+    """A subplot grid as a plain layout dict (``make_subplots`` costs ~0.2 s per figure).
+
+    Args:
+        rows, cols: grid size; cells are numbered row-major from 1.
+        titles: one title per cell (row-major), drawn above it.
+        hspace, vspace: gaps as fractions of the figure.
+        row_heights: relative row heights (default equal).
+        images: cell numbers that show images: square pixels, row 0 at the top, no ticks.
+
+    Returns:
+        ``(layout, cell)``: ``cell(row, col)`` gives ``{"xaxis": "x2", "yaxis": "y2"}`` to pass
+        to a trace.
+
+    Example:
+        >>> layout, cell = grid(1, 2, ["a", "b"], images=[1, 2])
+        >>> fig = go.Figure([go.Heatmap(z=a, **cell(1, 1)), go.Heatmap(z=b, **cell(1, 2))], layout)
+    """
+    heights = list(row_heights or [1.0] * rows)
+    total = sum(heights)
+    usable_h = 1.0 - vspace * (rows - 1)
+    usable_w = 1.0 - hspace * (cols - 1)
+    w = usable_w / cols
+    layout: dict[str, Any] = {"annotations": []}
+    top = 1.0
+    for r in range(rows):
+        h = usable_h * heights[r] / total
+        y0, y1 = top - h, top
+        for c in range(cols):
+            n = r * cols + c + 1
+            suffix = "" if n == 1 else str(n)
+            x0 = c * (w + hspace)
+            xa: dict[str, Any] = {"domain": [x0, x0 + w], "anchor": f"y{suffix}"}
+            ya: dict[str, Any] = {"domain": [max(y0, 0.0), y1], "anchor": f"x{suffix}"}
+            if n in images:
+                xa.update(constrain="domain", showticklabels=False, showgrid=False)
+                ya.update(autorange="reversed", scaleanchor=f"x{suffix}", constrain="domain",
+                          showticklabels=False, showgrid=False)
+            layout[f"xaxis{suffix}"] = xa
+            layout[f"yaxis{suffix}"] = ya
+            if n <= len(titles) and titles[n - 1]:
+                layout["annotations"].append({
+                    "text": titles[n - 1], "x": x0 + w / 2, "y": y1, "xref": "paper",
+                    "yref": "paper", "xanchor": "center", "yanchor": "bottom",
+                    "showarrow": False, "font": {"size": 13}})
+        top = y0 - vspace
+
+    def cell(row: int, col: int) -> dict[str, str]:
+        n = (row - 1) * cols + col
+        suffix = "" if n == 1 else str(n)
+        return {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
+
+    return layout, cell
+
+
 def base_layout(fig: go.Figure, title: str = "", height: int = 360) -> go.Figure:
-    """Common layout: title, height, small margins. Width is left to the page."""
+    """Common layout: title, height, small margins. Width is left to the page.
+
+    No template is set: the dashboard applies its theme, and assigning a Plotly template
+    deep-copies it (about 0.2 s per figure).
+    """
     fig.update_layout(title={"text": title}, height=height,
-                      margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40},
-                      template="plotly_white")
+                      margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40})
     return fig
 
 

@@ -19,8 +19,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hooklab.charts.common import (
-    AB_COLORS, MAX_VALUES, add_flag, base_layout, budget_note, downsample2d, heatmap,
-    image_axes, nonfinite_counts, robust_signed_range, to_f32,
+    AB_COLORS, MAX_VALUES, add_flag, base_layout, budget_note, downsample2d, grid, heatmap,
+    nonfinite_counts, robust_signed_range, to_f32,
 )
 
 QUANTITY_TITLES = {"param_grad": "parameter gradients", "grad_output": "output gradients",
@@ -85,16 +85,19 @@ def input_grad_maps(grad_a: Any, grad_b: Any, names: Sequence[str] = ("A", "B"),
     diff = mb - ma if ma.shape == mb.shape else np.full_like(ma, np.nan)
     top = max(robust_signed_range(ma), robust_signed_range(mb))
     lim = robust_signed_range(diff)
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.04, subplot_titles=[
-        f"|∂score/∂x| {names[0]}", f"|∂score/∂x| {names[1]}", f"{names[1]} − {names[0]}"])
-    fig.add_trace(heatmap(ma, colorscale="Viridis", name=names[0], zmin=0, zmax=top),
-                  row=1, col=1)
-    fig.add_trace(heatmap(mb, colorscale="Viridis", name=names[1], zmin=0, zmax=top,
-                          showscale=True), row=1, col=2)
-    fig.add_trace(heatmap(diff, colorscale="RdBu_r", name="difference", zmid=0.0, zmin=-lim,
-                          zmax=lim), row=1, col=3)
-    fig.data[1].colorbar = {"x": 0.64, "len": 0.8, "thickness": 10}
-    image_axes(fig, 3)
+    layout, cell = grid(1, 3, [f"|∂score/∂x| {names[0]}", f"|∂score/∂x| {names[1]}",
+                               f"{names[1]} − {names[0]}"], hspace=0.06, images=(1, 2, 3))
+    traces = [
+        heatmap(ma, colorscale="Viridis", name=names[0], zmin=0, zmax=top),
+        heatmap(mb, colorscale="Viridis", name=names[1], zmin=0, zmax=top, showscale=True),
+        heatmap(diff, colorscale="RdBu_r", name="difference", zmid=0.0, zmin=-lim, zmax=lim,
+                showscale=True),
+    ]
+    traces[1].colorbar = {"x": 0.645, "len": 0.8, "thickness": 10}
+    traces[2].colorbar = {"len": 0.8, "thickness": 10}
+    for i, tr in enumerate(traces, start=1):
+        tr.update(cell(1, i))
+    fig = go.Figure(data=traces, layout=layout)
     nan, inf = nonfinite_counts(np.concatenate([ma.ravel(), mb.ravel()]))
     base_layout(fig, f"Input gradients (sample {sample}){budget_note(step)}", height)
     return add_flag(fig, nan, inf)
@@ -111,13 +114,15 @@ def cam_difference(cam_a: Any, cam_b: Any, names: Sequence[str] = ("A", "B"),
         a, b = a[min(sample, a.shape[0] - 1)], b[min(sample, b.shape[0] - 1)]
     diff = b - a
     lim = robust_signed_range(diff)
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.04, subplot_titles=[
-        f"Grad-CAM {names[0]}", f"Grad-CAM {names[1]}", f"{names[1]} − {names[0]}"])
-    fig.add_trace(heatmap(a, colorscale="Jet", name=names[0], zmin=0, zmax=1), row=1, col=1)
-    fig.add_trace(heatmap(b, colorscale="Jet", name=names[1], zmin=0, zmax=1), row=1, col=2)
-    fig.add_trace(heatmap(diff, colorscale="RdBu_r", name="difference", zmid=0.0, zmin=-lim,
-                          zmax=lim, showscale=True), row=1, col=3)
-    image_axes(fig, 3)
+    layout, cell = grid(1, 3, [f"Grad-CAM {names[0]}", f"Grad-CAM {names[1]}",
+                               f"{names[1]} − {names[0]}"], images=(1, 2, 3))
+    traces = [heatmap(a, colorscale="Jet", name=names[0], zmin=0, zmax=1),
+              heatmap(b, colorscale="Jet", name=names[1], zmin=0, zmax=1),
+              heatmap(diff, colorscale="RdBu_r", name="difference", zmid=0.0, zmin=-lim,
+                      zmax=lim, showscale=True)]
+    for i, tr in enumerate(traces, start=1):
+        tr.update(cell(1, i))
+    fig = go.Figure(data=traces, layout=layout)
     where = f" at {layer}" if layer else ""
     mx = float(np.nanmax(np.abs(diff))) if diff.size else 0.0
     return base_layout(fig, f"CAM difference{where} (max |B − A| = {mx:.3g})", height)

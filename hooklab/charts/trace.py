@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from hooklab.charts.common import (
     KIND_COLORS, MAX_FACETS, MAX_VALUES, add_flag, base_layout, budget_note, downsample1d,
-    downsample2d, finite, flag_text, heatmap, image_axes, nonfinite_counts, robust_signed_range,
-    to_f32,
+    downsample2d, finite, flag_text, grid, heatmap, image_axes, nonfinite_counts,
+    robust_signed_range, to_f32,
 )
 
 #: Marker symbol per event role in the timeline.
@@ -55,19 +54,19 @@ def timeline(events: pd.DataFrame, title: str = "Hook firings",
     marker symbol shows the role (input, output, grad_output, param_grad, edited...). Events with
     NaN/Inf are ringed in red.
     """
-    fig = go.Figure()
     if events.empty:
-        return base_layout(fig, title + " (no events)", height or 240)
+        return base_layout(go.Figure(), title + " (no events)", height or 240)
     ev = events.copy()
     ev["layer"] = ev["layer"].replace("", "(model)")
     order = layer_order(events)
+    traces: list[go.Scatter] = []
     for kind, grp in ev.groupby("kind", sort=False):
-        fig.add_trace(go.Scatter(
+        color = KIND_COLORS.get(str(kind), "#34495e")
+        traces.append(go.Scatter(
             x=grp["seq"].to_numpy(np.float32), y=grp["layer"].tolist(), mode="markers",
-            name=str(kind), marker={"color": KIND_COLORS.get(str(kind), "#34495e"), "size": 11,
+            name=str(kind), marker={"color": color, "size": 11,
                                     "symbol": [ROLE_SYMBOLS.get(r, "circle") for r in grp["role"]],
-                                    "line": {"width": 1.5, "color": KIND_COLORS.get(str(kind),
-                                                                                   "#34495e")}},
+                                    "line": {"width": 1.5, "color": color}},
             customdata=np.stack([grp["role"].astype(str), grp["shape"].astype(str),
                                  grp["phase"].astype(str), grp["call"].astype(str),
                                  grp["index"].astype(str)], axis=1),
@@ -77,28 +76,40 @@ def timeline(events: pd.DataFrame, title: str = "Hook firings",
         ))
     bad = ev[(ev["nan_count"] > 0) | (ev["inf_count"] > 0)]
     if not bad.empty:
-        fig.add_trace(go.Scatter(x=bad["seq"].to_numpy(np.float32), y=bad["layer"].tolist(),
+        traces.append(go.Scatter(x=bad["seq"].to_numpy(np.float32), y=bad["layer"].tolist(),
                                  mode="markers", name="NaN/Inf",
                                  marker={"size": 20, "color": "rgba(0,0,0,0)",
                                          "line": {"width": 2.5, "color": "#e74c3c"}},
                                  hoverinfo="skip"))
+    # one layout update (add_vrect/add_vline per shape are slow in Plotly)
+    shapes: list[dict] = []
+    notes: list[dict] = []
     for phase, color in (("forward", "rgba(41,128,185,0.07)"), ("backward",
                                                                  "rgba(192,57,43,0.07)")):
         seqs = ev.loc[ev["phase"] == phase, "seq"]
         if not seqs.empty:
-            fig.add_vrect(x0=float(seqs.min()) - 0.5, x1=float(seqs.max()) + 0.5,
-                          fillcolor=color, line_width=0, layer="below",
-                          annotation_text=phase, annotation_position="top left")
+            x0 = float(seqs.min()) - 0.5
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0,
+                           "x1": float(seqs.max()) + 0.5, "y0": 0, "y1": 1, "fillcolor": color,
+                           "line": {"width": 0}, "layer": "below", "name": phase})
+            notes.append({"x": x0, "y": 1, "xref": "x", "yref": "paper", "text": phase,
+                          "showarrow": False, "xanchor": "left", "yanchor": "top",
+                          "font": {"size": 11, "color": "#555"}})
     fwd = ev.loc[ev["phase"] == "forward", "seq"]
     bwd = ev.loc[ev["phase"] == "backward", "seq"]
     if not fwd.empty and not bwd.empty:
-        fig.add_vline(x=(float(fwd.max()) + float(bwd.min())) / 2, line_dash="dash",
-                      line_color="#555")
-    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title_text="layer")
-    fig.update_xaxes(title_text="firing order (seq)")
-    fig.update_layout(legend={"title": {"text": "hook kind"}})
+        xm = (float(fwd.max()) + float(bwd.min())) / 2
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": xm, "x1": xm,
+                       "y0": 0, "y1": 1, "line": {"dash": "dash", "color": "#555", "width": 1.5},
+                       "name": "forward | backward"})
     steps = sorted(set(ev["step"].tolist()))
     t = title + (f" — steps {steps[0]}..{steps[-1]}" if len(steps) > 1 else "")
+    fig = go.Figure(data=traces, layout={
+        "shapes": shapes, "annotations": notes,
+        "yaxis": {"categoryorder": "array", "categoryarray": order[::-1],
+                  "title": {"text": "layer"}},
+        "xaxis": {"title": {"text": "firing order (seq)"}},
+        "legend": {"title": {"text": "hook kind"}}})
     return base_layout(fig, t, height or max(260, 34 * len(order) + 140))
 
 
@@ -194,16 +205,19 @@ def channel_maps(tensor: Any, title: str = "", sample: int = 0, colorscale: str 
         rows = math.ceil(c / cols)
         total = c * h * w
         step = math.ceil(math.sqrt(total / max_values)) if total > max_values else 1
-        fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"ch {i}" for i in range(c)],
-                            horizontal_spacing=0.01, vertical_spacing=0.06)
+        layout, cell = grid(rows, cols, [f"ch {i}" for i in range(c)], hspace=0.01,
+                            vspace=0.08, images=range(1, rows * cols + 1))
+        for a in layout["annotations"]:
+            a["font"] = {"size": 10}
         lim = robust_signed_range(maps) if signed else None
+        traces = []
         for i in range(c):
             z = maps[i][::step, ::step]
-            fig.add_trace(heatmap(z, colorscale=scale, name=f"ch {i}", zmid=zmid,
-                                  zmin=-lim if lim else None, zmax=lim, showscale=i == 0),
-                          row=i // cols + 1, col=i % cols + 1)
-        image_axes(fig, rows * cols)
-        fig.update_annotations(font_size=10)
+            hm = heatmap(z, colorscale=scale, name=f"ch {i}", zmid=zmid,
+                         zmin=-lim if lim else None, zmax=lim, showscale=i == 0)
+            hm.update(cell(i // cols + 1, i % cols + 1))
+            traces.append(hm)
+        fig = go.Figure(data=traces, layout=layout)
         base_layout(fig, f"{title} — {shown}{budget_note(step)}",
                     height or max(220, 150 * rows + 70))
     else:
@@ -267,12 +281,11 @@ def tensor_pair(activation: Any | None, gradient: Any | None, *, sample: int = 0
     """Activation and gradient of one layer side by side: map (one channel, or the mean over
     channels) on top, histogram below. Either side may be ``None`` (not recorded).
     """
-    fig = make_subplots(rows=2, cols=2, row_heights=[0.68, 0.32], vertical_spacing=0.1,
-                        horizontal_spacing=0.08,
-                        subplot_titles=[titles[0], titles[1], "", ""])
     nan = inf = 0
     step_max = 1
     labels = list(titles)
+    traces: list[Any] = []
+    cell = grid(2, 2)[1]
     for col, (tensor, color) in enumerate(((activation, "#2980b9"), (gradient, "#c0392b")),
                                           start=1):
         if tensor is None:
@@ -285,12 +298,13 @@ def tensor_pair(activation: Any | None, gradient: Any | None, *, sample: int = 0
         m = m if m.ndim == 2 else m.reshape(1, -1)
         z, step = downsample2d(m, max_values // 2)
         step_max = max(step_max, step)
-        signed = col == 2 or (np.isfinite(z).any() and np.nanmin(z) < 0)
+        signed = col == 2 or bool(np.isfinite(z).any() and np.nanmin(z) < 0)
         lim = robust_signed_range(z)
-        fig.add_trace(heatmap(z, colorscale="RdBu_r" if signed else "Viridis",
-                              name=titles[col - 1], zmid=0.0 if signed else None,
-                              zmin=-lim if signed else None, zmax=lim if signed else None),
-                      row=1, col=col)
+        hm = heatmap(z, colorscale="RdBu_r" if signed else "Viridis", name=titles[col - 1],
+                     zmid=0.0 if signed else None, zmin=-lim if signed else None,
+                     zmax=lim if signed else None)
+        hm.update(cell(1, col))
+        traces.append(hm)
         labels[col - 1] = f"{titles[col - 1]} ({what})"
         flat, _ = downsample1d(t, max_values // 2)
         f = flat[np.isfinite(flat)]
@@ -299,17 +313,13 @@ def tensor_pair(activation: Any | None, gradient: Any | None, *, sample: int = 0
             if lo == hi:
                 lo, hi = lo - 0.5, hi + 0.5
             counts, edges = np.histogram(f, bins=50, range=(lo, hi))
-            fig.add_trace(go.Bar(x=((edges[:-1] + edges[1:]) / 2).astype(np.float32),
+            traces.append(go.Bar(x=((edges[:-1] + edges[1:]) / 2).astype(np.float32),
                                  y=counts.astype(np.float32), marker_color=color,
                                  width=float(edges[1] - edges[0]), showlegend=False,
-                                 name=f"{titles[col - 1]} histogram"), row=2, col=col)
-    for k, text in enumerate(labels):
-        if k < len(fig.layout.annotations):
-            fig.layout.annotations[k].text = text
-    for suffix in ("", "2"):
-        fig.layout[f"yaxis{suffix}"].update(autorange="reversed", scaleanchor=f"x{suffix}",
-                                            constrain="domain", showticklabels=False)
-        fig.layout[f"xaxis{suffix}"].update(constrain="domain", showticklabels=False)
-    fig.update_layout(showlegend=False)
+                                 name=f"{titles[col - 1]} histogram", **cell(2, col)))
+    layout, _ = grid(2, 2, [labels[0], labels[1]], hspace=0.08, vspace=0.1,
+                     row_heights=[0.68, 0.32], images=[1, 2])
+    layout["showlegend"] = False
+    fig = go.Figure(data=traces, layout=layout)
     base_layout(fig, f"activation | gradient{budget_note(step_max)}", height)
     return add_flag(fig, nan, inf)
