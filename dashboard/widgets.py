@@ -236,12 +236,11 @@ def _display(x: torch.Tensor) -> np.ndarray:
     return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
 
+@st.cache_data(show_spinner=False, ttl=300)
 def cifar_available() -> bool:
-    """True when a local CIFAR-10 copy exists."""
-    from hooklab import data
-
+    """True when a local CIFAR-10 copy exists (checked at most every 5 minutes)."""
     try:
-        data.cifar10()
+        _cifar_cached()
         return True
     except DataError:
         return False

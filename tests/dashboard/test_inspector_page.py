@@ -122,3 +122,34 @@ def test_save_and_reopen_same_view(app, store_dir):
     sel = at.selectbox(key="stored_event")
     assert " conv3 output" in sel.options[sel.index]
     assert at.text_area(key="inspector_edits").value == "conv2=scale(0.5)"
+
+
+def test_uploads_bad_image_and_mismatched_weights_are_one_error(app, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from hooklab.models import SimpleModel
+    from hooklab.weights import save_safetensors
+
+    app.radio(key="inspector_source").set_value("upload").run()
+    app.file_uploader(key="inspector_image").set_value(
+        ("notes.txt", b"this is not an image", "text/plain")).run()
+    assert not app.exception and len(app.error) == 1, [e.value for e in app.error]
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8")).save(
+        buf, format="PNG")
+    app.file_uploader(key="inspector_image").set_value(("cat.png", buf.getvalue(),
+                                                        "image/png")).run()
+    app.button(key="inspector_run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert len(app.dataframe[0].value) > 20
+
+    path = tmp_path / "wrong.safetensors"
+    save_safetensors(SimpleModel(), path)
+    app.radio(key="inspector_weights").set_value("upload").run()
+    app.file_uploader(key="inspector_wfile").set_value(
+        ("wrong.safetensors", path.read_bytes(), "application/octet-stream")).run()
+    assert not app.exception and len(app.error) == 1
+    assert "conv" in app.error[0].value  # names what does not fit
