@@ -117,7 +117,8 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
                     "random input, record forward outputs and backward gradients of the chosen "
                     "layers (applying any edits), save the trace as a run and print a summary.",
         epilog=RECORD_EPILOG)
-    p.add_argument("--model", default="simple_cnn", help=f"zoo model: {names} (default: %(default)s)")
+    p.add_argument("--model", default="simple_cnn",
+                   help=f"zoo model: {names} (default: %(default)s)")
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="names, globs ('layer4.*') or types ('Conv2d'); default: every leaf")
     p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT",
@@ -160,7 +161,8 @@ def _parse_hooks(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items:
         layer, sep, kinds = item.partition("=")
         if not sep or not layer.strip() or not kinds.strip():
-            raise HookKindError(f"write a hook as LAYER=KIND[,KIND], e.g. conv=forward; got {item!r}")
+            raise HookKindError(
+                f"write a hook as LAYER=KIND[,KIND], e.g. conv=forward; got {item!r}")
         hooks.setdefault(layer.strip(), []).extend(k.strip() for k in kinds.split(",") if k.strip())
     return hooks
 
@@ -268,7 +270,8 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
 
     q = rs.add_parser("export", parents=common, help="write a run to one .zip file")
     q.add_argument("run_id")
-    q.add_argument("-o", "--output", metavar="FILE", help="zip path or folder (default: ./RUN_ID.zip)")
+    q.add_argument("-o", "--output", metavar="FILE",
+                   help="zip path or folder (default: ./RUN_ID.zip)")
     q.set_defaults(func=cmd_runs_export)
 
     q = rs.add_parser("import", parents=common, help="add a run from an exported .zip (validated)")

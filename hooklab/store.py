@@ -40,7 +40,12 @@ import pandas as pd
 
 from hooklab import store_format as fmt
 from hooklab.errors import CorruptRunError, StoreError
-from hooklab.trace import EVENT_COLUMNS, Trace
+from hooklab.store_listing import (LIST_COLUMNS, normalise_tags, query_runs, read_run_manifest,
+                                   runs_table, summarise_edits)
+from hooklab.trace import Trace
+
+__all__ = ["TraceStore", "default_root", "DEFAULT_ROOT", "ENV_VAR", "LIST_COLUMNS",
+           "normalise_tags", "summarise_edits"]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +54,6 @@ ENV_VAR = "HOOKLAB_STORE"
 TRASH = ".trash"
 _TMP_PREFIX = ".tmp-"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-LIST_COLUMNS = ("run_id", "created", "author", "model", "page", "edits", "tags", "notes",
-                "n_events", "status")
-_ID_COLUMNS = ["seq", "step", "phase", "kind", "layer", "call", "role", "index", "edit"]
 
 
 def default_root() -> Path:
@@ -86,44 +88,6 @@ def _versions() -> dict[str, str]:
     return {"hooklab": hooklab.__version__, "torch": torch.__version__,
             "safetensors": safetensors.__version__, "pyarrow": pyarrow.__version__,
             "pandas": pd.__version__, "python": sys.version.split()[0]}
-
-
-def normalise_tags(tags: str | Iterable[str] | None) -> list[str]:
-    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (stripped, empty and repeated dropped)."""
-    if tags is None:
-        return []
-    items = tags.split(",") if isinstance(tags, str) else list(tags)
-    out: list[str] = []
-    for t in items:
-        if not isinstance(t, str):
-            raise StoreError(f"tags must be strings, got {t!r}")
-        t = t.strip()
-        if t and t not in out:
-            out.append(t)
-    return out
-
-
-def summarise_edits(edits: Any) -> str:
-    """A one-line description of ``meta["edits"]`` for listings: ``conv2:scale(0.5)``."""
-    if not edits:
-        return ""
-    if isinstance(edits, dict):
-        edits = [{"layer": k, "edit": v} for k, v in edits.items()]
-    if not isinstance(edits, list):
-        return str(edits)
-    parts = []
-    for e in edits:
-        if not isinstance(e, dict):
-            parts.append(str(e))
-            continue
-        spec = e.get("edit", e)
-        if isinstance(spec, dict) and "name" in spec:
-            args = ", ".join(str(v) for k, v in spec.items() if k != "name")
-            spec = f"{spec['name']}({args})"
-        target = e.get("target")
-        suffix = f"@{target}" if target and target != "grad" else ""
-        parts.append(f"{e.get('layer', '?')}:{spec}{suffix}" if "layer" in e else str(spec))
-    return "; ".join(parts)
 
 
 class TraceStore:
@@ -330,10 +294,7 @@ class TraceStore:
 
     @staticmethod
     def _manifest_at(path: Path, run_id: str) -> dict[str, Any]:
-        m = fmt.read_manifest(path, f"run {run_id}")
-        if m["run_id"] != run_id:
-            raise CorruptRunError(f"run {run_id}: its manifest names run {m['run_id']!r}")
-        return m
+        return read_run_manifest(path, run_id)
 
     def load(self, run_id: str, *, verify: bool = True) -> Trace:
         """The stored :class:`Trace`; its tensors are read from disk on access.
@@ -354,7 +315,7 @@ class TraceStore:
         return fmt.read_events(path / fmt.EVENTS, where)
 
     def verify(self, run_id: str) -> None:
-        """Raise CorruptRunError if anything about the run is wrong; return None if it is intact."""
+        """Raise CorruptRunError if anything about the run is wrong; return if it is intact."""
         self.load(run_id, verify=True)
 
     def run_ids(self) -> list[str]:
@@ -366,40 +327,6 @@ class TraceStore:
                 out.append(entry.name)
         return sorted(out)
 
-    def _row(self, base: Path, run_id: str) -> dict[str, Any]:
-        path = base / run_id
-        row: dict[str, Any] = {c: "" for c in LIST_COLUMNS}
-        row.update(run_id=run_id, n_events=0, status="ok")
-        try:
-            m = self._manifest_at(path, run_id)
-            fmt.quick_check(path, m, f"run {run_id}")
-        except (CorruptRunError, StoreError) as exc:
-            reason = str(exc).removeprefix(f"run {run_id}: ")
-            row["status"] = f"corrupt: {reason}"
-            row["created"] = fmt.iso(fmt._dt.datetime.fromtimestamp(
-                path.stat().st_mtime, fmt._dt.UTC))
-            log.warning("run %s is corrupt: %s", run_id, reason)
-            return row
-        meta = m["meta"]
-        row.update(created=m["created"], author=m["author"], notes=m["notes"],
-                   tags=",".join(m["tags"]), n_events=m["n_events"],
-                   model=str(meta.get("model", "")), page=str(meta.get("page", meta.get("kind", ""))),
-                   edits=summarise_edits(meta.get("edits")))
-        return row
-
-    def _table(self, base: Path, ids: Sequence[str]) -> pd.DataFrame:
-        rows = []
-        for rid in ids:
-            try:
-                rows.append(self._row(base, rid))
-            except Exception as exc:  # listing never fails because of one run
-                log.warning("skipping run %s in the listing: %s", rid, exc)
-        df = pd.DataFrame(rows, columns=list(LIST_COLUMNS))
-        df["n_events"] = df["n_events"].astype("int64")
-        if len(df):
-            df = df.sort_values(["created", "run_id"], ascending=False, kind="stable")
-        return df.reset_index(drop=True)
-
     def list(self, *, author: str | None = None, tag: str | None = None,
              model: str | None = None) -> pd.DataFrame:
         """One row per run, newest first (columns :data:`LIST_COLUMNS`).
@@ -410,7 +337,7 @@ class TraceStore:
         :meth:`load` / :meth:`verify` hash the payloads. Filters keep rows
         whose author / model equals the value, or whose tags include ``tag``.
         """
-        df = self._table(self.root, self.run_ids())
+        df = runs_table(self.root, self.run_ids())
         if author is not None:
             df = df[df["author"] == author]
         if model is not None:
@@ -419,10 +346,12 @@ class TraceStore:
             df = df[df["tags"].map(lambda s: tag in s.split(","))]
         return df.reset_index(drop=True)
 
-    def query(self, layer: str | Sequence[str] | None = None, role: str | Sequence[str] | None = None,
-              column: str | Sequence[str] = "norm", kinds: str | Sequence[str] | None = None,
+    def query(self, layer: str | Sequence[str] | None = None,
+              role: str | Sequence[str] | None = None, column: str | Sequence[str] = "norm",
+              kinds: str | Sequence[str] | None = None,
               run_ids: Sequence[str] | None = None) -> pd.DataFrame:
-        """Event rows across runs, with a ``run_id`` column (reads only the Parquet files).
+        """Event rows across runs, with ``run_id`` and ``created`` columns (reads only the
+        Parquet files), oldest run first, each run's rows in firing order.
 
         Example: every gradient norm of ``conv1`` over all runs::
 
@@ -432,39 +361,11 @@ class TraceStore:
             layer, role, kinds: keep rows whose layer / role / hook kind is this value or in
                 this list (``None``: all).
             column: statistic column(s) to return besides the identifying ones.
-            run_ids: runs to search (default: every intact run). Damaged runs are skipped
-                with a logged warning.
+            run_ids: runs to search (default: every run). Damaged runs are skipped with a
+                logged warning.
         """
-        cols = [column] if isinstance(column, str) else list(column)
-        bad = [c for c in cols if c not in EVENT_COLUMNS]
-        if bad:
-            raise StoreError(f"unknown event column(s) {bad}; choose from {list(EVENT_COLUMNS)}")
-        filters = []
-        for name, value in (("layer", layer), ("role", role), ("kind", kinds)):
-            if value is not None:
-                values = [value] if isinstance(value, str) else list(value)
-                filters.append((name, "in", values))
-        wanted = _ID_COLUMNS + [c for c in cols if c not in _ID_COLUMNS]
-        frames = []
         ids = self.run_ids() if run_ids is None else [fmt.check_run_id(r) for r in run_ids]
-        for rid in ids:
-            path = self.root / rid
-            try:
-                m = self._manifest_at(self._run_dir(rid), rid)
-                fmt.check_files(path, m, f"run {rid}", hashes=False, names=(fmt.EVENTS,))
-                df = fmt.read_events(path / fmt.EVENTS, f"run {rid}", columns=wanted,
-                                     filters=filters)
-            except StoreError as exc:
-                log.warning("query skips run %s: %s", rid, exc)
-                continue
-            if len(df):
-                df.insert(0, "created", m["created"])
-                df.insert(0, "run_id", rid)
-                frames.append(df)
-        if not frames:
-            return pd.DataFrame(columns=["run_id", "created"] + wanted)
-        out = pd.concat(frames, ignore_index=True)
-        return out.sort_values(["created", "run_id", "seq"], kind="stable").reset_index(drop=True)
+        return query_runs(self.root, ids, layer=layer, role=role, column=column, kinds=kinds)
 
     # -- trash ---------------------------------------------------------------------------------
     def delete(self, run_id: str) -> None:
@@ -492,10 +393,10 @@ class TraceStore:
             raise StoreError(f"cannot restore run {run_id}: {exc}") from exc
 
     def trash_list(self) -> pd.DataFrame:
-        """The runs in the trash, with a ``deleted`` column (UTC ISO time), newest deletion first."""
+        """The runs in the trash with a ``deleted`` column (UTC ISO time), latest deletion first."""
         ids = sorted(e.name for e in os.scandir(self.trash)
                      if e.is_dir(follow_symlinks=False) and fmt._RUN_ID_RE.fullmatch(e.name))
-        df = self._table(self.trash, ids)
+        df = runs_table(self.trash, ids)
         df.insert(1, "deleted", [fmt.iso(fmt._dt.datetime.fromtimestamp(
             (self.trash / r).stat().st_mtime, fmt._dt.UTC)) for r in df["run_id"]])
         return df.sort_values("deleted", ascending=False, kind="stable").reset_index(drop=True)

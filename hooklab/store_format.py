@@ -1,9 +1,9 @@
-"""The on-disk format of one stored run, shared by :mod:`hooklab.store` and :mod:`hooklab.store_zip`.
+"""The on-disk format of one stored run (used by :mod:`hooklab.store` and :mod:`hooklab.store_zip`).
 
 A run is a directory (or a zip holding exactly the same three files)::
 
     manifest.json         who, when, what (trace.meta), versions, sha256 + size of the two others
-    events.parquet        trace.events, one row per hook firing (columns hooklab.trace.EVENT_COLUMNS)
+    events.parquet        trace.events, one row per hook firing (hooklab.trace.EVENT_COLUMNS)
     tensors.safetensors   the stored payloads, keyed by the events' ``key`` column
 
 Nothing here executes code from a file: JSON, Parquet and safetensors only, never pickle.
@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import _TYPES as _ST_TYPES
 
 from hooklab.errors import CorruptRunError, StoreError
-from hooklab.trace import EVENT_COLUMNS, Trace, normalise_events
+from hooklab.trace import Trace, normalise_events
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def utc_now() -> _dt.datetime:
 
 
 def new_run_id(now: _dt.datetime | None = None) -> str:
-    """A sortable, practically unique id: ``20261126-101500-1a2b3c4d`` (UTC time + 32 random bits)."""
+    """A sortable, practically unique id ``20261126-101500-1a2b3c4d``: UTC time + 32 random bits."""
     now = now or utc_now()
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
@@ -93,7 +93,8 @@ def iso(t: _dt.datetime) -> str:
 # -- JSON ----------------------------------------------------------------------------------------
 def jsonable(obj: Any, _path: str = "meta") -> Any:
     """A JSON-ready copy of ``obj``: tuples/sets become lists, tensors' dtype/device/shape become
-    strings/lists, numpy scalars Python numbers, edits their spec; anything else its ``str`` (logged).
+    strings/lists, numpy scalars Python numbers, edits their spec; anything else its ``str``
+    (logged).
     """
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
@@ -350,7 +351,7 @@ def read_manifest(directory: Path, where: str) -> dict[str, Any]:
 
 def check_files(directory: Path, manifest: dict[str, Any], where: str, *, hashes: bool,
                 names: tuple[str, ...] = DATA_FILES) -> None:
-    """Each data file exists as a regular file with the manifest's size (and sha256 if ``hashes``)."""
+    """Each data file is a regular file of the manifest's size (and sha256, if ``hashes``)."""
     for name in names:
         expected = manifest["files"][name]
         st = regular_file(directory / name, where)
@@ -474,7 +475,7 @@ def open_run(directory: Path, where: str, *, verify: bool = True,
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "SUPPORTED_VERSIONS", "MANIFEST", "EVENTS", "TENSORS",
-    "RUN_FILES", "DATA_FILES", "EVENT_COLUMNS", "new_run_id", "check_run_id", "jsonable",
+    "RUN_FILES", "DATA_FILES", "new_run_id", "check_run_id", "jsonable",
     "parse_manifest", "validate_manifest", "write_run", "open_run", "read_events",
     "LazyTensors",
 ]

@@ -74,7 +74,8 @@ def _check_members(zf: zipfile.ZipFile, where: str, max_bytes: int) -> dict[str,
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise CorruptRunError(f"{where}: {info.filename} uses an unsupported compression")
     if by_name[fmt.MANIFEST].file_size > fmt.MAX_MANIFEST_BYTES:
-        raise CorruptRunError(f"{where}: manifest.json is larger than {fmt.MAX_MANIFEST_BYTES} bytes")
+        raise CorruptRunError(
+            f"{where}: manifest.json is larger than {fmt.MAX_MANIFEST_BYTES} bytes")
     total = sum(i.file_size for i in infos)
     if total > max_bytes:
         raise CorruptRunError(f"{where}: {total} bytes uncompressed exceeds the import limit "

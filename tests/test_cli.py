@@ -64,7 +64,8 @@ def test_record_saves_gradients_equal_to_autograd(store_dir, capsys):
     trace = store.load(rid)
     m = store.manifest(rid)
     assert (m["author"], m["notes"], m["tags"]) == ("ana", "halve conv", ["halve", "seed"])
-    assert m["meta"]["model"] == "simple_model" and m["meta"]["input"].startswith("randn(1, 1, 4, 4)")
+    assert m["meta"]["model"] == "simple_model"
+    assert m["meta"]["input"].startswith("randn(1, 1, 4, 4)")
 
     # independent reference: the same model and input, plain autograd, no hooks
     model = models.SimpleModel()
