@@ -374,20 +374,57 @@ def quick_check(directory: Path, manifest: dict[str, Any], where: str) -> None:
     if rows != manifest["n_events"]:
         raise CorruptRunError(f"{where}: events.parquet has {rows} rows, the manifest says "
                               f"{manifest['n_events']}")
-    size = manifest["files"][TENSORS]["bytes"]
+    _, entries = read_tensor_header(directory / TENSORS, where)
+    if len(entries) != manifest["n_tensors"]:
+        raise CorruptRunError(f"{where}: tensors.safetensors holds {len(entries)} tensors, the "
+                              f"manifest says {manifest['n_tensors']}")
+
+
+_Entry = tuple[torch.dtype, tuple[int, ...], int, int]
+
+
+def read_tensor_header(path: Path, where: str) -> tuple[int, dict[str, _Entry]]:
+    """Parse and check a safetensors header: ``(data_start, {key: (dtype, shape, begin, end)})``.
+
+    Offsets are relative to ``data_start``; every entry must lie inside the file with exactly
+    ``numel * itemsize`` bytes, and the entries must tile the data section without gaps.
+    """
     try:
-        with open(directory / TENSORS, "rb") as f:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             if n > min(size - 8, 100 * 2**20):
                 raise ValueError("header length beyond the file")
             header = json.loads(f.read(n))
-        entries = [v for k, v in header.items() if k != "__metadata__"]
-        end = max((int(v["data_offsets"][1]) for v in entries), default=0)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        entries: dict[str, _Entry] = {}
+        for key, v in header.items():
+            if key == "__metadata__":
+                continue
+            dtype = _ST_TYPES[v["dtype"]]
+            shape = tuple(int(d) for d in v["shape"])
+            begin, end = (int(o) for o in v["data_offsets"])
+            numel = 1
+            for d in shape:
+                if d < 0:
+                    raise ValueError(f"negative dimension in {key!r}")
+                numel *= d
+            if end - begin != numel * torch.empty((), dtype=dtype).element_size() or begin < 0:
+                raise ValueError(f"offsets of {key!r} do not match its shape")
+            entries[key] = (dtype, shape, begin, end)
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
         raise CorruptRunError(f"{where}: tensors.safetensors has a bad header ({exc})") from exc
-    if len(entries) != manifest["n_tensors"] or 8 + n + end != size:
-        raise CorruptRunError(f"{where}: tensors.safetensors does not hold the "
-                              f"{manifest['n_tensors']} tensors its manifest lists")
+    spans = sorted((b, e) for _, _, b, e in entries.values())
+    pos = 0
+    for b, e in spans:
+        if b != pos:
+            raise CorruptRunError(f"{where}: tensors.safetensors has overlapping or missing data")
+        pos = e
+    if 8 + n + pos != size:
+        raise CorruptRunError(f"{where}: tensors.safetensors is {size} bytes, its header "
+                              f"describes {8 + n + pos}")
+    return 8 + n, entries
 
 
 def read_events(path: Path, where: str, columns: list[str] | None = None,
@@ -409,32 +446,42 @@ def read_events(path: Path, where: str, columns: list[str] | None = None,
 class LazyTensors(Mapping[str, torch.Tensor]):
     """Read-only mapping over a safetensors file; each access reads one tensor from disk.
 
-    A fresh handle is opened per access, so in-place changes to a returned tensor never show up
-    in a later read and the file is never written.
+    The header is parsed once (and checked by safetensors' own ``safe_open`` as well); an
+    access reads the tensor's bytes straight into a new tensor, so a returned tensor is the
+    caller's to change: a later read and the file are unaffected.
     """
 
     def __init__(self, path: Path, where: str) -> None:
         self._path = path
         self._where = where
-        self._lock = threading.Lock()
         try:
             with safe_open(str(path), framework="pt") as f:
-                self._keys = list(f.keys())
+                keys = list(f.keys())
         except Exception as exc:  # the Rust reader raises its own error types
             raise CorruptRunError(f"{where}: tensors.safetensors is unreadable ({exc})") from exc
-        self._keyset = frozenset(self._keys)
+        self._data_start, self._entries = read_tensor_header(path, where)
+        if sorted(keys) != sorted(self._entries):
+            raise CorruptRunError(f"{where}: tensors.safetensors header is ambiguous")
+        self._keys = keys
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keyset:
-            raise KeyError(key)
-        try:
-            with self._lock, safe_open(str(self._path), framework="pt") as f:
-                return f.get_tensor(key)
-        except FileNotFoundError:
-            raise StoreError(f"{self._where} was moved or deleted after it was loaded; "
-                             "load it again") from None
-        except Exception as exc:
-            raise CorruptRunError(f"{self._where}: cannot read tensor {key!r} ({exc})") from exc
+        dtype, shape, begin, end = self._entries[key]  # KeyError for an unknown key
+        t = torch.empty(shape, dtype=dtype)
+        if end > begin:
+            buf = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+            try:
+                with open(self._path, "rb") as f:
+                    f.seek(self._data_start + begin)
+                    got = f.readinto(buf)
+            except FileNotFoundError:
+                raise StoreError(f"{self._where} was moved or deleted after it was loaded; "
+                                 "load it again") from None
+            except OSError as exc:
+                raise CorruptRunError(f"{self._where}: cannot read tensor {key!r} ({exc})"
+                                      ) from exc
+            if got != end - begin:
+                raise CorruptRunError(f"{self._where}: tensor {key!r} is truncated")
+        return t
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -443,7 +490,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         return len(self._keys)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keyset
+        return key in self._entries
 
     def __repr__(self) -> str:
         return f"LazyTensors({len(self)} tensors in {self._path})"

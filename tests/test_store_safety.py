@@ -93,6 +93,24 @@ def _damage(path: Path, how: str) -> None:
         m.write_text(json.dumps(d))
     elif how == "no_manifest":
         m.unlink()
+    elif how == "lying_header":
+        # a re-hashed tensors file whose header points two tensors at the same bytes
+        import hashlib
+        import struct
+        t = path / "tensors.safetensors"
+        raw = t.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        keys = [k for k in header if k != "__metadata__"]
+        header[keys[1]]["data_offsets"] = header[keys[0]]["data_offsets"]
+        hb = json.dumps(header).encode()
+        hb += b" " * (-len(hb) % 8)
+        data = struct.pack("<Q", len(hb)) + hb + raw[8 + n:]
+        t.write_bytes(data)
+        d = json.loads(m.read_text())
+        d["files"]["tensors.safetensors"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                             "bytes": len(data)}
+        m.write_text(json.dumps(d))
     elif how == "garbage_parquet":
         # a consistent manifest around an unreadable Parquet file
         e = path / "events.parquet"
@@ -107,7 +125,8 @@ def _damage(path: Path, how: str) -> None:
 DAMAGE = {"missing_events": "events.parquet is missing", "truncated_tensors": "bytes",
           "flipped_byte": "sha256", "bad_json": "not valid JSON",
           "unknown_version": "unknown format version 99", "wrong_run_id": "names run",
-          "no_manifest": "manifest.json is missing", "garbage_parquet": "unreadable"}
+          "no_manifest": "manifest.json is missing", "garbage_parquet": "unreadable",
+          "lying_header": "tensors.safetensors"}
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))
