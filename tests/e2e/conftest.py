@@ -126,7 +126,10 @@ def open_page(page, url: str, timeout: int = SLOW_MS) -> None:
     """Navigate and wait for the first script run to finish."""
     page.goto(url, wait_until="domcontentloaded", timeout=timeout)
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
-    wait_idle(page, timeout=timeout, started_ms=3000)
+    # Before the websocket connects the app already says "notRunning": wait for the page's
+    # title (every hooklab page starts with st.title), then for the run to end.
+    page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout)
+    wait_idle(page, timeout=timeout, started_ms=1000)
 
 
 @pytest.fixture(scope="session")
