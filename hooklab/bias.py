@@ -128,19 +128,28 @@ def evaluate_arm(name: str, model: nn.Module, test: Any, *, cue_prob: float = fl
                    follows_cue=float((preds == test.cue_labels).float().mean()), **frac)
 
 
-def train_arm(cue_prob: float, *, seed: int = 0,
+def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
               progress: Callable[..., None] | None = None, **config: Any) -> nn.Module:
-    """A SimpleCNN trained (and cached) by :mod:`hooklab.train` on biased shapes."""
+    """A SimpleCNN trained (and cached) by :mod:`hooklab.train` for one arm.
+
+    ``arm="biased"``: data ``biased_shapes`` with ``cue_prob``; ``arm="rebalanced"``: data
+    ``rebalanced_shapes`` (the cue is present but independent of the label). Other keyword
+    arguments are :class:`hooklab.train.TrainConfig` fields.
+    """
     from hooklab import train
 
-    cfg = train.TrainConfig(data="biased_shapes", cue_prob=float(cue_prob), seed=seed, **config)
-    return train.trained_model(cfg, progress=progress) if progress else train.trained_model(cfg)
+    data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
+    if data is None:
+        raise ValueError(f"arm must be 'biased' or 'rebalanced', not {arm!r}")
+    cfg = train.TrainConfig(data=data, cue_prob=float(cue_prob), seed=seed, data_seed=seed,
+                            **config)
+    return train.trained_model(cfg, progress)
 
 
 def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
                         method: str = "gradcam", layer: Any = None, seed: int = 0,
                         tolerance: float = 0.0,
-                        train_fn: Callable[[float], nn.Module] | None = None,
+                        train_fn: Callable[[str, float], nn.Module] | None = None,
                         progress: Callable[..., None] | None = None) -> BiasResult:
     """Train (or load from the cache) both models and compare where their CAMs point.
 
@@ -150,17 +159,17 @@ def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
         method, layer: CAM method and layer (default: Grad-CAM at the auto layer, ``conv3``).
         seed: data and training seed.
         tolerance: mask dilation in pixels for the location fractions.
-        train_fn: ``cue_prob -> trained model`` (default :func:`train_arm`).
+        train_fn: ``(arm, cue_prob) -> trained model`` (default :func:`train_arm`).
         progress: passed to the training loop.
     """
     from hooklab.data import SHAPE_CLASSES, make_biased_shapes
 
-    fit = train_fn or (lambda p: train_arm(p, seed=seed, progress=progress))
+    fit = train_fn or (lambda arm, p: train_arm(arm, p, seed=seed, progress=progress))
     test = make_biased_shapes(n_test, seed=seed, split="test")
     arms = {}
     layer_name = ""
     for name, p in (("biased", biased_cue_prob), ("rebalanced", 1.0 / len(SHAPE_CLASSES))):
-        model = fit(p)
+        model = fit(name, p)
         arms[name] = evaluate_arm(name, model, test, cue_prob=p, method=method, layer=layer,
                                   tolerance=tolerance)
         if not layer_name:

@@ -81,12 +81,12 @@ def test_experiment_plumbing_with_given_models(monkeypatch):
 
     monkeypatch.setattr(data, "make_biased_shapes", lambda n, seed=0, split="test": fake_split(n))
     test = fake_split()
-    models = {0.95: RegionModel(test.cue_masks[0]), 1 / 6: RegionModel(test.masks[0])}
+    models = {"biased": RegionModel(test.cue_masks[0]), "rebalanced": RegionModel(test.masks[0])}
     seen = []
 
-    def fit(p):
+    def fit(arm, p):
         seen.append(p)
-        return models[min(models, key=lambda k: abs(k - p))]
+        return models[arm]
 
     res = bias.run_bias_experiment(8, method="hirescam", layer="conv", train_fn=fit)
     assert seen == [0.95, pytest.approx(1 / 6)]
