@@ -111,11 +111,14 @@ class TraceStore:
         self.max_import_bytes = int(max_import_bytes)
         try:
             root_path.mkdir(parents=True, exist_ok=True)
-            (root_path / TRASH).mkdir(exist_ok=True)
         except FileExistsError:
             raise StoreError(f"store root {root_path} exists and is not a folder") from None
         except OSError as exc:
             raise StoreError(f"cannot create store root {root_path}: {exc}") from exc
+        try:
+            (root_path / TRASH).mkdir(exist_ok=True)
+        except OSError:  # a read-only store can still be listed and read
+            log.info("store %s is read-only", root_path)
         self.root = root_path.resolve()
         self.trash = self.root / TRASH
         self.cleaned = self.clean_temp()
@@ -142,7 +145,8 @@ class TraceStore:
     def exists(self, run_id: str) -> bool:
         """True if ``run_id`` names a run in the store (not in the trash)."""
         fmt.check_run_id(run_id)
-        return (self.root / run_id).is_dir()
+        path = self.root / run_id
+        return path.is_dir() and not path.is_symlink()
 
     def _taken(self, run_id: str) -> bool:
         return os.path.lexists(self.root / run_id) or os.path.lexists(self.trash / run_id)
@@ -320,12 +324,13 @@ class TraceStore:
 
     def run_ids(self) -> list[str]:
         """Ids of every run directory (intact or not), sorted."""
-        out = []
-        for entry in os.scandir(self.root):
-            if (not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
-                    and fmt._RUN_ID_RE.fullmatch(entry.name)):
-                out.append(entry.name)
-        return sorted(out)
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError as exc:
+            raise StoreError(f"cannot read store {self.root}: {exc}") from exc
+        return sorted(e.name for e in entries
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                      and fmt._RUN_ID_RE.fullmatch(e.name))
 
     def list(self, *, author: str | None = None, tag: str | None = None,
              model: str | None = None) -> pd.DataFrame:
@@ -377,9 +382,12 @@ class TraceStore:
         try:
             self.trash.mkdir(exist_ok=True)
             os.rename(path, target)
-            os.utime(target)  # the trash listing's "deleted" time
         except OSError as exc:
             raise StoreError(f"cannot delete run {run_id}: {exc}") from exc
+        try:
+            os.utime(target)  # the trash listing's "deleted" time
+        except OSError:
+            pass
         log.info("moved run %s to the trash", run_id)
 
     def restore(self, run_id: str) -> None:
@@ -392,9 +400,17 @@ class TraceStore:
         except OSError as exc:
             raise StoreError(f"cannot restore run {run_id}: {exc}") from exc
 
+    def _trash_entries(self) -> list[os.DirEntry[str]]:
+        try:
+            return list(os.scandir(self.trash))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot read the trash {self.trash}: {exc}") from exc
+
     def trash_list(self) -> pd.DataFrame:
         """The runs in the trash with a ``deleted`` column (UTC ISO time), latest deletion first."""
-        ids = sorted(e.name for e in os.scandir(self.trash)
+        ids = sorted(e.name for e in self._trash_entries()
                      if e.is_dir(follow_symlinks=False) and fmt._RUN_ID_RE.fullmatch(e.name))
         df = runs_table(self.trash, ids)
         df.insert(1, "deleted", [fmt.iso(fmt._dt.datetime.fromtimestamp(
@@ -408,7 +424,7 @@ class TraceStore:
             self._run_dir(run_id, trash=True)
             ids = [run_id]
         else:
-            ids = [e.name for e in os.scandir(self.trash) if not e.name.startswith(".")]
+            ids = [e.name for e in self._trash_entries() if not e.name.startswith(".")]
         now = time.time()
         purged = []
         for rid in ids:
