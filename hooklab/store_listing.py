@@ -35,17 +35,19 @@ def read_run_manifest(path: Path, run_id: str) -> dict[str, Any]:
 
 
 def normalise_tags(tags: str | Iterable[str] | None) -> list[str]:
-    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (stripped, empty and repeated dropped)."""
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]``: split at commas (a tag never holds one),
+    stripped, empty and repeated tags dropped."""
     if tags is None:
         return []
-    items = tags.split(",") if isinstance(tags, str) else list(tags)
+    items = [tags] if isinstance(tags, str) else list(tags)
     out: list[str] = []
-    for t in items:
-        if not isinstance(t, str):
-            raise StoreError(f"tags must be strings, got {t!r}")
-        t = t.strip()
-        if t and t not in out:
-            out.append(t)
+    for item in items:
+        if not isinstance(item, str):
+            raise StoreError(f"tags must be strings, got {item!r}")
+        for t in item.split(","):
+            t = t.strip()
+            if t and t not in out:
+                out.append(t)
     return out
 
 
