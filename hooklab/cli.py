@@ -195,7 +195,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     shape = tuple(info.input_shape) if info is not None else models.input_shape(model)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, *shape, generator=gen)
-    meta = {"model": args.model, "page": "cli",
+    meta = {"model": getattr(info, "name", args.model), "page": "cli",
             "input": f"randn({', '.join(map(str, (args.batch, *shape)))}) seed={args.seed}",
             "seed": args.seed, "target": args.target if args.target is not None else "predicted",
             "weights": args.weights or f"random(seed={args.seed})"}

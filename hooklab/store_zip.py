@@ -115,6 +115,14 @@ def import_run(store: TraceStore, path: str | os.PathLike[str]) -> str:
             members = _check_members(zf, where, store.max_import_bytes)
             manifest = fmt.parse_manifest(zf.read(members[fmt.MANIFEST]), where)
             original = manifest["run_id"]
+            for name in fmt.DATA_FILES:  # declared sizes first: nothing written on a mismatch
+                if members[name].file_size != manifest["files"][name]["bytes"]:
+                    raise CorruptRunError(f"{where}: {name} is {members[name].file_size} bytes, "
+                                          "manifest.json says otherwise (tampered or damaged)")
+            need = sum(members[n].file_size for n in fmt.DATA_FILES)
+            if shutil.disk_usage(store.root).free < need + 64 * 2**20:
+                raise StoreError(f"{where}: not enough free space in {store.root} for "
+                                 f"{need / 2**20:.0f} MiB")
             tmp = store._make_tmp()
             for name in fmt.DATA_FILES:
                 _copy_member(zf, members[name], tmp / name, manifest["files"][name], where)
