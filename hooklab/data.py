@@ -73,6 +73,10 @@ CUE_CORNERS = ((0, 0), (0, IMAGE_SIZE - CUE_SIZE), (IMAGE_SIZE - CUE_SIZE, 0),
 
 # Generator version: bump when the pictures change (the training cache keys on it).
 GENERATOR_VERSION = 1
+# Picture parameters: shape radius range (px), background texture and pixel noise (std, [0, 1]).
+_RADIUS = (7.0, 11.0)
+_TEXTURE_STD = 0.06
+_NOISE_STD = 0.03
 
 
 @dataclass
@@ -158,7 +162,7 @@ def _chunk(seed: int, split_code: int, index: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng([seed, split_code, index, 0])
     m, k, s = CHUNK, len(SHAPE_CLASSES), IMAGE_SIZE
     labels = rng.permutation(np.arange(m) % k).astype(np.int64)
-    r = rng.uniform(5.5, 10.0, m)
+    r = rng.uniform(*_RADIUS, m)
     cx = rng.uniform(r, s - 1 - r)
     cy = rng.uniform(r, s - 1 - r)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
@@ -168,11 +172,11 @@ def _chunk(seed: int, split_code: int, index: int) -> tuple[np.ndarray, ...]:
 
     bg = rng.uniform(0.0, 1.0, (m, 3)).astype(np.float32)
     obj = (bg + 0.5 + rng.uniform(-0.15, 0.15, (m, 3)).astype(np.float32)) % 1.0  # >= 0.35 apart
-    coarse = rng.standard_normal((m, 3, 4, 4), dtype=np.float32) * 0.12
+    coarse = rng.standard_normal((m, 3, 4, 4), dtype=np.float32) * _TEXTURE_STD
     up = _upsample_matrix(4, s)                                              # (H, 4)
     texture = np.einsum("hi,mcij,wj->mchw", up, coarse, up, optimize=True)   # smooth blotches
     img = np.where(masks[:, None], obj[:, :, None, None], bg[:, :, None, None] + texture)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * 0.04
+    img += rng.standard_normal(img.shape, dtype=np.float32) * _NOISE_STD
     np.clip(img, 0.0, 1.0, out=img)
     for a in (img, labels, masks):
         a.flags.writeable = False

@@ -1,0 +1,421 @@
+"""Short training loops on the shapes data set, optionally under gradient edits, with history.
+
+The default trains the seed's SimpleCNN on :func:`hooklab.data.make_shapes` in a few seconds on
+two CPU cores (test accuracy about 0.97). :func:`trained_model` caches the weights as
+safetensors under ``$HOOKLAB_CACHE`` (default ``./.hooklab-cache``), keyed by a hash of the
+configuration, so the second call only reads a file.
+
+Every step runs inside :func:`hooklab.record` (statistics only, ``keep_tensors=False``), which
+applies the configured edits (e.g. halve the gradient at ``conv2``) and yields the per-layer
+gradient norms of the history:
+
+* ``grad_norm/<layer>``: L2 norm of the gradient w.r.t. the layer's output *as it arrives* at the
+  layer (role ``grad_output``, before an edit at that layer; summed over calls);
+* ``param_grad_norm/<layer>``: L2 norm of the layer's parameter gradients the optimiser uses
+  (after any ``param_grad`` edit).
+
+:func:`train_run` returns the same training as a :class:`hooklab.trace.Trace` for the store:
+its events are the recorder's per-step events (``step`` column = training step) and
+``trace.meta["history"]`` holds the history rows as a list of dicts (JSON), beside
+``trace.meta["train"]`` (configuration, test accuracy, seconds).
+
+Example:
+    >>> model, history = train(TrainConfig(edits=["conv2=scale(0.5)"], steps=50))
+    >>> history[["step", "loss", "accuracy", "grad_norm/conv1"]].tail(3)
+    >>> model = trained_model()            # cached after the first call
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hooklab import data as data_mod
+from hooklab import weights as weights_mod
+from hooklab.edits import Edit
+from hooklab.errors import HooklabError
+from hooklab.models import SEED_MEAN, SEED_STD, get_model, model_info
+from hooklab.trace import Trace
+
+__all__ = ["TrainConfig", "train", "train_run", "trained_model", "config_key", "cache_path",
+           "cache_dir", "evaluate", "DATA_KINDS", "CACHE_ENV", "TrainingError"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the weights cache folder.
+CACHE_ENV = "HOOKLAB_CACHE"
+#: Training data the trainer knows.
+DATA_KINDS = ("shapes", "biased_shapes", "rebalanced_shapes")
+# Bump when the training loop changes what a configuration produces.
+_LOOP_VERSION = 1
+
+Progress = Callable[[int, int, dict[str, float]], Any]
+
+
+class TrainingError(HooklabError, ValueError):
+    """A training configuration that cannot run (unknown data, bad sizes, unusable model)."""
+
+
+@dataclass
+class TrainConfig:
+    """One short training run. Every field is JSON-able; the cache key hashes them all."""
+
+    model: str = "simple_cnn"        # zoo name (hooklab.models); inputs are 32x32 RGB shapes
+    data: str = "shapes"             # "shapes", "biased_shapes" (cue agrees w.p. cue_prob) or
+    #                                  "rebalanced_shapes" (cue present but uninformative)
+    cue_prob: float = 0.95           # biased_shapes: P(cue names the label) in the train split
+    n_train: int = 4096              # training images generated (then reshuffled every epoch)
+    n_test: int = 1000               # test-split images for the final accuracy (0: skip it)
+    steps: int = 200                 # optimiser steps (batches); 200 x 32 ≈ 1.6 epochs
+    batch_size: int = 32             # images per step
+    lr: float = 2e-3                 # Adam learning rate
+    seed: int = 0                    # model initialisation and batch order
+    data_seed: int = 0               # which shapes images (hooklab.data seed)
+    edits: list[Any] = field(default_factory=list)  # applied every step: "conv2=scale(0.5)",
+    #                                  {"layer", "edit", "target"} specs, EditSpec, or a mapping
+    #                                  {"conv2": scale(0.5)}; see hooklab.recorder.EditSpec
+    record_every: int = 1            # gradient norms every k steps (0: never; edits still apply)
+    layers: list[str] | None = None  # layers whose gradient norms are recorded
+    #                                  (None: every module with its own parameters)
+
+    def edit_specs(self) -> list[dict[str, Any]]:
+        """The edits as JSON specs ``{"layer", "target", "edit": {...}}`` (validated)."""
+        return [s.spec() for s in _edit_specs(self.edits)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (edits as specs)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["edits"] = self.edit_specs()
+        d["layers"] = list(self.layers) if self.layers is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TrainingError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**dict(d))
+
+
+def _edit_specs(edits: Any) -> list[Any]:
+    from hooklab.recorder import EditSpec, _normalise_edits
+
+    if edits is None:
+        return []
+    if isinstance(edits, (str, EditSpec)):
+        edits = [edits]
+    if isinstance(edits, Mapping):
+        edits = [EditSpec(k, v if isinstance(v, Edit) else _parse_edit(v)) for k, v in
+                 edits.items()]
+    return _normalise_edits(list(edits))
+
+
+def _parse_edit(v: Any) -> Edit:
+    from hooklab import edits as edits_mod
+
+    return edits_mod.from_spec(v) if isinstance(v, Mapping) else edits_mod.parse(str(v))
+
+
+def _check(config: TrainConfig) -> None:
+    if config.data not in DATA_KINDS:
+        raise TrainingError(f"unknown training data {config.data!r}; use one of "
+                            f"{', '.join(DATA_KINDS)}")
+    for name in ("n_train", "steps", "batch_size"):
+        v = getattr(config, name)
+        if not isinstance(v, int) or v < 1:
+            raise TrainingError(f"{name} must be a positive integer, got {v!r}")
+    if config.batch_size > config.n_train:
+        raise TrainingError(f"batch_size {config.batch_size} exceeds n_train {config.n_train}")
+    if not isinstance(config.n_test, int) or config.n_test < 0:
+        raise TrainingError(f"n_test must be >= 0, got {config.n_test!r}")
+    if not isinstance(config.record_every, int) or config.record_every < 0:
+        raise TrainingError(f"record_every must be >= 0, got {config.record_every!r}")
+    if not (isinstance(config.lr, (int, float)) and 0 < config.lr < 10):
+        raise TrainingError(f"lr must be a positive number, got {config.lr!r}")
+    if config.model.lower().replace("-", "_") == "simple_model":
+        raise TrainingError("simple_model takes 1x4x4 inputs; train simple_cnn (or a "
+                            "torchvision model) on the 32x32 shapes images")
+    if not 0.0 <= float(config.cue_prob) <= 1.0:
+        raise TrainingError(f"cue_prob must be in [0, 1], got {config.cue_prob!r}")
+
+
+#: Settings that do not change the trained weights (recording is passive), left out of the key.
+_PASSIVE = ("record_every", "layers")
+
+
+def config_key(config: TrainConfig) -> str:
+    """16 hex digits of SHA-256 over the weight-relevant settings, data generator and loop
+    versions (``record_every`` and ``layers`` only change what is recorded, not the weights)."""
+    relevant = {k: v for k, v in config.to_dict().items() if k not in _PASSIVE}
+    payload = {"config": relevant, "generator": data_mod.GENERATOR_VERSION,
+               "loop": _LOOP_VERSION}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """``$HOOKLAB_CACHE`` or ``./.hooklab-cache``."""
+    return Path(os.environ.get(CACHE_ENV) or ".hooklab-cache").expanduser()
+
+
+def cache_path(config: TrainConfig) -> Path:
+    """Where :func:`trained_model` keeps the weights for ``config``."""
+    name = config.model.lower().replace("-", "_")
+    return cache_dir() / f"{name}-{config.data}-{config_key(config)}.safetensors"
+
+
+def _datasets(config: TrainConfig) -> tuple[data_mod.ShapesData, data_mod.ShapesData | None]:
+    k = len(data_mod.SHAPE_CLASSES)
+    if config.data == "shapes":
+        make = lambda n, split: data_mod.make_shapes(n, config.data_seed, split)  # noqa: E731
+    else:
+        prob = config.cue_prob if config.data == "biased_shapes" else 1.0 / k
+        make = lambda n, split: data_mod.make_biased_shapes(  # noqa: E731
+            n, config.data_seed, split, prob)
+    return make(config.n_train, "train"), (make(config.n_test, "test") if config.n_test else None)
+
+
+def _build_model(config: TrainConfig) -> nn.Module:
+    k = len(data_mod.SHAPE_CLASSES)
+    try:
+        model = get_model(config.model, seed=config.seed, num_classes=k)
+    except HooklabError as exc:
+        raise TrainingError(f"cannot train {config.model!r}: {exc}") from exc
+    model.input_shape = (3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE)
+    return model
+
+
+def _label(model: nn.Module, config: TrainConfig, key: str) -> None:
+    info = model_info(config.model, num_classes=len(data_mod.SHAPE_CLASSES))
+    model.hooklab_info = dataclasses.replace(
+        info, input_shape=(3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE), mean=SEED_MEAN,
+        std=SEED_STD, class_names=tuple(data_mod.SHAPE_CLASSES),
+        weights=f"trained({config.data}, {key})")
+
+
+def _param_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if n and any(True for _ in m.parameters(recurse=False))]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: data_mod.ShapesData, batch_size: int = 500) -> float:
+    """Accuracy of ``model`` on ``data`` (eval mode for the call, then restored)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        correct = 0
+        for i in range(0, len(data), batch_size):
+            out = model(data.images[i:i + batch_size])
+            correct += int((out.argmax(1) == data.labels[i:i + batch_size]).sum())
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return correct / max(1, len(data))
+
+
+def _norms(events: pd.DataFrame, layers: list[str]) -> dict[str, float]:
+    """Per-layer gradient norms of one step from the recorder's events."""
+    out: dict[str, float] = {}
+    for layer in layers:
+        rows = events[events["layer"] == layer]
+        g = rows[rows["role"] == "grad_output"]["norm"]
+        out[f"grad_norm/{layer}"] = math.sqrt(float((g ** 2).sum())) if len(g) else float("nan")
+        p = rows[rows["role"] == "param_grad"]
+        edited = rows[(rows["role"] == "edited") & (rows["kind"] == "post_accumulate_grad")]
+        if len(edited):  # a param_grad edit: the optimiser used the edited gradient
+            p = pd.concat([p[~p["index"].isin(edited["index"])], edited])
+        out[f"param_grad_norm/{layer}"] = (math.sqrt(float((p["norm"] ** 2).sum()))
+                                           if len(p) else float("nan"))
+    return out
+
+
+def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
+          ) -> tuple[nn.Module, pd.DataFrame, Trace | None, dict[str, Any]]:
+    from hooklab.recorder import record
+
+    _check(config)
+    specs = _edit_specs(config.edits)
+    key = config_key(config)
+    t0 = time.perf_counter()
+    train_data, test_data = _datasets(config)
+    model = _build_model(config)
+    layers = list(config.layers) if config.layers is not None else _param_layers(model)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    n, bs = len(train_data), config.batch_size
+    per_epoch = n // bs
+    order = torch.randperm(n, generator=gen)
+    rows: list[dict[str, Any]] = []
+    event_frames: list[pd.DataFrame] = []
+    model.train()
+    try:
+        for step in range(config.steps):
+            epoch, pos = divmod(step, per_epoch)
+            if pos == 0 and step:
+                order = torch.randperm(n, generator=gen)
+            idx = order[pos * bs:(pos + 1) * bs]
+            x, y = train_data.images[idx], train_data.labels[idx]
+            recorded = bool(config.record_every) and (
+                step % config.record_every == 0 or step == config.steps - 1)
+            rec_layers = layers if recorded else []
+            with record(model, rec_layers, edits=specs, keep_tensors=False, inputs=False,
+                        param_grads=recorded, step=step) as rec:
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                loss.backward()
+                opt.step()
+            acc = float((out.detach().argmax(1) == y).float().mean())
+            row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": loss.item(),
+                                   "accuracy": acc, "acc": acc}
+            if recorded:
+                ev = rec.trace.events
+                row.update(_norms(ev, layers))
+                if keep_events:
+                    event_frames.append(ev)
+            rows.append(row)
+            if not math.isfinite(row["loss"]):
+                raise TrainingError(f"the loss became {row['loss']} at step {step}; lower lr "
+                                    "or use a milder edit")
+            if progress is not None:
+                progress(step + 1, config.steps, {"loss": row["loss"], "accuracy": acc})
+    finally:
+        model.eval()
+    history = pd.DataFrame(rows)
+    for layer in layers:
+        for col in (f"grad_norm/{layer}", f"param_grad_norm/{layer}"):
+            if col not in history:
+                history[col] = float("nan")
+    test_acc = evaluate(model, test_data) if test_data is not None else float("nan")
+    seconds = time.perf_counter() - t0
+    summary = {"config": config.to_dict(), "key": key, "test_accuracy": test_acc,
+               "seconds": round(seconds, 3), "classes": list(data_mod.SHAPE_CLASSES),
+               "layers": layers}
+    history.attrs.update({"test_accuracy": test_acc, "key": key, "seconds": seconds})
+    _label(model, config, key)
+    model.hooklab_train = summary
+    log.info("trained %s on %s for %d steps in %.1f s: test accuracy %.3f", config.model,
+             config.data, config.steps, seconds, test_acc)
+    trace = None
+    if keep_events:
+        events = (pd.concat(event_frames, ignore_index=True) if event_frames else None)
+        if events is not None:
+            events["seq"] = range(len(events))
+        trace = Trace(events=events, meta={
+            "model": config.model, "kind": "training", "train": summary,
+            "edits": config.edit_specs(), "layers": layers,
+            "history": json.loads(history.to_json(orient="records")),
+            "input": {"data": config.data, "n_train": config.n_train,
+                      "data_seed": config.data_seed},
+            "torch": torch.__version__,
+        })
+    return model, history, trace, summary
+
+
+def train(config: TrainConfig | None = None, progress: Progress | None = None
+          ) -> tuple[nn.Module, pd.DataFrame]:
+    """Train per ``config`` (default :class:`TrainConfig`); return ``(model, history)``.
+
+    Args:
+        config: the run's settings.
+        progress: ``progress(step, total, {"loss", "accuracy"})`` after every step (step is
+            1-based); raise inside it to cancel (hooks are removed all the same).
+
+    Returns:
+        The model in eval mode (``model.hooklab_info`` names the shape classes;
+        ``model.hooklab_train`` holds the test accuracy) and a DataFrame with one row per step:
+        ``step, epoch, loss, accuracy`` (``acc`` is the same value; batch accuracy before the
+        update), ``grad_norm/<layer>``, ``param_grad_norm/<layer>`` (NaN on steps not recorded).
+        ``history.attrs["test_accuracy"]`` is the final test accuracy.
+    """
+    model, history, _, _ = _loop(config or TrainConfig(), progress, keep_events=False)
+    return model, history
+
+
+def train_run(config: TrainConfig | None = None, progress: Progress | None = None,
+              *, return_model: bool = False) -> Trace | tuple[Trace, nn.Module]:
+    """Train and return the run as a Trace for :meth:`hooklab.TraceStore.save`.
+
+    ``trace.events``: the recorder's statistics for every recorded step (``step`` = training
+    step). ``trace.meta["history"]``: the history rows (list of dicts, as :func:`train`).
+    ``trace.meta["train"]``: configuration, cache key, test accuracy, seconds.
+    """
+    model, _, trace, _ = _loop(config or TrainConfig(), progress, keep_events=True)
+    assert trace is not None
+    return (trace, model) if return_model else trace
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(path.resolve()), threading.Lock())
+
+
+def _load_cached(path: Path, config: TrainConfig) -> nn.Module | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("key") != config_key(config):
+            log.warning("cache file %s belongs to another configuration; retraining", path)
+            return None
+        model = _build_model(config)
+        weights_mod.apply_state_dict(model, weights_mod.load_state_dict(path), str(path))
+    except Exception as exc:  # noqa: BLE001 - a bad cache file is rebuilt, never fatal
+        log.warning("ignoring unreadable cache file %s: %s", path, exc)
+        return None
+    _label(model, config, meta["key"])
+    model.hooklab_train = json.loads(meta.get("summary", "{}"))
+    model.hooklab_train["cached"] = str(path)
+    return model.eval()
+
+
+def trained_model(config: TrainConfig | None = None, progress: Progress | None = None
+                  ) -> nn.Module:
+    """The model trained per ``config``, from the cache when present (else trained and cached).
+
+    The file is ``cache_path(config)``: safetensors with the configuration, its key and the
+    summary (test accuracy, seconds) in the header metadata; written atomically.
+    """
+    config = config or TrainConfig()
+    _check(config)
+    path = cache_path(config)
+    with _lock_for(path):
+        if path.is_file():
+            model = _load_cached(path, config)
+            if model is not None:
+                if progress is not None:
+                    progress(config.steps, config.steps, {})
+                return model
+        # Recording does not change the weights; training for the cache skips it (faster).
+        fast = dataclasses.replace(config, record_every=0)
+        model, history, _, summary = _loop(fast, progress, keep_events=False)
+        try:
+            weights_mod.save_safetensors(model, path, metadata={
+                "key": summary["key"], "summary": json.dumps(summary),
+                "config": json.dumps(summary["config"]), "format": "hooklab-trained-1"})
+        except OSError as exc:
+            log.warning("could not cache the trained weights in %s: %s", path, exc)
+        model.hooklab_train = {**summary, "cached": None}
+        return model
