@@ -11,8 +11,11 @@ every module's hooks measures only what the code under test left behind:
 - ``"edit"``: :attr:`Fault.edit` is a hooklab edit (identity until its Nth call, then it
   raises); pass it to ``record(edits=...)`` as a gradient or activation edit.
 - ``"save"``: :mod:`hooklab.store_format`'s file writers are wrapped so the Nth file written by
-  :meth:`hooklab.TraceStore.save` is cut in half and then an ``OSError`` (ENOSPC, "disk full")
-  is raised: a crash in the middle of writing a run.
+  :meth:`hooklab.TraceStore.save` (in the injecting thread) is cut in half and then an
+  ``OSError`` (ENOSPC, "disk full") is raised: a crash in the middle of writing a run.
+
+Faults act only in the thread that entered :func:`inject`. :func:`recording_writer` is a child
+process body for kill tests: it records and saves real traces until it is killed.
 
 Example:
     >>> with inject("backward", nth=7) as fault:
@@ -145,31 +148,50 @@ def inject(point: str, nth: int) -> Iterator[Fault]:
         tensor_handles.clear()
 
 
+_WRITERS = ("write_events", "write_tensors", "write_manifest")
+_save_lock = threading.Lock()
+_save_faults: dict[int, Fault] = {}  # thread id -> its active save fault
+_save_originals: dict[str, Any] = {}
+
+
+def _wrap_writer(name: str, fn: Any) -> Any:
+    def wrapper(path: Any, *args: Any, **kwargs: Any) -> Any:
+        result = fn(path, *args, **kwargs)
+        fault = _save_faults.get(threading.get_ident())
+        if fault is None:  # other threads save undisturbed
+            return result
+        try:
+            fault.tick(name)
+        except InjectedFault as exc:
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:  # leave a half-written file behind
+                f.truncate(size // 2)
+            raise OSError(errno.ENOSPC, f"No space left on device ({exc})", str(path)) from exc
+        return result
+    return wrapper
+
+
 @contextmanager
 def _failing_writes(fault: Fault) -> Iterator[None]:
-    originals = {name: getattr(store_format, name)
-                 for name in ("write_events", "write_tensors", "write_manifest")}
-
-    def wrap(name: str, fn: Any) -> Any:
-        def wrapper(path: Any, *args: Any, **kwargs: Any) -> Any:
-            result = fn(path, *args, **kwargs)
-            try:
-                fault.tick(name)
-            except InjectedFault as exc:
-                size = os.path.getsize(path)
-                with open(path, "r+b") as f:  # leave a half-written file behind
-                    f.truncate(size // 2)
-                raise OSError(errno.ENOSPC, f"No space left on device ({exc})", str(path)) from exc
-            return result
-        return wrapper
-
-    for name, fn in originals.items():
-        setattr(store_format, name, wrap(name, fn))
+    """Install the writer wrappers once for all threads (the first block in, the last out)."""
+    me = threading.get_ident()
+    with _save_lock:
+        if me in _save_faults:
+            raise RuntimeError("inject('save', ...) blocks cannot nest in one thread")
+        if not _save_faults:
+            for name in _WRITERS:
+                _save_originals[name] = getattr(store_format, name)
+                setattr(store_format, name, _wrap_writer(name, _save_originals[name]))
+        _save_faults[me] = fault
     try:
         yield
     finally:
-        for name, fn in originals.items():
-            setattr(store_format, name, fn)
+        with _save_lock:
+            del _save_faults[me]
+            if not _save_faults:
+                for name, fn in _save_originals.items():
+                    setattr(store_format, name, fn)
+                _save_originals.clear()
 
 
 def module_state(model: torch.nn.Module) -> dict[str, Any]:
@@ -209,3 +231,41 @@ def changed_flags(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     for field in ("requires_grad", "training", "full_backward_flag"):
         out += [f"{field}:{k}" for k, v in after[field].items() if before[field].get(k) != v]
     return out
+
+
+def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
+                     ready: Any = None) -> None:
+    """Child-process body for kill tests: record SimpleCNN (every leaf, an edit, parameter
+    gradients) and save each trace into the store at ``root``, appending each committed run id
+    to ``log_path`` (one ``os.write`` of one line: atomic); forever if ``saves`` is 0.
+    ``ready`` (an Event) is set once the store is open. Errors are logged as ``ERROR ...``."""
+    from hooklab.edits import scale
+    from hooklab.models import SimpleCNN
+    from hooklab.recorder import record
+    from hooklab.store import TraceStore
+
+    def append(line: str) -> None:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(seed)
+        model = SimpleCNN().eval()
+        store = TraceStore(root)
+        if ready is not None:
+            ready.set()
+        i = 0
+        while saves <= 0 or i < saves:
+            x = torch.randn(2, 3, 32, 32)
+            with record(model, edits={"conv2": scale(0.5)}, param_grads=True,
+                        meta={"writer_seed": seed, "i": i}) as rec:
+                rec.run(x)
+            append(store.save(rec.trace, author="killed-writer", notes=str(i)))
+            i += 1
+    except BaseException as exc:  # noqa: BLE001 - report, then exit non-zero
+        append(f"ERROR {type(exc).__name__}: {exc}")
+        raise SystemExit(1) from None
