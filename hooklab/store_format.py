@@ -285,7 +285,7 @@ def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         if t.dtype not in _ST_DTYPES:
             raise StoreError(f"cannot store tensor {key!r} of dtype {t.dtype}; safetensors "
                              f"stores {', '.join(sorted(str(d) for d in _ST_DTYPES))}")
-        out[key] = t.contiguous()
+        out[key] = t.resolve_conj().resolve_neg().contiguous()
     return out
 
 

@@ -58,7 +58,7 @@ def assert_same_trace(a: Trace, b: Trace) -> None:
     pd.testing.assert_frame_equal(a.events, b.events, check_exact=True)
     assert sorted(a.tensor_keys()) == sorted(b.tensor_keys())
     for k in a.tensor_keys():
-        x, y = a.tensor(k), b.tensor(k)
+        x, y = a.tensor(k).detach().resolve_conj(), b.tensor(k)
         assert x.dtype == y.dtype and x.shape == y.shape, k
         assert torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)), k
 
@@ -116,11 +116,15 @@ def test_nan_inf_and_shared_views_round_trip(store):
     weird = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-45])
     trace = Trace(meta={"model": "x"})
     parts = {"view0": base[0], "view_t": base.t(), "whole": base, "weird": weird,
-             "scalar": torch.tensor(3.5), "empty": torch.zeros(0, 3)}
+             "scalar": torch.tensor(3.5), "empty": torch.zeros(0, 3),
+             "conj_view": torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64).conj(),
+             "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+             "offset_view": base.reshape(-1)[5:11]}
     for i, (k, t) in enumerate(parts.items()):
         trace.add_event(event(i, t, key=k), t)
     loaded = store.load(store.save(trace))
     assert_same_trace(trace, loaded)
+    assert torch.equal(loaded.tensor("conj_view"), torch.tensor([1 - 2j, 3 + 1j]))
     assert loaded.events.loc[3, "nan_count"] == 1 and math.isinf(loaded.tensor("weird")[1])
 
 
