@@ -492,6 +492,8 @@ class TrainingComparison:
     config_a: dict[str, Any]
     config_b: dict[str, Any]
     models: tuple[nn.Module, nn.Module] | None = None
+    test_accuracy_a: float = float("nan")
+    test_accuracy_b: float = float("nan")
 
     def to_trace(self, meta: Mapping[str, Any] | None = None) -> Trace:
         """An events-free trace whose ``meta["compare"]`` holds both histories (JSON)."""
@@ -500,6 +502,8 @@ class TrainingComparison:
             "mode": "training", "config_a": self.config_a, "config_b": self.config_b,
             "history_a": json.loads(self.history_a.to_json(orient="split")),
             "history_b": json.loads(self.history_b.to_json(orient="split")),
+            "test_accuracy_a": _json_float(self.test_accuracy_a),
+            "test_accuracy_b": _json_float(self.test_accuracy_b),
         }
         base["edits"] = self.config_b.get("edits", [])
         return Trace(meta=base)
@@ -513,11 +517,22 @@ class TrainingComparison:
         def frame(d: Mapping[str, Any]) -> pd.DataFrame:
             return pd.DataFrame(d["data"], columns=d["columns"])
 
+        def acc(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
         return cls(frame(info["history_a"]), frame(info["history_b"]),
-                   dict(info.get("config_a") or {}), dict(info.get("config_b") or {}))
+                   dict(info.get("config_a") or {}), dict(info.get("config_b") or {}),
+                   test_accuracy_a=acc(info.get("test_accuracy_a")),
+                   test_accuracy_b=acc(info.get("test_accuracy_b")))
+
+
+def _json_float(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
+    if hasattr(config, "to_dict"):
+        return json.loads(json.dumps(config.to_dict(), default=str))
     if dataclasses.is_dataclass(config):
         d = dataclasses.asdict(config)
     elif isinstance(config, Mapping):
@@ -535,7 +550,8 @@ def compare_training(config_a: Any, config_b: Any, steps: int | None = None,
     Args:
         config_a, config_b: training configurations (same data and seed, different edits).
         steps: overrides both configurations' number of steps when given.
-        progress: ``progress(fraction, text)``; A covers [0, 0.5], B [0.5, 1].
+        progress: ``progress(fraction, text)``; A covers [0, 0.5], B [0.5, 1]. (The trainer's
+            own ``progress(step, total, metrics)`` is translated.)
         keep_models: also return the two trained models.
 
     Raises:
@@ -545,11 +561,12 @@ def compare_training(config_a: Any, config_b: Any, steps: int | None = None,
         from hooklab import train as train_mod
     except ImportError as exc:  # pragma: no cover - until hooklab.train lands
         raise HooklabError("training comparison needs hooklab.train") from exc
-    histories, models = [], []
+    histories, models, cfgs = [], [], []
     for i, (side, cfg) in enumerate(zip(SIDES, (config_a, config_b), strict=True)):
         if steps is not None and dataclasses.is_dataclass(cfg) and \
                 "steps" in {f.name for f in dataclasses.fields(cfg)}:
             cfg = dataclasses.replace(cfg, steps=int(steps))
+        cfgs.append(cfg)
 
         def side_progress(*args: Any, _i: int = i, _side: str = side) -> None:
             if progress is None:
@@ -562,9 +579,11 @@ def compare_training(config_a: Any, config_b: Any, steps: int | None = None,
         models.append(model)
     if progress is not None:
         progress(1.0, "done")
-    return TrainingComparison(histories[0], histories[1], _config_dict(config_a),
-                              _config_dict(config_b),
-                              (models[0], models[1]) if keep_models else None)
+    acc = [float(h.attrs.get("test_accuracy", float("nan"))) for h in histories]
+    return TrainingComparison(histories[0], histories[1], _config_dict(cfgs[0]),
+                              _config_dict(cfgs[1]),
+                              (models[0], models[1]) if keep_models else None,
+                              test_accuracy_a=acc[0], test_accuracy_b=acc[1])
 
 
 def _fraction(args: tuple[Any, ...]) -> float:

@@ -190,3 +190,35 @@ def test_simple_model_compare_no_leak(no_leak):
     assert r["conv"] == 0.0 and r["fc"] == 1.0
     with no_leak(model), pytest.raises(EditError):
         cmpmod.compare_edits(model, x, None, ["relu=scale('x')"], cam_layer=None)
+
+
+def test_compare_training_halving_first_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKLAB_CACHE", str(tmp_path / "cache"))
+    from hooklab.train import TrainConfig
+
+    base = dict(steps=4, n_train=128, n_test=64, batch_size=16)
+    seen: list[tuple[float, str]] = []
+    res = cmpmod.compare_training(TrainConfig(**base), TrainConfig(**base, edits=["conv2=halve"]),
+                                  steps=3, progress=lambda f, msg: seen.append((f, msg)))
+    ha, hb = res.history_a, res.history_b
+    assert len(ha) == len(hb) == 3  # `steps` overrides the configurations
+    # step 0: same weights, same batch -> upstream halved, downstream unchanged
+    a0, b0 = ha.iloc[0], hb.iloc[0]
+    assert b0["loss"] == pytest.approx(a0["loss"])
+    for layer in ("conv1", "conv2"):
+        assert b0[f"param_grad_norm/{layer}"] == pytest.approx(0.5 * a0[f"param_grad_norm/{layer}"],
+                                                               rel=1e-5)
+    for layer in ("conv3", "fc1", "fc2"):
+        assert b0[f"param_grad_norm/{layer}"] == pytest.approx(a0[f"param_grad_norm/{layer}"],
+                                                               rel=1e-5)
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0 and any("B:" in m for _, m in seen)
+    assert res.config_b["edits"][0]["edit"] == {"name": "scale", "k": 0.5}
+    assert 0.0 <= res.test_accuracy_a <= 1.0
+    # round trip through a trace (what the page saves)
+    again = cmpmod.TrainingComparison.from_trace(res.to_trace({"page": "compare"}))
+    pd.testing.assert_frame_equal(again.history_b, hb, check_dtype=False)
+    assert again.test_accuracy_b == pytest.approx(res.test_accuracy_b)
+    fig = CC.grad_norms_over_training(ha, hb, prefix="param_grad_norm")
+    conv1 = [d for d in fig.data if d.name == "conv1"]
+    assert conv1[1].y[0] == pytest.approx(0.5 * conv1[0].y[0], rel=1e-5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import streamlit as st
 
 from dashboard import state, widgets
@@ -16,15 +14,11 @@ RESULT_KEY = "compare_result"
 DEFAULT_B = "conv2=scale(0.5)"
 
 
-def _train_config(model: widgets.ModelChoice, specs: list, steps: int):
-    """A ``hooklab.train.TrainConfig`` for these edits (fields the trainer does not have are
-    left out)."""
+def _train_config(specs: list, steps: int):
+    """The seed's SimpleCNN on the shapes data, same seed for A and B, under these edits."""
     from hooklab import train
 
-    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
-    wanted = {"steps": steps, "edits": [e.spec() for e in specs], "model": model.name,
-              "seed": 0}
-    return train.TrainConfig(**{k: v for k, v in wanted.items() if k in fields})
+    return train.TrainConfig(steps=steps, edits=[e.spec() for e in specs], seed=0)
 
 
 def _render_edits(cmp: cmp_mod.EditComparison, key: str) -> None:
@@ -65,10 +59,20 @@ def _render_edits(cmp: cmp_mod.EditComparison, key: str) -> None:
 
 def _render_training(res: cmp_mod.TrainingComparison, key: str) -> None:
     st.markdown(f"**A**: `{cmp_mod.config_text(res.config_a.get('edits'))}` · "
-                f"**B**: `{cmp_mod.config_text(res.config_b.get('edits'))}`")
+                f"**B**: `{cmp_mod.config_text(res.config_b.get('edits'))}` · "
+                f"{t('steps', '步数')}: {len(res.history_a)}")
+    c1, c2 = st.columns(2)
+    c1.metric(t("test accuracy A", "测试准确率 A"), f"{res.test_accuracy_a:.3f}")
+    c2.metric(t("test accuracy B", "测试准确率 B"), f"{res.test_accuracy_b:.3f}",
+              delta=f"{res.test_accuracy_b - res.test_accuracy_a:+.3f}")
     st.plotly_chart(charts.training_curves(res.history_a, res.history_b), width="stretch",
                     key=f"{key}_curves")
-    st.plotly_chart(charts.grad_norms_over_training(res.history_a, res.history_b),
+    prefix = st.radio(t("Gradient norms of", "梯度范数"), ["param_grad_norm", "grad_norm"],
+                      format_func={"param_grad_norm": t("parameters", "参数"),
+                                   "grad_norm": t("layer outputs", "层输出")}.get,
+                      horizontal=True, key=f"{key}_prefix")
+    st.plotly_chart(charts.grad_norms_over_training(res.history_a, res.history_b,
+                                                    prefix=prefix),
                     width="stretch", key=f"{key}_norms")
 
 
@@ -89,11 +93,16 @@ mode = st.radio(t("Mode", "模式"), modes, index=modes.index(settings.get("mode
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
     with c1:
-        with state.guard(t("Model", "模型")):
-            model = widgets.model_picker(PAGE, settings.get("model"))
         if mode == "single":
+            with state.guard(t("Model", "模型")):
+                model = widgets.model_picker(PAGE, settings.get("model"))
             with state.guard(t("Input", "输入")):
                 inp = widgets.input_picker(PAGE, model, settings.get("input"))
+        else:
+            st.markdown(t("The seed's **SimpleCNN** trained from the same initial weights on "
+                          "the same batches of the shapes data (Adam), once per configuration.",
+                          "课程中的 **SimpleCNN**，从相同的初始权重、在 shapes 数据的相同批次上"
+                          "训练（Adam），每种配置一次。"))
     with c2:
         text_a = widgets.edit_picker(f"{PAGE}_a", settings.get("config_a_text", ""),
                                      label=t("Configuration A (empty: no edit)",
@@ -111,8 +120,9 @@ with st.container(border=True):
                           int(settings.get("steps", 40)), step=5, key=f"{PAGE}_steps")
         go = st.button(t("Train A and B", "训练 A 和 B"), type="primary", key=f"{PAGE}_train")
 
-base_settings = {"mode": mode, "model": model.spec, "config_a_text": text_a,
-                 "config_b_text": text_b}
+base_settings = {"mode": mode, "config_a_text": text_a, "config_b_text": text_b,
+                 "model": model.spec if mode == "single" else {"name": "simple_cnn",
+                                                               "weights": "trained"}}
 if go:
     with state.guard(t("Compare", "比较")):
         specs_a = cmp_mod.normalise_config(text_a)
@@ -130,7 +140,7 @@ if go:
                                      "训练需要 hooklab.train，当前不可用。"))
             bar = st.progress(0.0, text=t("Training A…", "训练 A…"))
             result = cmp_mod.compare_training(
-                _train_config(model, specs_a, steps), _train_config(model, specs_b, steps),
+                _train_config(specs_a, steps), _train_config(specs_b, steps),
                 steps=steps, progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0),
                                                                   text=msg))
             bar.empty()

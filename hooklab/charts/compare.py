@@ -131,15 +131,16 @@ def cam_difference(cam_a: Any, cam_b: Any, names: Sequence[str] = ("A", "B"),
 # ----------------------------------------------------------------------------------------------
 # Over training
 # ----------------------------------------------------------------------------------------------
-_GRAD_COL = re.compile(r"^(?:grad_norm|gradnorm|grad)[/:.](?P<layer>.+)$")
+def grad_norm_columns(history: pd.DataFrame, prefix: str = "grad_norm") -> dict[str, str]:
+    """``{layer: column}`` for per-layer columns ``<prefix>/<layer>`` (also ``:`` or ``.``).
 
-
-def grad_norm_columns(history: pd.DataFrame) -> dict[str, str]:
-    """``{layer: column}`` for per-layer gradient-norm columns (``grad_norm/<layer>``,
-    ``grad_norm:<layer>`` or ``grad_norm.<layer>``)."""
+    ``hooklab.train`` writes ``grad_norm/<layer>`` (output gradient) and
+    ``param_grad_norm/<layer>`` (parameter gradients).
+    """
+    pat = re.compile(rf"^{re.escape(prefix)}[/:.](?P<layer>.+)$")
     out = {}
     for c in history.columns:
-        m = _GRAD_COL.match(str(c))
+        m = pat.match(str(c))
         if m:
             out[m.group("layer")] = str(c)
     return out
@@ -173,13 +174,17 @@ def training_curves(history_a: pd.DataFrame, history_b: pd.DataFrame,
 
 def grad_norms_over_training(history_a: pd.DataFrame, history_b: pd.DataFrame,
                              names: Sequence[str] = ("A", "B"), log_y: bool = True,
-                             height: int = 360) -> go.Figure:
-    """Per-layer gradient norm per step, A and B side by side (same y scale)."""
-    ca, cb = grad_norm_columns(history_a), grad_norm_columns(history_b)
+                             prefix: str = "grad_norm", height: int = 360) -> go.Figure:
+    """Per-layer gradient norm per step, A and B side by side (same y scale).
+
+    ``prefix``: ``"grad_norm"`` (output gradients) or ``"param_grad_norm"`` (parameters).
+    Steps without a recording (NaN) are bridged.
+    """
+    ca, cb = grad_norm_columns(history_a, prefix), grad_norm_columns(history_b, prefix)
     layers = list(dict.fromkeys([*ca, *cb]))
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[f"{names[0]}: gradient norm per layer",
-                                        f"{names[1]}: gradient norm per layer"])
+                        subplot_titles=[f"{names[0]}: norm per layer",
+                                        f"{names[1]}: norm per layer"])
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                "#7f7f7f", "#bcbd22", "#17becf"]
     for col, (hist, cols) in enumerate(((history_a, ca), (history_b, cb)), start=1):
@@ -188,11 +193,12 @@ def grad_norms_over_training(history_a: pd.DataFrame, history_b: pd.DataFrame,
                 continue
             fig.add_trace(go.Scatter(x=_step(hist), y=hist[cols[layer]].to_numpy(np.float32),
                                      mode="lines", name=layer, legendgroup=layer,
-                                     showlegend=col == 1,
+                                     showlegend=col == 1, connectgaps=True,
                                      line={"color": palette[i % len(palette)]}),
                           row=1, col=col)
         fig.update_xaxes(title_text="step", row=1, col=col)
     if log_y:
         fig.update_yaxes(type="log")
-    title = "Gradient norms over training" + ("" if layers else " (none recorded)")
+    what = "parameter gradient" if prefix.startswith("param") else "output gradient"
+    title = f"{what.capitalize()} norms over training" + ("" if layers else " (none recorded)")
     return base_layout(fig, title, height)

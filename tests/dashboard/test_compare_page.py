@@ -103,3 +103,25 @@ def test_save_and_reopen(app, store_dir):
     at.run()
     assert not at.exception and not at.error
     assert _bar_values(_ratio_chart(at)) == pytest.approx(before)
+
+
+def test_over_training_mode(app, store_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKLAB_CACHE", str(tmp_path / "cache"))
+    app.radio(key="compare_mode").set_value("training").run()
+    assert not app.exception
+    app.slider(key="compare_steps").set_value(5).run()
+    app.button(key="compare_train").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    charts = _charts(app)
+    curves = next(c for c in charts if c["layout"]["title"]["text"].startswith("Training"))
+    assert {d["name"] for d in curves["data"]} == {"A", "B"}
+    norms = next(c for c in charts if "norms over training" in c["layout"]["title"]["text"])
+    assert {"conv1", "fc2"} <= {d["name"] for d in norms["data"]}
+    assert [m.label for m in app.metric][:2] == ["test accuracy A", "test accuracy B"]
+    app.button(key="compare_save").click().run()
+    run_id = app.success[0].value.split()[-1]
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception and not at.error
+    assert any("norms over training" in c["layout"]["title"]["text"] for c in _charts(at))
