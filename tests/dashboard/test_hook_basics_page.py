@@ -102,3 +102,14 @@ def test_unknown_run_is_one_error(tmp_path, monkeypatch):
 
 def test_lesson_numbers_match_library():
     assert lessons.tensor_hook_lesson(0.5).x_grad == 96.0
+
+
+def test_chinese_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKLAB_STORE", str(tmp_path / "runs"))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["hooklab_lang"] = "zh"
+    at.run()
+    assert not at.exception and not at.error
+    assert "梯度因子" in at.slider(key="tensor_k").label
+    assert at.title[0].value == "Hook 基础"
+    assert _xgrad(at) == "96"
