@@ -102,20 +102,18 @@ def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
         nan_mask = torch.isnan(x)
         inf_mask = torch.isinf(x)
         nan_count, inf_count = int(nan_mask.sum()), int(inf_mask.sum())
-        finite = x[~(nan_mask | inf_mask)]
-        if finite.numel():
-            sub = tensor_stats(finite)
-            mean_v, lo_v, hi_v = sub["mean"], sub["min"], sub["max"]
-            var_v = sub["std"] ** 2
+        finite = x[~(nan_mask | inf_mask)].double()  # float64: no overflow, no recursion
+        m = finite.numel()
+        if m:
+            mean_v = float(finite.mean())
+            var_v = float(finite.var(correction=1)) if m > 1 else 0.0
+            lo_v, hi_v = float(finite.min()), float(finite.max())
+            sumsq_v = float(torch.dot(finite, finite))
         else:
             mean_v = var_v = lo_v = hi_v = float("nan")
+            sumsq_v = 0.0
         nz = int(torch.count_nonzero(x))
-    sumsq = sumsq_v
-    if nan_count or inf_count:
-        m = n - nan_count - inf_count
-        sumsq = m * mean_v * mean_v + max(m - 1, 0) * var_v if m > 1 else mean_v * mean_v
-        if inf_count:
-            sumsq = float("inf")
+    sumsq = float("inf") if inf_count else sumsq_v
     return dict(
         numel=n,
         mean=float(mean_v),

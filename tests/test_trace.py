@@ -97,3 +97,12 @@ def test_trace_add_select_find_and_dtypes():
     pd.testing.assert_frame_equal(rebuilt.events, tr.events)
     with pytest.raises(ValueError, match="lacks columns"):
         Trace(events=pd.DataFrame({"seq": [1]}))
+
+
+def test_stats_of_huge_finite_values_do_not_overflow_or_recurse():
+    t = torch.tensor([-3.8, 1.85e24, 3e38, -3e38])
+    got = tensor_stats(t)
+    assert got["nan_count"] == got["inf_count"] == 0
+    assert got["max"] == pytest.approx(3e38, rel=1e-6) and got["min"] == pytest.approx(-3e38, rel=1e-6)
+    assert got["norm"] == pytest.approx(float(t.double().norm()), rel=1e-6)
+    assert got["std"] == pytest.approx(float(t.double().std()), rel=1e-6)
