@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 from torch.nn.modules import module as _module
 
 from hooklab import store_format
@@ -269,3 +271,121 @@ def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
     except BaseException as exc:  # noqa: BLE001 - report, then exit non-zero
         append(f"ERROR {type(exc).__name__}: {exc}")
         raise SystemExit(1) from None
+
+
+class TinyNet(nn.Module):
+    """A small CNN with what matters for hooks: BatchNorm, one in-place ReLU and one pool each
+    called twice, functional ops between modules. Input ``(N, 3, 16, 16)``, 10 outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.pool(self.relu(self.conv2(x)))
+        return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
+
+
+_LAYER_CHOICES: list[Any] = [None, "conv*", "Conv2d", ["fc1", "conv2"], "pool", "relu"]
+_EDIT_LAYERS = ["conv1", "bn1", "relu", "conv2", "fc1", "pool"]
+#: nth drawn from range(0, N) per point: a TinyNet recording passes 10-20 forward and backward
+#: points, 1-4 edit calls and 3 file writes, so some draws fall beyond them (no fault fires).
+_NTH_RANGE = {"forward": 14, "backward": 14, "edit": 3, "save": 4}
+
+
+def random_recording(rng: random.Random, fault: Fault) -> dict[str, Any]:
+    """Random ``record()`` arguments for :class:`TinyNet`: layers, parameter/input gradients,
+    tensors or statistics, a budget, ``fault.edit`` on a random layer (gradient or activation),
+    sometimes a second edit, sometimes exploration hooks, and sometimes a full backward hook on
+    ``bn1``, which PyTorch refuses (its output is changed in place by the ReLU)."""
+    from hooklab.edits import scale
+    from hooklab.recorder import EditSpec
+
+    kwargs: dict[str, Any] = {"layers": rng.choice(_LAYER_CHOICES),
+                              "param_grads": rng.random() < 0.5,
+                              "input_grads": rng.random() < 0.3,
+                              "keep_tensors": rng.random() < 0.8,
+                              "max_bytes": rng.choice([None, 20_000, 10**8])}
+    edits = [EditSpec(rng.choice(_EDIT_LAYERS), fault.edit, rng.choice(["grad", "activation"]))]
+    if rng.random() < 0.5:
+        edits.append(EditSpec(rng.choice(_EDIT_LAYERS), scale(0.5)))
+    kwargs["edits"] = edits
+    r = rng.random()
+    if r < 0.25:
+        kwargs["hooks"] = {"conv1": ["full_backward", "full_backward_pre", "forward_pre"]}
+    elif r < 0.4:
+        kwargs["hooks"] = {"fc1": ["backward"], "fc2": ["post_accumulate_grad", "tensor"]}
+    elif r < 0.5:
+        kwargs["hooks"] = {"bn1": ["full_backward"]}
+    return kwargs
+
+
+def campaign(model: nn.Module, x: torch.Tensor, n: int, store: Any, seed: int = 0,
+             on_recorder: Any = None) -> dict[str, Any]:
+    """``n`` recordings of ``model`` (a :class:`TinyNet`) on ``x``, each with a fault at a random
+    point (:data:`POINTS`, random ``nth``) and random arguments (:func:`random_recording`); the
+    recording saves its trace into ``store`` from inside the ``with`` block. After each one,
+    the model's hooks and flags are compared with those before the campaign.
+
+    Returns figures: attempts, injected (faults that fired, per point and in total), refused
+    (HookKindErrors PyTorch's refusal caused), hooks_leaked, flags_changed, unexpected (outcomes
+    other than the one the fault implies: a fault that fired without an error, an error without
+    a fault...), saved (run ids committed). ``on_recorder(rec)`` is called with each recorder.
+    """
+    from hooklab.errors import HookKindError, StoreError
+    from hooklab.recorder import record
+
+    rng = random.Random(seed)
+    before = module_state(model)
+    figures: dict[str, Any] = {"attempts": 0, "injected": 0, "refused": 0, "hooks_leaked": 0,
+                               "flags_changed": 0, "unexpected": [], "saved": [],
+                               "per_point": {p: 0 for p in POINTS}}
+    for i in range(n):
+        point = rng.choice(POINTS)
+        nth = rng.randrange(0, _NTH_RANGE[point])
+        outcome = "ok"
+        with inject(point, nth) as fault:
+            kwargs = random_recording(rng, fault)
+            refusable = "bn1" in kwargs.get("hooks", {})
+            try:
+                with record(model, **kwargs) as rec:
+                    if on_recorder is not None:
+                        on_recorder(rec)
+                    rec.run(x, target=rng.choice([None, 3, "sum"]))
+                    if rng.random() < 0.5:
+                        rec.next_step()
+                        rec.run(x)
+                    figures["saved"].append(store.save(rec.trace, notes=f"campaign {i}"))
+            except InjectedFault:
+                outcome = "fault" if point != "save" else "unexpected"
+            except StoreError as exc:
+                chained = isinstance(exc.__cause__, OSError) and isinstance(
+                    exc.__cause__.__cause__, InjectedFault)
+                outcome = "fault" if point == "save" and chained else "unexpected"
+            except HookKindError:
+                outcome = "refused" if refusable else "unexpected"
+            except Exception as exc:  # noqa: BLE001 - counted, not raised
+                outcome = f"unexpected {type(exc).__name__}: {exc}"
+            if outcome == "ok" and (fault.fired or refusable):
+                outcome = "unexpected: no error"
+            if outcome == "fault" and not fault.fired:
+                outcome = "unexpected: error without fault"
+        figures["attempts"] += 1
+        if outcome == "fault":
+            figures["injected"] += 1
+            figures["per_point"][point] += 1
+        elif outcome == "refused":
+            figures["refused"] += 1
+        elif outcome != "ok":
+            figures["unexpected"].append(f"#{i} {point}[{nth}]: {outcome}")
+        after = module_state(model)
+        figures["hooks_leaked"] += leaked_hooks(before, after)
+        figures["flags_changed"] += len(changed_flags(before, after))
+    return figures
