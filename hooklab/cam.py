@@ -274,7 +274,8 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
     try:
         for name in names:
             handles.append(model.get_submodule(name).register_forward_hook(make(name)))
-        with torch.enable_grad() if need_grad else torch.no_grad():
+        grad_mode = torch.enable_grad() if need_grad else torch.no_grad()
+        with torch.inference_mode(False), grad_mode:  # works under a caller's inference_mode
             out = model(x)
     finally:
         for h in handles:
@@ -334,7 +335,8 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
     names = _resolve_layers(model, layer, x)
     out_size = tuple(size) if size is not None else tuple(x.shape[-2:])
 
-    with frozen(model):
+    grad_mode = torch.enable_grad() if spec.needs_grad else torch.no_grad()
+    with frozen(model), torch.inference_mode(False), grad_mode:
         try:
             acts, logits = _capture(model, x, names, spec.needs_grad)
         except _NonSpatial as exc:

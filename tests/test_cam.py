@@ -301,3 +301,12 @@ def test_resnet_inplace_relu_after_target(resnet, no_leak):
     torch.testing.assert_close(fused.per_layer["layer4"],
                                F.relu((a_l4 * g_l4).sum(1)), rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in resnet.parameters())
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_works_inside_callers_no_grad_or_inference_mode(model, images, no_leak, context):
+    expected = cam.compute(model, images, "gradcam").maps
+    with no_leak(model):
+        with context():
+            got = cam.compute(model, images.clone(), "gradcam").maps
+    torch.testing.assert_close(got, expected)
