@@ -572,13 +572,91 @@ def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: i
 
 
 def bias_section(alpha: float) -> None:
-    try:
-        from hooklab import bias  # noqa: F401
-    except ImportError:
-        st.info(t("The bias experiment is not available in this hooklab version.",
-                  "此版本 hooklab 没有偏差实验。"))
+    """The seed's bias remark, runnable: a model trained where a corner marker gives the class
+    away vs one trained on rebalanced data; where do their CAMs point?"""
+    from hooklab import bias
+    from hooklab.data import SHAPE_CLASSES, make_biased_shapes
+
+    st.markdown(t("Two SimpleCNNs learn the shapes with a coloured **corner marker** (the cue). "
+                  "In the *biased* training set the marker names the class most of the time; in "
+                  "the *rebalanced* one it is independent of the class. On test images the marker "
+                  "is random. A model that learned the shortcut looks at the corner.",
+                  "两个 SimpleCNN 学习带有彩色**角落标记**（线索）的形状。*有偏*训练集中标记大多"
+                  "直接说明类别；*重新平衡*的训练集中标记与类别无关。测试图像中标记是随机的。"
+                  "学到捷径的模型会看向角落。"))
+    c1, c2, c3 = st.columns(3)
+    cue_prob = c1.slider(t("Biased set: P(marker names the class)", "有偏集：标记说明类别的概率"),
+                         0.5, 1.0, 0.95, 0.05, key="gradcam_bias_p")
+    n_test = c2.select_slider(t("Test images", "测试图像数"), [200, 500, 1000], value=500,
+                              key="gradcam_bias_n")
+    method = c3.selectbox(t("CAM method", "CAM 方法"), list(camlib.METHODS),
+                          format_func=lambda m: camlib.METHODS[m].title, key="gradcam_bias_m")
+    settings = (float(cue_prob), int(n_test), method)
+    done = st.session_state.get("gradcam_bias")
+    if st.button(t("Run the bias experiment", "运行偏差实验"), key="gradcam_bias_run"):
+        models: dict[str, torch.nn.Module] = {}
+        with st.status(t("Training the two models (cached after the first time)…",
+                         "训练两个模型（首次之后会缓存）…"), expanded=True) as status:
+            bar = st.progress(0.0)
+
+            def fit(arm: str, p: float) -> torch.nn.Module:
+                def progress(step: int, total: int, info: dict[str, float]) -> None:
+                    loss = info.get("loss")
+                    bar.progress(min(1.0, step / max(total, 1)),
+                                 text=f"{arm}: {step}/{total}" + (f" · loss {loss:.3f}"
+                                                                  if loss is not None else ""))
+                models[arm] = bias.train_arm(arm, p, progress=progress)
+                return models[arm]
+
+            with state.guard(t("Bias experiment", "偏差实验")):
+                result = bias.run_bias_experiment(int(n_test), biased_cue_prob=float(cue_prob),
+                                                  method=method, train_fn=fit)
+            status.update(label=t("Trained and evaluated.", "训练和评估完成。"), state="complete",
+                          expanded=False)
+        done = {"settings": settings, "result": result, "models": models}
+        st.session_state["gradcam_bias"] = done
+    if not done:
+        st.caption(t("Press the button: training takes a few seconds per model the first time.",
+                     "点击按钮：首次训练每个模型需要几秒。"))
         return
-    st.info(t("Bias experiment: coming with hooklab.bias.", "偏差实验即将提供。"))
+    if done["settings"] != settings:
+        st.caption(t("Settings changed: press the button again to update.",
+                     "设置已改变：再次点击按钮以更新。"))
+    result, models = done["result"], done["models"]
+    table = result.table()
+    names = {"on_cue": t("max on the marker", "最大值在标记上"),
+             "on_object": t("max on the shape", "最大值在形状上"),
+             "elsewhere": t("max elsewhere", "最大值在别处")}
+    left, right = st.columns([2, 3])
+    with left:
+        st.plotly_chart(charts.metric_bars({names[c]: dict(zip(table["arm"], table[c],
+                                                               strict=True))
+                                            for c in ("on_cue", "on_object", "elsewhere")}),
+                        width="stretch", key="gradcam_bias_bars")
+        shown = table[["arm", "accuracy", "accuracy_conflict", "follows_cue", "on_cue",
+                       "on_object"]].rename(columns={
+                           "arm": t("model", "模型"), "accuracy": t("accuracy", "准确率"),
+                           "accuracy_conflict": t("accuracy, marker ≠ class", "准确率（标记≠类别）"),
+                           "follows_cue": t("predicts the marker's class", "预测为标记的类别"),
+                           "on_cue": names["on_cue"], "on_object": names["on_object"]})
+        st.dataframe(shown, hide_index=True, width="stretch")
+    with right:
+        test = make_biased_shapes(int(done["settings"][1]), split="test")
+        idx = torch.nonzero(test.cue_labels != test.labels).flatten()[:6]
+        x = test.images[idx]
+        images = [datalib.to_display(x[i]) for i in range(len(idx))]
+        rows = {}
+        with state.guard(t("CAMs of both models", "两个模型的 CAM")):
+            for arm, m in models.items():
+                rows[t("biased", "有偏") if arm == "biased" else t("rebalanced", "重新平衡")] = \
+                    list(camlib.compute(m, x, method=result.method).maps.numpy())
+        titles = [f"{SHAPE_CLASSES[int(test.labels[i])]} / {t('marker', '标记')} "
+                  f"{SHAPE_CLASSES[int(test.cue_labels[i])]}" for i in idx]
+        if rows:
+            st.plotly_chart(charts.rows_grid(images, rows, titles, alpha=alpha),
+                            width="stretch", key="gradcam_bias_grid")
+            st.caption(t("Test images whose marker names another class: class / marker.",
+                         "标记指向其他类别的测试图像：类别 / 标记。"))
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing

@@ -24,9 +24,10 @@ TIMEOUT = 120
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> str:
-    # one trained default model per test session (or the shared cache the caller set up)
-    return os.environ.get("HOOKLAB_CACHE") or str(tmp_path_factory.mktemp("hooklab-cache"))
+def cache_dir() -> str:
+    # The default model is the SimpleCNN trained on shapes: train it once per machine in the
+    # project's (git-ignored) cache, or use the shared cache the caller points to.
+    return os.environ.get("HOOKLAB_CACHE") or str(Path(PAGE).parents[2] / ".hooklab-cache")
 
 
 @pytest.fixture
@@ -211,3 +212,33 @@ def test_mismatched_weights_are_one_error(store):
     at.file_uploader(key="gradcam_wfile").upload("w.safetensors", wrong).run()
     assert len(at.error) == 1 and not at.exception
     assert "conv1.weight" in at.error[0].value or "missing" in at.error[0].value.lower()
+
+
+def test_bias_experiment_wiring(store, monkeypatch):
+    """The page trains both arms with progress, shows where their CAMs point and both CAMs side
+    by side. (Training is replaced by seeded random models here; hooklab.bias has its own tests.)"""
+    from hooklab import bias
+    from hooklab.models import get_model
+
+    calls = []
+
+    def fake_train_arm(arm, cue_prob=0.95, *, seed=0, progress=None, **config):
+        calls.append((arm, round(cue_prob, 3)))
+        for step in (1, 2):
+            progress(step, 2, {"loss": 1.0 / step})
+        return get_model("simple_cnn", seed=len(calls))
+
+    monkeypatch.setattr(bias, "train_arm", fake_train_arm)
+    at = _app()
+    at.radio(key="gradcam_section").set_value("bias").run()
+    _ok(at)
+    at.button(key="gradcam_bias_run").click().run()
+    _ok(at)
+    assert calls == [("biased", 0.95), ("rebalanced", round(1 / 6, 3))]
+    table = at.dataframe[0].value
+    assert len(table) == 2
+    grid = _figure(at, "gradcam_bias_grid")
+    assert len(grid["data"]) == 12  # 6 conflicting test images x 2 models
+    bars = _figure(at, "gradcam_bias_bars")
+    for trace in bars["data"]:
+        assert np.all((_array(trace["y"]) >= 0) & (_array(trace["y"]) <= 1))
