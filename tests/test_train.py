@@ -1,0 +1,200 @@
+"""Training on shapes: the default goal, the weights cache, edits seen in the recorded norms."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hooklab import data as D
+from hooklab import train as T
+from hooklab.edits import scale
+from hooklab.errors import HooklabError
+from hooklab.models import get_model
+from hooklab.recorder import EditSpec
+
+TINY = dict(n_train=256, n_test=0, steps=3, batch_size=16)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(T.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_default_config_reaches_goal_and_caches(cache):
+    """The default: SimpleCNN on shapes, test accuracy >= 0.85; the second call reads the file."""
+    calls = []
+    t0 = time.perf_counter()
+    model = T.trained_model(progress=lambda s, n, m: calls.append((s, n)))
+    first = time.perf_counter() - t0
+    cfg = T.TrainConfig()
+    assert model.hooklab_train["test_accuracy"] >= 0.85
+    assert calls[0] == (1, cfg.steps) and calls[-1] == (cfg.steps, cfg.steps)
+    path = T.cache_path(cfg)
+    assert path.is_file() and path.parent == cache
+    # an independent accuracy on a fresh test sample (images 1000..1499 were never seen)
+    test = D.make_shapes(1500, split="test")
+    with torch.no_grad():
+        acc = (model(test.images[1000:]).argmax(1) == test.labels[1000:]).float().mean()
+    assert float(acc) >= 0.85
+
+    t0 = time.perf_counter()
+    again = T.trained_model()
+    second = time.perf_counter() - t0
+    assert second < 2.0 and second < first / 5
+    assert again.hooklab_train["cached"] == str(path)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    assert again.hooklab_info.class_names == D.SHAPE_CLASSES
+    assert again.hooklab_info.mean == (0.5, 0.5, 0.5)
+    # the zoo's weights="shapes" is this cached model
+    zoo = get_model("simple_cnn", weights="shapes")
+    assert torch.equal(zoo.fc2.weight, model.fc2.weight)
+
+
+def _reference_step0(cfg: T.TrainConfig, halve_conv2: bool) -> dict[str, float]:
+    """Step-0 gradients of the same model and batch, computed with plain PyTorch."""
+    data = D.make_shapes(cfg.n_train, cfg.data_seed, "train")
+    model = get_model(cfg.model, seed=cfg.seed, num_classes=len(D.SHAPE_CLASSES)).train()
+    idx = torch.randperm(cfg.n_train, generator=torch.Generator().manual_seed(cfg.seed))
+    idx = idx[:cfg.batch_size]
+    acts = {}
+    handles = []
+    try:
+        for name in ("conv1", "conv2", "conv3"):
+            def keep(_m, _i, out, name=name):
+                acts[name] = out
+                if name == "conv2" and halve_conv2:
+                    out.register_hook(lambda g: g * 0.5)  # the seed's tensor-hook idiom
+            handles.append(getattr(model, name).register_forward_hook(keep))
+        loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+        g1, g2 = torch.autograd.grad(loss, [acts["conv1"], acts["conv2"]], retain_graph=True)
+        loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    conv1 = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.conv1.parameters()))
+    return {"grad_norm/conv1": float(g1.norm()), "grad_norm/conv2": float(g2.norm()),
+            "param_grad_norm/conv1": conv1, "loss": loss.item()}
+
+
+def test_scale_at_conv2_changes_upstream_norms_like_autograd():
+    base = T.TrainConfig(**TINY)
+    edited = T.TrainConfig(**TINY, edits=["conv2=scale(0.5)"])
+    _, ha = T.train(base)
+    _, hb = T.train(edited)
+    a, b = ha.iloc[0], hb.iloc[0]
+    ref_a, ref_b = _reference_step0(base, False), _reference_step0(edited, True)
+    for col in ("grad_norm/conv1", "grad_norm/conv2", "param_grad_norm/conv1", "loss"):
+        assert a[col] == pytest.approx(ref_a[col], rel=1e-4), col
+        assert b[col] == pytest.approx(ref_b[col], rel=1e-4), col
+    # halving at conv2 halves everything upstream, leaves conv2's incoming gradient and all
+    # layers downstream unchanged (same weights at step 0)
+    assert b["grad_norm/conv1"] == pytest.approx(0.5 * a["grad_norm/conv1"], rel=1e-5)
+    assert b["param_grad_norm/conv1"] == pytest.approx(0.5 * a["param_grad_norm/conv1"], rel=1e-5)
+    assert b["param_grad_norm/conv2"] == pytest.approx(0.5 * a["param_grad_norm/conv2"], rel=1e-5)
+    for col in ("grad_norm/conv2", "grad_norm/conv3", "param_grad_norm/conv3",
+                "param_grad_norm/fc1", "grad_norm/fc2"):
+        assert b[col] == pytest.approx(a[col], rel=1e-6), col
+    # the edit is also accepted as an EditSpec, a spec dict or a mapping: same result
+    for edits in ([EditSpec("conv2", scale(0.5))], [EditSpec("conv2", scale(0.5)).spec()],
+                  {"conv2": scale(0.5)}):
+        _, h = T.train(T.TrainConfig(**{**TINY, "steps": 1}, edits=edits))
+        assert h.iloc[0]["grad_norm/conv1"] == pytest.approx(b["grad_norm/conv1"], rel=1e-6)
+    assert T.config_key(edited) != T.config_key(base)
+
+
+def test_recording_is_passive_and_record_every():
+    m0, h0 = T.train(T.TrainConfig(**TINY, record_every=0))
+    m2, h2 = T.train(T.TrainConfig(**TINY, record_every=2))
+    for v0, v2 in zip(m0.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(v0, v2)
+    assert list(h2["step"]) == [0, 1, 2] and list(h0["loss"]) == list(h2["loss"])
+    assert not h2["grad_norm/conv1"].isna()[[0, 2]].any() and math.isnan(h2["grad_norm/conv1"][1])
+    assert h0["grad_norm/conv1"].isna().all()
+    assert {"step", "epoch", "loss", "accuracy", "acc"} <= set(h2.columns)
+    assert T.config_key(T.TrainConfig(record_every=3, layers=["conv1"])) == \
+        T.config_key(T.TrainConfig())
+
+
+def test_train_run_trace_for_the_store(tmp_path):
+    cfg = T.TrainConfig(**TINY, edits=["conv2=scale(0.5)"], layers=["conv1", "conv2"])
+    trace = T.train_run(cfg)
+    ev = trace.events
+    assert sorted(ev["step"].unique()) == [0, 1, 2]
+    assert list(ev["seq"]) == list(range(len(ev)))
+    assert set(ev["layer"]) == {"conv1", "conv2"}
+    edited = ev[(ev.layer == "conv2") & (ev.role == "edited")]
+    before = ev[(ev.layer == "conv2") & (ev.role == "grad_output")]
+    assert len(edited) == 3
+    assert list(edited["norm"]) == pytest.approx(list(0.5 * before["norm"].to_numpy()), rel=1e-5)
+    hist = trace.meta["history"]
+    assert [r["step"] for r in hist] == [0, 1, 2] and "grad_norm/conv1" in hist[0]
+    assert trace.meta["train"]["config"]["edits"][0]["layer"] == "conv2"
+    json.dumps(trace.meta)  # JSON-able as the store needs
+    from hooklab.store import TraceStore
+
+    store = TraceStore(tmp_path / "runs")
+    rid = store.save(trace)
+    back = store.load(rid)
+    assert back.meta["history"] == hist
+    assert len(back.events) == len(ev)
+
+
+def test_progress_cancel_leaves_no_hooks(monkeypatch):
+    built = []
+    real = T._build_model
+    monkeypatch.setattr(T, "_build_model", lambda cfg: built.append(real(cfg)) or built[-1])
+
+    class Stop(Exception):
+        pass
+
+    def progress(step, total, metrics):
+        assert total == 3 and set(metrics) == {"loss", "accuracy"}
+        if step == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        T.train(T.TrainConfig(**TINY, edits=["conv2=scale(0.5)"]), progress)
+    from tests.conftest import hook_counts, total_hooks  # noqa: PLC0415
+
+    fresh = real(T.TrainConfig(**TINY))  # a never-hooked model of the same kind
+    assert hook_counts(built[0]) == hook_counts(fresh) and total_hooks(built[0]) == 0
+
+
+def test_bad_configs():
+    for kwargs in ({"data": "cifar"}, {"steps": 0}, {"batch_size": 0},
+                   {"n_train": 8, "batch_size": 16}, {"model": "simple_model"}, {"lr": -1.0},
+                   {"record_every": -1}, {"cue_prob": 2.0}):
+        with pytest.raises(T.TrainingError):
+            T.train(T.TrainConfig(**{**TINY, **kwargs}))
+    with pytest.raises(HooklabError):
+        T.train(T.TrainConfig(**TINY, edits=["nolayer=scale(0.5)"]))
+    with pytest.raises(T.TrainingError, match="unknown training setting"):
+        T.TrainConfig.from_dict({"stepz": 3})
+    assert T.TrainConfig.from_dict(T.TrainConfig(edits=["conv2=zero()"]).to_dict()).edit_specs() \
+        == T.TrainConfig(edits=["conv2=zero()"]).edit_specs()
+
+
+def test_corrupt_or_foreign_cache_file_is_rebuilt(cache):
+    cfg = T.TrainConfig(**TINY)
+    model = T.trained_model(cfg)
+    path = T.cache_path(cfg)
+    path.write_bytes(b"not safetensors")
+    rebuilt = T.trained_model(cfg)
+    assert rebuilt.hooklab_train["cached"] is None
+    assert torch.equal(rebuilt.conv1.weight, model.conv1.weight)  # deterministic retraining
+    assert T.trained_model(cfg).hooklab_train["cached"] == str(path)
+
+
+def test_biased_and_rebalanced_data_choice():
+    k = len(D.SHAPE_CLASSES)
+    biased, _ = T._datasets(T.TrainConfig(data="biased_shapes", n_train=1024, n_test=0))
+    rebal, test = T._datasets(T.TrainConfig(data="rebalanced_shapes", n_train=1024, n_test=512))
+    assert biased.cue_agreement() > 0.9
+    assert abs(rebal.cue_agreement() - 1 / k) < 0.05 and test.biased
