@@ -192,6 +192,8 @@ def _norm(normalise: Any, channels: int) -> tuple[tuple[float, ...], tuple[float
         except (TypeError, ValueError) as exc:
             raise ImageError(f"normalise must be a name, (mean, std) or None, got {normalise!r}"
                              ) from exc
+    if channels == 1 and len(mean) == len(std) == 3:  # an RGB normalisation for a grey input
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
     if len(mean) != len(std) or len(mean) not in (1, channels) or any(s == 0 for s in std):
         raise ImageError(f"normalise mean/std {mean}/{std} do not fit {channels} channel(s)")
     return mean, std

@@ -92,6 +92,9 @@ def test_grey_image_and_grey_channel():
     one = load_image(_save(Image.fromarray(arr, "L"), "PNG"), channels=1, normalise=((0.5,), (0.5,)))
     assert one.tensor.shape == (1, 1, 8, 8)
     assert one.display.shape == (8, 8, 3)
+    # the seed normalisation (3 channels) applies to a grey input as its channel average
+    seed = load_image(_save(Image.fromarray(arr, "L"), "PNG"), channels=1, normalise="seed")
+    assert torch.allclose(seed.tensor[0, 0], (torch.from_numpy(arr / 255).float() - 0.5) / 0.5)
 
 
 def test_rgba_composited_on_white():
