@@ -128,7 +128,7 @@ if go:
         specs_a = cmp_mod.normalise_config(text_a)
         specs_b = cmp_mod.normalise_config(text_b)
         if mode == "single":
-            with model.lock:
+            with model.lock, st.spinner(t("Running A and B…", "运行 A 和 B…")):
                 result = cmp_mod.compare_edits(model.model, inp.x, specs_a, specs_b,
                                                cam_layer=cam_layer.strip() or None)
             meta_settings = {**base_settings, "input": inp.spec, "cam_layer": cam_layer}

@@ -164,7 +164,7 @@ with st.container(border=True):
     run = st.button(t("Run", "运行"), type="primary", key=f"{PAGE}_run")
 
 if run:
-    with state.guard(t("Run", "运行")):
+    with state.guard(t("Run", "运行")), st.spinner(t("Recording…", "记录中…")):
         trace = _run(model, inp, layers, kinds, edits_text, target, param_grads, keep)
     st.session_state[TRACE_KEY] = trace
     st.session_state.pop(f"{PAGE}_saved", None)

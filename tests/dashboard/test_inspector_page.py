@@ -153,3 +153,12 @@ def test_uploads_bad_image_and_mismatched_weights_are_one_error(app, tmp_path):
         ("wrong.safetensors", path.read_bytes(), "application/octet-stream")).run()
     assert not app.exception and len(app.error) == 1
     assert "conv" in app.error[0].value  # names what does not fit
+
+
+def test_statistics_only_mode(app):
+    app.checkbox(key="inspector_keep").uncheck().run()
+    app.button(key="inspector_run").click().run()
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    assert len(table) > 20 and table["norm"].notna().all()
+    assert any("statistics only" in i.value for i in app.info)
