@@ -207,7 +207,9 @@ def from_spec(spec: dict[str, Any]) -> Edit:
         args["channels"] = tuple(args.get("channels", ()))
     try:
         return cls(**args)
-    except TypeError as exc:
+    except EditError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise EditError(f"bad arguments for edit {name!r}: {exc}") from exc
 
 
@@ -251,5 +253,7 @@ def parse(text: str) -> Edit:
         raise EditError(f"unknown edit {fname!r}; known: {', '.join(_FACTORIES)}")
     try:
         return factory(*args, **kwargs)
-    except TypeError as exc:
+    except EditError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise EditError(f"bad arguments in {text!r}: {exc}") from exc

@@ -91,7 +91,7 @@ def test_noise_statistics_and_seed():
 
 
 @pytest.mark.parametrize("bad", ["scale(", "explode(1)", "scale(__import__('os'))", "1+1",
-                                 '{"name": "scale"}', '{"name": "nope"}', "clip(-1)"])
+                                 '{"name": "scale"}', '{"name": "nope"}', "clip(-1)", "scale('x')", "noise(std=[1])"])
 def test_bad_specs_are_edit_errors(bad):
     with pytest.raises(EditError):
         edits.parse(bad)
