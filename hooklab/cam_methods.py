@@ -20,7 +20,7 @@ scorecam   ``H_k = minmax(up(A_k))``; ``w_k = softmax(f(X ⊙ H_k))_t``; ``L = R
            target on the masked input)
 eigencam   ``L = ReLU(Ā v₁)`` with ``Ā`` the ``(h·w, C)`` activation matrix centred over
            positions and ``v₁`` its first right singular vector, signed so that the projection
-           correlates positively with ``Σ_c A_c``  (Muhammad & Yeasin 2020)
+           has positive skew  (Muhammad & Yeasin 2020)
 ========== ==================================================================================
 
 Example:
@@ -88,8 +88,9 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
 
     For each sample, ``M`` = the ``(h·w, C)`` activation matrix centred over positions;
     ``v₁`` = first right singular vector of ``M``; ``L = ReLU(M v₁)``. The sign of ``v₁`` is
-    arbitrary in an SVD; it is chosen so that ``M v₁`` correlates positively with the
-    channel-summed activation ``Σ_c A_c`` (so the map highlights where activations are large).
+    arbitrary in an SVD; it is chosen so that ``M v₁`` has positive skew (``Σ (M v₁)³ > 0``):
+    the few positions that deviate strongly from the bulk (the object rather than the
+    background) come out positive.
     """
     b, c, h, w = acts.shape
     m = acts.reshape(b, c, h * w).transpose(1, 2).double()  # (B, hw, C)
@@ -102,9 +103,9 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     else:
         _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
         proj = torch.einsum("bpc,bc->bp", m, vecs[..., -1])
-    total = acts.reshape(b, c, h * w).sum(dim=1).double()
-    total = total - total.mean(dim=1, keepdim=True)
-    sign = torch.where((proj * total).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
+    # An SVD's sign is arbitrary: orient the projection to positive skew, so the small region
+    # that deviates strongly from the bulk (the object, not the background) comes out positive.
+    sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
     return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
 
 
