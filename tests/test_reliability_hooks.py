@@ -23,6 +23,15 @@ from hooklab.store import TraceStore
 from tests.conftest import hook_counts, total_hooks
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only add contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model_with_user_state() -> tuple[nn.Module, list]:
     """TinyNet with a user's own hooks and unusual flags, which a recording must keep."""
     torch.manual_seed(0)

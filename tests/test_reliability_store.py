@@ -28,6 +28,15 @@ from hooklab.store_stress import check_store
 from tests.conftest import hook_counts, total_hooks
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only add contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _same(a: hooklab.Trace, b: hooklab.Trace) -> None:
     pd.testing.assert_frame_equal(a.events, b.events, check_exact=True)
     assert sorted(a.tensor_keys()) == sorted(b.tensor_keys())
