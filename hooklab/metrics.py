@@ -268,14 +268,16 @@ def random_maps(n: int, size: tuple[int, int], seed: int = 0,
 
 def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any,
              masks: torch.Tensor | None = None, *, random_baseline: bool = True,
-             steps: int = 32, tolerance: float = 0.0, seed: int = 0,
+             steps: int = 32, tolerance: float | Sequence[float] = 0.0, seed: int = 0,
              batch_size: int = 512) -> dict[str, dict[str, float]]:
     """Every metric for ``maps`` and, beside it, for seeded random maps.
 
     Returns:
         ``{"cam": {...}, "random": {...}}`` with keys ``average_drop``, ``increase_confidence``,
-        ``deletion_auc``, ``insertion_auc`` and, given ``masks``, ``pointing``.
+        ``deletion_auc``, ``insertion_auc`` and, given ``masks``, ``pointing`` (at the first
+        tolerance) and ``pointing@{t}px`` for each further tolerance ``t``.
     """
+    tols = [float(tolerance)] if isinstance(tolerance, (int, float)) else [float(t) for t in tolerance]
     rows = {"cam": maps}
     if random_baseline:
         rows["random"] = random_maps(maps.shape[0], tuple(maps.shape[-2:]), seed=seed).to(maps.device)
@@ -287,20 +289,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
         row = {"average_drop": ad, "increase_confidence": ic, "deletion_auc": di.deletion_auc,
                "insertion_auc": di.insertion_auc}
         if masks is not None:
-            row["pointing"] = pointing_game(m, masks, tolerance)
+            for j, tol in enumerate(tols):
+                row["pointing" if j == 0 else f"pointing@{tol:g}px"] = pointing_game(m, masks, tol)
         out[name] = row
     return out
 
 
 def compare_methods(model: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None, *,
                     methods: Sequence[str] | None = None, layer: Any = None, target: Any = None,
-                    steps: int = 32, tolerance: float = 0.0, seed: int = 0,
+                    steps: int = 32, tolerance: float | Sequence[float] = 0.0, seed: int = 0,
                     batch_size: int = 512) -> Any:
     """A table (pandas DataFrame, one row per method plus ``"random"``) of every metric.
 
     Targets are each image's predicted class unless given. Columns: ``method``, ``pointing``
     (with masks), ``average_drop``, ``increase_confidence``, ``deletion_auc``,
-    ``insertion_auc``, ``seconds`` (time to compute the maps).
+    ``insertion_auc``, ``seconds`` (time to compute the maps); with several tolerances, also
+    ``pointing@{t}px``.
     """
     import time
 

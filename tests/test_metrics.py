@@ -146,3 +146,14 @@ def test_compare_methods_table_on_simplecnn(no_leak):
     assert {"pointing", "average_drop", "increase_confidence", "deletion_auc",
             "insertion_auc"} <= set(table.columns)
     assert table[["deletion_auc", "insertion_auc"]].to_numpy().min() >= 0
+
+
+def test_evaluate_several_tolerances(toy):
+    model, x = toy
+    maps = torch.zeros(3, 8, 8)
+    maps[:, 0, 0] = 1.0
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[:, 2:, 2:] = True  # (0, 0) is 2.83 px from (2, 2)
+    row = metrics.evaluate(model, x, maps, 0, masks, tolerance=[0, 3], steps=2,
+                           random_baseline=False)["cam"]
+    assert row["pointing"] == 0.0 and row["pointing@3px"] == 1.0
