@@ -350,8 +350,8 @@ def main() -> None:
                           key="gradcam_source", horizontal=True)
         index = f1.number_input(t("Sample index / random seed", "样本编号 / 随机种子"), 0, 9999,
                                 102, key="gradcam_index")
-        image_file = f1.file_uploader(t("Image (for “Upload”)", "图像（用于“上传”）"),
-                                      key="gradcam_image")
+        with f1.expander(t("Image file (for “Upload”)", "图像文件（用于“上传”）")):
+            image_file = st.file_uploader(t("Image", "图像"), key="gradcam_image")
         method = f2.selectbox(t("Method", "方法"), methods, key="gradcam_method",
                               format_func=lambda m: camlib.METHODS[m].title)
         layer = f2.selectbox(t("Target layer", "目标层"), ["auto", *spatial], key="gradcam_layer",
@@ -383,11 +383,11 @@ def main() -> None:
     targets = [int(v) for v in res.targets]
     pick = 0
     if mode == "topk" and len(targets) > 1:
-        pick = st.radio(t("Show the map of", "显示该类别的图"), range(len(targets)),
+        pick = c1.radio(t("Show the map of", "显示该类别的图"), range(len(targets)),
                         format_func=lambda i: f"#{i + 1} {names[targets[i]]}", horizontal=True,
                         key="gradcam_pick")
     tname = names[targets[pick]] if 0 <= targets[pick] < len(names) else str(targets[pick])
-    alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0, 0.4, 0.05,
+    alpha = c1.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0, 0.4, 0.05,
                       key="gradcam_alpha")
     cam = res.maps[pick].numpy()
     left, right = st.columns([3, 1])
