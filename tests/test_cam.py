@@ -245,6 +245,20 @@ def test_cam_from_trace_equals_live(model, images, no_leak):
         cam.cam_from_trace(rec.trace, "conv2")
 
 
+def test_cam_from_a_saved_run_without_the_model(model, images, tmp_path):
+    from hooklab.store import TraceStore
+
+    with hooklab.record(model, layers=["conv2", "conv3"]) as rec:
+        rec.run(images, target=[1, 2, 3, 4])
+    model.zero_grad(set_to_none=True)
+    store = TraceStore(tmp_path / "runs", durable=False)
+    run_id = store.save(rec.trace)
+    loaded = store.load(run_id)  # a fresh Trace read from disk: no model involved
+    stored = cam.cam_from_trace(loaded, "conv2", "layercam", size=(32, 32))
+    live = cam.compute(model, images, "layercam", layer="conv2", target=[1, 2, 3, 4])
+    torch.testing.assert_close(stored.maps, live.maps, rtol=1e-5, atol=1e-6)
+
+
 def test_cam_from_trace_without_gradients(model, images):
     with hooklab.record(model, layers="conv3") as rec:
         with torch.no_grad():
