@@ -164,14 +164,16 @@ def check_kill_recording_writers(work: Path, kills: int) -> dict:
         os.kill(p.pid, signal.SIGKILL)
         p.join()
     lines = log.read_text().splitlines() if log.exists() else []
-    reported = [ln for ln in lines if ln and not ln.startswith("ERROR")]
+    reported = [ln for ln in lines if ln and not ln.startswith(("ERROR", "CLEANED"))]
     errors = [ln for ln in lines if ln.startswith("ERROR")]
+    cleaned = sum(int(ln.split()[1]) for ln in lines if ln.startswith("CLEANED"))
     f = check_store(root, reported)
     return {"check": f"recording writer SIGKILLed at random moments ({kills} kills)",
             "attempts": kills, "failures injected": kills, "hooks leaked": "",
             "runs lost": f["runs_lost"], "partial runs visible": f["partial_visible"],
             "memory growth": "", "seconds": time.perf_counter() - t0,
-            "notes": (f"{len(reported)} runs committed; {f['unloadable']} unloadable; "
+            "notes": (f"{cleaned + f['temp_before_reopen']} kills mid-save; "
+                      f"{len(reported)} runs committed; {f['unloadable']} unloadable; "
                       f"{f['temp_before_reopen']} temp dirs before reopen, {f['temp_left']} "
                       f"after; writer errors {len(errors)}"),
             "bad": bool(f["runs_lost"] or f["partial_visible"] or f["unloadable"]

@@ -240,7 +240,10 @@ def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
     """Child-process body for kill tests: record SimpleCNN (every leaf, an edit, parameter
     gradients) and save each trace into the store at ``root``, appending each committed run id
     to ``log_path`` (one ``os.write`` of one line: atomic); forever if ``saves`` is 0.
-    ``ready`` (an Event) is set once the store is open. Errors are logged as ``ERROR ...``."""
+    ``ready`` (an Event) is set once the store is open. On start it logs ``CLEANED n``: the
+    temporary folders of dead writers that opening the store removed (a kill mid-save leaves
+    one). Errors are logged as ``ERROR ...``. A batch of 16 makes each run ~10 MB, so a good
+    share of the time is spent saving."""
     from hooklab.edits import scale
     from hooklab.models import SimpleCNN
     from hooklab.recorder import record
@@ -258,11 +261,12 @@ def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
         torch.manual_seed(seed)
         model = SimpleCNN().eval()
         store = TraceStore(root)
+        append(f"CLEANED {len(store.cleaned)}")
         if ready is not None:
             ready.set()
         i = 0
         while saves <= 0 or i < saves:
-            x = torch.randn(2, 3, 32, 32)
+            x = torch.randn(16, 3, 32, 32)
             with record(model, edits={"conv2": scale(0.5)}, param_grads=True,
                         meta={"writer_seed": seed, "i": i}) as rec:
                 rec.run(x)
