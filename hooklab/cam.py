@@ -298,6 +298,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
         method: a key of :data:`METHODS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
             ``"hirescam"``, ``"layercam"``, ``"scorecam"``, ``"eigencam"``).
         layer: target layer name or module; ``None`` picks :func:`auto_layer`; a list fuses.
+            A module called several times in one forward (a shared pool) gives its last call.
         target: ``None`` (each image's predicted class), a class index for all images, one
             index per image, or ``"topk:K"`` (K maps per image, best class first).
         layers: several layers to fuse (same as passing a list as ``layer``).
