@@ -157,9 +157,11 @@ def three_panels(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4,
     fig.add_trace(_image_trace(img, titles[0]), row=1, col=1)
     fig.add_trace(_heat_trace(c, titles[1], showscale=True), row=1, col=2)
     fig.add_trace(_image_trace(ov, titles[2]), row=1, col=3)
-    fig.data[1].colorbar.update(x=0.655, len=0.8, thickness=10)
+    # a thin horizontal scale under the heatmap, clear of the neighbouring panels
+    fig.data[1].colorbar.update(orientation="h", x=0.5, xanchor="center", y=-0.02,
+                                yanchor="top", len=0.3, thickness=8, tickvals=[0, 0.5, 1])
     _square_axes(fig, 3, reverse=(2,))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=40),
                       meta={"downsampled": step})
     return fig
 
