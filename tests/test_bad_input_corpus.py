@@ -357,6 +357,26 @@ def test_nan_and_inf_gradients_are_recorded_flagged_and_stored(world):
     world.check_unharmed()
 
 
+def test_huge_finite_gradients_are_recorded_with_exact_statistics(world):
+    """A diverging run: gradients of 1e30 (finite in float32, but their squares overflow it).
+    Recorded without error; statistics match a float64 reference; stored and reloaded."""
+    x = torch.randn(2, 3, 32, 32)
+    with hooklab.record(world.model, ["conv2", "fc2"],
+                        edits={"fc2": hooklab.edits.scale(1e30)}) as rec:
+        rec.run(x, target="sum")
+    ev = rec.trace.events
+    for _, row in ev[ev.role.isin(["edited", "grad_output"])].iterrows():
+        g = rec.trace.tensor(row["key"]).double()
+        assert row["nan_count"] == 0 and row["inf_count"] == 0
+        assert row["norm"] == pytest.approx(float(g.norm()), rel=1e-5)
+        assert row["max"] == pytest.approx(float(g.max()), rel=1e-6)
+    assert ev[(ev.layer == "conv2") & (ev.role == "grad_output")]["norm"].iloc[0] > 1e25
+    rid = world.store.save(rec.trace, notes="huge")
+    world.expected_runs.add(rid)
+    assert world.store.load(rid).events["norm"].tolist() == ev["norm"].tolist()
+    world.check_unharmed()
+
+
 # -- CAM of a non-spatial layer ------------------------------------------------------------------
 def test_cam_of_a_non_spatial_layer_is_explained(world, capsys):
     x = torch.randn(1, 3, 32, 32)
