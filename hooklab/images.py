@@ -29,7 +29,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hooklab.errors import ImageError
 
-__all__ = ["LoadedImage", "load_image", "image_size", "MAX_PIXELS", "MAX_BYTES", "NORMALISATIONS"]
+__all__ = ["LoadedImage", "load_image", "image_size", "MAX_PIXELS", "MAX_BYTES", "NORMALISATIONS",
+           "ALLOWED_FORMATS"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ NORMALISATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _FITS = ("stretch", "crop", "pad")
+#: Formats PIL may try. Others are refused before any plugin runs: EPS would start Ghostscript,
+#: and rarely used plugins are where decoder bugs live.
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "ICO", "TGA")
+
+
+def _formats() -> list[str]:
+    """The allowed formats this Pillow build has plugins for."""
+    if not all(f in Image.OPEN for f in ALLOWED_FORMATS):
+        Image.init()
+    return [f for f in ALLOWED_FORMATS if f in Image.OPEN]
 
 
 @dataclass
@@ -102,13 +113,13 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         # hooklab's own limit (max_pixels) governs; PIL's error still applies beyond its own.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_formats())
         except Image.DecompressionBombError as exc:
             raise ImageError(f"{name} is too large to decode safely (decompression bomb?): "
                              f"{exc}") from exc
         except UnidentifiedImageError as exc:
-            raise ImageError(f"{name} is not an image in a format hooklab can read "
-                             "(PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from exc
+            raise ImageError(f"{name} is not an image in a format hooklab reads "
+                             f"({', '.join(ALLOWED_FORMATS)})") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"{name} is not a readable image: {exc}") from exc
     w, h = img.size

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -306,9 +307,12 @@ def _dry_run(model: nn.Module, shape: tuple[int, ...] | None) -> tuple[dict[str,
                     device=param.device if param is not None else "cpu")
     rec: dict[str, dict] = {}
     clock = [0]
+    me = threading.get_ident()
 
     def make_hook(name: str):
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if threading.get_ident() != me:  # another thread's forward on a shared model
+                return
             clock[0] += 1
             t = _first_tensor(out)
             r = rec.setdefault(name, {"calls": 0, "shape": None})
@@ -347,7 +351,9 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
     """Every named module with its type, output shape and parameter count, from one dry forward.
 
     The forward runs on a zero batch of one under ``torch.no_grad()`` in eval mode; its hooks are
-    removed and the modules' ``training`` flags restored in ``finally``.
+    removed and the modules' ``training`` flags restored in ``finally``. The hooks ignore other
+    threads' forwards, but the eval switch is visible to them: hold the model's lock when it is
+    shared.
 
     Returns:
         DataFrame with columns :data:`LAYER_COLUMNS`: ``output_shape`` is the first output

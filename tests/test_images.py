@@ -200,6 +200,22 @@ def test_text_named_png_empty_missing_and_directory(tmp_path):
         load_image(io.StringIO("abc"))  # type: ignore[arg-type]
 
 
+def test_formats_outside_the_allow_list_never_reach_a_plugin(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def no_ghostscript(*a, **k):
+        raise AssertionError("the EPS plugin ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_ghostscript)
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+           b"newpath 0 0 moveto 10 10 lineto stroke\n%%EOF\n")
+    with pytest.raises(ImageError, match="PNG"):
+        load_image(eps)
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF"
+    with pytest.raises(ImageError):
+        load_image(pdf)
+
+
 def test_decompression_bomb_refused_before_decoding(monkeypatch):
     # A 30000 x 30000 grey PNG header (900 M pixels) with a tiny body: only the header is read.
     bomb = raw_png(30_000, 30_000, 8, 0, rows=None)
