@@ -79,7 +79,7 @@ _TEXTURE_STD = 0.06
 _NOISE_STD = 0.03
 
 
-@dataclass
+@dataclass(eq=False)
 class ShapesData:
     """A split of the shapes data set (a ``torch.utils.data.Dataset`` of ``(image, label)``).
 
@@ -156,7 +156,7 @@ def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return mat
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)  # ~3.4 MB per chunk; enough for shapes_sample browsing
 def _chunk(seed: int, split_code: int, index: int) -> tuple[np.ndarray, ...]:
     """One chunk of plain shapes: pixels in [0, 1] (M, 3, H, W) float32, labels, masks."""
     rng = np.random.default_rng([seed, split_code, index, 0])
