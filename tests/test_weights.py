@@ -174,3 +174,9 @@ def test_save_is_atomic_no_temp_left(tmp_path):
     assert zipfile.is_zipfile(p) is False
     assert os.path.getsize(p) > 0
     assert MAX_LISTED >= 5
+
+
+def test_whole_pickled_module_is_refused_with_advice(tmp_path):
+    torch.save(SimpleCNN(), tmp_path / "whole_model.pt")  # a common mistake: the module itself
+    with pytest.raises(UnsafeCheckpointError, match="state_dict"):
+        get_model("simple_cnn", weights=tmp_path / "whole_model.pt")
