@@ -73,6 +73,7 @@ def test_tags_pages_and_share_links():
     assert p.startswith("/gradcam?")
     assert parse_qs(urlparse(p).query) == {"run": ["2026-11-26_ab.c"]}
     assert R.share_url("http://h:8501/", "runs", "r1") == "http://h:8501/runs?run=r1"
+    assert R.share_path("", "r1") == "/?run=r1"  # the app's default page lives at the root
     # characters that need escaping are escaped, not injected
     assert parse_qs(urlparse(R.share_path("runs", "a&b=c")).query) == {"run": ["a&b=c"]}
 

@@ -354,9 +354,10 @@ def main() -> None:
             image_file = st.file_uploader(t("Image", "图像"), key="gradcam_image")
         method = f2.selectbox(t("Method", "方法"), methods, key="gradcam_method",
                               format_func=lambda m: camlib.METHODS[m].title)
-        layer = f2.selectbox(t("Target layer", "目标层"), ["auto", *spatial], key="gradcam_layer",
-                             format_func=lambda n: t(f"automatic ({auto})", f"自动（{auto}）")
-                             if n == "auto" else n)
+        layer_names = {"auto": t(f"automatic ({auto})", f"自动（{auto}）"),
+                       **{n: n for n in spatial}}
+        layer = f2.selectbox(t("Target layer", "目标层"), list(layer_names), key="gradcam_layer",
+                             format_func=layer_names.get)
         mode = f3.radio(t("Class", "类别"), list(mode_names), format_func=mode_names.get,
                         key="gradcam_mode", horizontal=True)
         chosen = f3.selectbox(t("Chosen class", "指定类别"), range(len(names)),
@@ -481,9 +482,9 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
                   "model, or a CIFAR-10 model with a local CIFAR-10 copy.",
                   "类别图库需要与模型类别对应的带标签图像：shapes 模型，或有本地 CIFAR-10 的 CIFAR-10 模型。"))
         return
-    which = st.radio(t("Map for", "热力图针对"), ["true", "pred"], horizontal=True,
-                     format_func=lambda v: t("true class", "真实类别") if v == "true"
-                     else t("predicted class", "预测类别"), key="gradcam_gallery_target")
+    which_names = {"true": t("true class", "真实类别"), "pred": t("predicted class", "预测类别")}
+    which = st.radio(t("Map for", "热力图针对"), list(which_names), horizontal=True,
+                     format_func=which_names.get, key="gradcam_gallery_target")
     with state.guard(t("Building the gallery", "生成图库")):
         samples = class_samples(info)
         xs = torch.cat([s.x for s in samples])

@@ -73,8 +73,13 @@ def base_url() -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
+#: The app's first page is served at the root URL ("/<its url path>" says "Page not found").
+DEFAULT_PAGE = "hook_basics"
+
+
 def share_link(page: str, run_id: str) -> str:
     """Absolute share link when the server URL is known, else the path ``/<page>?run=<id>``."""
+    page = "" if page == DEFAULT_PAGE else page
     b = base_url()
     return charts.share_url(b, page, run_id) if b else charts.share_path(page, run_id)
 
@@ -302,7 +307,7 @@ def main() -> None:
     current = st.selectbox(
         t("Open run", "打开运行"), options,
         index=options.index(wanted) if wanted in options else 0, key=f"runs_open_{wanted}",
-        format_func=lambda r: r or t("— choose a run —", "— 选择一个运行 —"))
+        format_func={"": t("— choose a run —", "— 选择一个运行 —"), **{r: r for r in options if r}}.get)
     if current != (wanted or ""):
         _select_run(current)
     if current:
