@@ -32,6 +32,7 @@ def test_seed_models_unchanged():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_zoo_builds_runs_and_picks_target(name, no_leak):
     model = get_model(name.upper().replace("_", "-"))

@@ -26,6 +26,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.mark.slow
 def test_default_config_reaches_goal_and_caches(cache):
     """The default: SimpleCNN on shapes, test accuracy >= 0.85; the second call reads the file."""
     calls = []
