@@ -10,6 +10,7 @@ Selectors are visible text and roles (labels as a user reads them), never genera
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +106,10 @@ def test_gradcam_save_find_and_share(server, page, browser, ui):
     view = _main(page).get_by_text(re.compile(r"/gradcam\?run=")).first.inner_text()
     gradcam_link = re.search(r"\S*/gradcam\?run=\S+", view).group(0).strip("`")
     _no_error(page)
+    # "open in the page that made it"
+    _main(page).get_by_role("link", name="Open in Grad-CAM").click()
+    page.wait_for_url(re.compile(rf"/gradcam\?run={run_id}$"), timeout=SLOW_MS)
+    _main(page).get_by_text(re.compile(rf"Saved run {run_id}")).first.wait_for(timeout=SLOW_MS)
 
     # a colleague: fresh context (no session, no cookies) opens the share links
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -117,5 +122,11 @@ def test_gradcam_save_find_and_share(server, page, browser, ui):
         _main(other).get_by_text(re.compile(rf"Saved run {run_id}")).first.wait_for(timeout=SLOW_MS)
         _three_panels(other)
         _no_error(other)
+    except Exception:
+        ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+        ARTIFACTS.mkdir(exist_ok=True)
+        for i, pg in enumerate(ctx.pages):
+            pg.screenshot(path=str(ARTIFACTS / f"colleague-{i}.png"), full_page=True)
+        raise
     finally:
         ctx.close()
