@@ -242,3 +242,38 @@ def test_config_binds_localhost_and_limits_uploads():
     assert out.returncode == 0, out.stderr[-2000:]
     address, limit = out.stdout.split()
     assert address == "127.0.0.1" and int(limit) == server["maxUploadSize"]
+
+
+# -- CAM of a non-spatial layer, NaN/Inf gradients -----------------------------------------------
+def test_cam_of_a_non_spatial_layer_is_one_error_on_compare(store):
+    at = _app("compare")
+    at.text_input(key="compare_cam").set_value("fc1").run()
+    at.button(key="compare_run").click().run()
+    msg = _one_error(at, "CAM of fc1")
+    assert "fc1" in msg and "spatial" in msg.lower(), msg
+    at.text_input(key="compare_cam").set_value("auto").run()
+    at.button(key="compare_run").click().run()
+    _fine(at, "CAM of the automatic layer")
+
+
+def test_a_run_with_nan_and_inf_gradients_opens_and_is_flagged(store):
+    """Not a failure: a stored run whose gradients hold NaN and Inf opens on the Runs page and the
+    Inspector without an exception; the Inspector flags the non-finite events (one message and
+    the table's flag column)."""
+    model = SimpleCNN().eval()
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 0, 3, 3] = float("nan")
+    with hooklab.record(model, ["conv1", "fc2"], param_grads=True,
+                        meta={"model": "simple_cnn", "page": "inspector"}) as rec:
+        rec.run(x, target=lambda out: (out * float("inf")).sum())
+    ev = rec.trace.events
+    assert (ev.nan_count > 0).any() and (ev.inf_count > 0).any()
+    rid = store.save(rec.trace, notes="nan and inf")
+    at = _app("runs", run=rid)
+    _fine(at, "runs page showing the NaN/Inf run")
+    at = _app("inspector", run=rid)
+    assert not at.exception
+    assert [e for e in _errors(at) if "NaN/Inf" not in e] == [] and len(at.error) <= 1  # the flag
+    table = at.dataframe[0].value
+    flagged = table[table["flag"].astype(str).str.len() > 0]
+    assert len(flagged) >= int(((ev.nan_count > 0) | (ev.inf_count > 0)).sum()), table["flag"]
