@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("e2e_harness", ROOT / "tests" / "e2e" / "conftest.py")
+_spec = importlib.util.spec_from_file_location("e2e_harness",
+                                               ROOT / "tests" / "e2e" / "conftest.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)  # the same server/browser helpers as the browser tests
 

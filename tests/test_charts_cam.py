@@ -55,7 +55,8 @@ def test_overlay_is_04_jet_plus_06_image():
     out = C.overlay(img, cam)
     np.testing.assert_allclose(out, 0.6 * img + 0.4 * np.array([0, 0, 0.5]), atol=1e-6)
     cam1 = np.ones((8, 8), dtype=np.float32)  # jet(1) = (0.5, 0, 0)
-    np.testing.assert_allclose(C.overlay(img, cam1, alpha=1.0), np.broadcast_to([0.5, 0, 0], img.shape),
+    np.testing.assert_allclose(C.overlay(img, cam1, alpha=1.0),
+                               np.broadcast_to([0.5, 0, 0], img.shape),
                                atol=1e-6)
     np.testing.assert_allclose(C.overlay(img, cam1, alpha=0.0), img, atol=1e-6)
 
@@ -87,7 +88,8 @@ def test_three_panels_carry_image_cam_and_overlay():
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), C.to_uint8(img))
     np.testing.assert_allclose(np.asarray(fig.data[1].z), cam)
     assert np.asarray(fig.data[1].z).dtype == np.float32  # typed arrays, not JSON lists
-    np.testing.assert_array_equal(np.asarray(fig.data[2].z), C.to_uint8(0.3 * C.jet(cam) + 0.7 * img))
+    np.testing.assert_array_equal(np.asarray(fig.data[2].z),
+                                  C.to_uint8(0.3 * C.jet(cam) + 0.7 * img))
     assert [a.text for a in fig.layout.annotations] == ["a", "b", "c"]
     assert fig.layout.yaxis2.autorange == "reversed"  # heatmap row 0 on top, like the image
 
@@ -108,7 +110,8 @@ def test_method_grid_one_column_per_method():
     fig = C.method_grid(img, cams)
     assert len(fig.data) == 3 and all(isinstance(t, go.Image) for t in fig.data)
     assert [a.text for a in fig.layout.annotations] == list(cams)
-    np.testing.assert_array_equal(np.asarray(fig.data[1].z), C.to_uint8(C.overlay(img, cams["gradcam++"])))
+    np.testing.assert_array_equal(np.asarray(fig.data[1].z),
+                                  C.to_uint8(C.overlay(img, cams["gradcam++"])))
     raw = C.method_grid(img, cams, show_overlay=False)
     assert all(isinstance(t, go.Heatmap) for t in raw.data)
     assert [t.showscale for t in raw.data] == [False, False, True]
@@ -126,7 +129,8 @@ def test_gallery_and_rows_grid_shapes():
         C.gallery(imgs, cams[:3], ["x"] * 7)
     rows = C.rows_grid(imgs[:3], {"biased": cams[:3], "rebalanced": cams[3:6]}, ["a", "b", "c"])
     assert len(rows.data) == 6
-    np.testing.assert_array_equal(np.asarray(rows.data[3].z), C.to_uint8(C.overlay(imgs[0], cams[3])))
+    np.testing.assert_array_equal(np.asarray(rows.data[3].z),
+                                  C.to_uint8(C.overlay(imgs[0], cams[3])))
     with pytest.raises(ValueError, match="rebalanced"):
         C.rows_grid(imgs[:3], {"biased": cams[:3], "rebalanced": cams[:2]})
 
@@ -162,7 +166,8 @@ def test_topk_and_metric_bars():
     fig = C.topk_bar(["cat", "dog", "ship"], [0.7, 0.2, 0.1], highlight=1)
     assert list(fig.data[0].y) == ["cat", "dog", "ship"]
     assert fig.data[0].marker.color[1] != fig.data[0].marker.color[0]
-    bars = C.metric_bars({"AD": {"gradcam": 0.1, "layercam": 0.2}, "IC": {"gradcam": 0.5, "layercam": 0.4}})
+    bars = C.metric_bars({"AD": {"gradcam": 0.1, "layercam": 0.2},
+                          "IC": {"gradcam": 0.5, "layercam": 0.4}})
     assert [t.name for t in bars.data] == ["AD", "IC"]
     np.testing.assert_allclose(np.asarray(bars.data[1].y), [0.5, 0.4])
 

@@ -14,9 +14,11 @@ from hooklab.charts import runs as R
 
 def _listing() -> pd.DataFrame:
     return pd.DataFrame([
-        {"run_id": "r1", "created": "2026-11-26T09:00:00+00:00", "author": "ana", "notes": "baseline",
+        {"run_id": "r1", "created": "2026-11-26T09:00:00+00:00", "author": "ana",
+         "notes": "baseline",
          "tags": ["seed"], "n_events": 4, "meta": {"page": "inspector", "model": "simple_cnn"}},
-        {"run_id": "r2", "created": "2026-11-26T10:00:00+00:00", "author": "bo", "notes": "halve conv2",
+        {"run_id": "r2", "created": "2026-11-26T10:00:00+00:00", "author": "bo",
+         "notes": "halve conv2",
          "tags": ["seed", "edit"], "n_events": 6,
          "meta": {"page": "compare", "model": "simple_cnn",
                   "edits": [{"layer": "conv2", "edit": {"name": "scale", "factor": 0.5}}]}},
@@ -56,7 +58,8 @@ def test_edits_text_forms():
 def test_filter_runs_text_author_tags():
     t = R.runs_table(_listing())
     assert list(R.filter_runs(t, text="HALVE")["run_id"]) == ["r2"]
-    assert list(R.filter_runs(t, text="scale conv2")["run_id"]) == ["r2"]  # words AND-ed, edits searched
+    # words are AND-ed, edits are searched too
+    assert list(R.filter_runs(t, text="scale conv2")["run_id"]) == ["r2"]
     assert list(R.filter_runs(t, authors=["ana"])["run_id"]) == ["r3", "r1"]
     assert list(R.filter_runs(t, tags=["seed"])["run_id"]) == ["r2", "r1"]
     assert list(R.filter_runs(t, tags=["seed", "edit"])["run_id"]) == ["r2"]

@@ -11,10 +11,8 @@ Layout only: CAMs come from :mod:`hooklab.cam`, figures from :mod:`hooklab.chart
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from hooklab import data as datalib  # noqa: E402
 from hooklab import models as zoo  # noqa: E402
 from hooklab.charts import cam as charts  # noqa: E402
 from hooklab.charts import runs as run_charts  # noqa: E402
-from hooklab.errors import HooklabError, ImageError  # noqa: E402
+from hooklab.errors import ImageError  # noqa: E402
 from hooklab.trace import shape_str, tensor_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -109,7 +107,7 @@ class Sample:
 
 def _fit(pixels: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
     """[0, 1] pixels (3, h, w) -> the model's input size (bilinear), still in [0, 1]."""
-    c, h, w = info.input_shape
+    _, h, w = info.input_shape
     if pixels.shape[-2:] != (h, w):
         pixels = F.interpolate(pixels[None], size=(h, w), mode="bilinear",
                                align_corners=False)[0].clamp(0, 1)
@@ -157,7 +155,7 @@ def cifar_input(index: int, info: zoo.ModelInfo) -> Sample:
 
 def upload_input(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
     """An uploaded image as a model input (raises ImageError for anything that is not one)."""
-    c, h, w = info.input_shape
+    _, h, w = info.input_shape
     loaded = datalib.load_image(data, size=(h, w), normalise=None)
     pixels = torch.from_numpy(loaded.display.astype(np.float32) / 255.0).permute(2, 0, 1)
     return _from_pixels(pixels, info, None, None, f"upload {Path(name).name}")
@@ -173,7 +171,7 @@ def handle_upload(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
 
 def random_input(seed: int, info: zoo.ModelInfo) -> Sample:
     g = torch.Generator().manual_seed(int(seed))
-    c, h, w = info.input_shape
+    _, h, w = info.input_shape
     return _from_pixels(torch.rand(3, h, w, generator=g), info, None, None,
                         f"random (seed {int(seed)})")
 
@@ -238,19 +236,9 @@ def downloads(image: np.ndarray, cam: np.ndarray, maps: np.ndarray, alpha: float
 
 
 def _share_box(run_id: str) -> None:
-    st.caption(t("Share link — opens this view for anyone on this server:",
-                 "分享链接——同一服务器上的任何人都可打开此视图："))
-    base = ""
-    try:
-        url = st.context.url or ""
-        if "://" in url:
-            scheme, rest = url.split("://", 1)
-            base = f"{scheme}://{rest.split('/', 1)[0]}"
-    except Exception:  # noqa: BLE001 - no browser session (tests)
-        base = ""
-    link = run_charts.share_url(base, "gradcam", run_id) if base else \
-        run_charts.share_path("gradcam", run_id)
-    st.code(link, language=None)
+    from dashboard.views.runs import show_share_link  # importing a view runs nothing
+
+    show_share_link("gradcam", run_id)
 
 
 def saved_run_view(run_id: str) -> None:
@@ -480,7 +468,8 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
             tuple(info.class_names) == tuple(datalib.CIFAR10_CLASSES) and cifar_available()):
         st.info(t("The class gallery needs labelled images of the model's classes: the shapes "
                   "model, or a CIFAR-10 model with a local CIFAR-10 copy.",
-                  "类别图库需要与模型类别对应的带标签图像：shapes 模型，或有本地 CIFAR-10 的 CIFAR-10 模型。"))
+                  "类别图库需要与模型类别对应的带标签图像：shapes 模型，"
+                  "或有本地 CIFAR-10 的 CIFAR-10 模型。"))
         return
     which_names = {"true": t("true class", "真实类别"), "pred": t("predicted class", "预测类别")}
     which = st.radio(t("Map for", "热力图针对"), list(which_names), horizontal=True,
@@ -637,7 +626,8 @@ def bias_section(alpha: float) -> None:
         shown = table[["arm", "accuracy", "accuracy_conflict", "follows_cue", "on_cue",
                        "on_object"]].rename(columns={
                            "arm": t("model", "模型"), "accuracy": t("accuracy", "准确率"),
-                           "accuracy_conflict": t("accuracy, marker ≠ class", "准确率（标记≠类别）"),
+                           "accuracy_conflict": t("accuracy, marker ≠ class",
+                                                  "准确率（标记≠类别）"),
                            "follows_cue": t("predicts the marker's class", "预测为标记的类别"),
                            "on_cue": names["on_cue"], "on_object": names["on_object"]})
         st.dataframe(shown, hide_index=True, width="stretch")

@@ -10,9 +10,9 @@ the same server.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,7 +65,7 @@ def base_url() -> str:
     """``scheme://host:port`` of this server as the browser sees it ('' when unknown)."""
     try:
         url = st.context.url or ""
-    except Exception:  # noqa: BLE001 - older Streamlit or no browser session (tests)
+    except Exception:  # older Streamlit or no browser session (tests)
         url = ""
     if "://" not in url:
         return ""
@@ -127,7 +127,8 @@ def run_list(store) -> pd.DataFrame:
     all_tags = sorted({tag for tags in table["tags"] for tag in tags})
     tags = c4.multiselect(t("Tags", "标签"), all_tags, key="runs_tags")
     shown_table = charts.filter_runs(table, text=text, authors=authors, pages=pages, tags=tags)
-    st.caption(t(f"{len(shown_table)} of {len(table)} runs", f"共 {len(table)} 个运行，显示 {len(shown_table)} 个"))
+    st.caption(t(f"{len(shown_table)} of {len(table)} runs",
+                 f"共 {len(table)} 个运行，显示 {len(shown_table)} 个"))
     if table.empty:
         st.info(t("No runs yet. Every page has a “Save run” button; saved runs appear here.",
                   "还没有运行记录。每个页面都有“保存运行”按钮，保存的运行会出现在这里。"))
@@ -170,11 +171,13 @@ def run_detail(store, rid: str) -> None:
     show_share_link("runs", rid)
     if page != "runs":
         st.caption(t(f"Open in {_page_title(page)}, the page that made it:",
-                     f"在生成它的页面 {_page_title(page)} 中打开：") + f" `{share_link(page, rid)}`")
+                     f"在生成它的页面 {_page_title(page)} 中打开：")
+                   + f" `{share_link(page, rid)}`")
         if (VIEWS / f"{page}.py").exists():
             try:
                 st.page_link(str(VIEWS / f"{page}.py"), query_params={"run": rid},
-                             label=t(f"Open in {_page_title(page)}", f"在 {_page_title(page)} 中打开"),
+                             label=t(f"Open in {_page_title(page)}",
+                                     f"在 {_page_title(page)} 中打开"),
                              icon="↗️")
             except st.errors.StreamlitAPIException:  # page not registered (run standalone)
                 pass
@@ -215,7 +218,8 @@ def run_detail(store, rid: str) -> None:
                     if c in ev.columns]
             st.dataframe(ev[cols].head(500), hide_index=True, width="stretch")
             if len(ev) > 500:
-                st.caption(t(f"First 500 of {len(ev)} events.", f"显示 {len(ev)} 个事件中的前 500 个。"))
+                st.caption(t(f"First 500 of {len(ev)} events.",
+                             f"显示 {len(ev)} 个事件中的前 500 个。"))
 
 
 def compare_section(store, table: pd.DataFrame) -> None:
@@ -260,7 +264,8 @@ def compare_section(store, table: pd.DataFrame) -> None:
 
 
 def import_section(store) -> None:
-    up = st.file_uploader(t("Run file (.zip exported from hooklab)", "运行文件（hooklab 导出的 .zip）"),
+    up = st.file_uploader(t("Run file (.zip exported from hooklab)",
+                            "运行文件（hooklab 导出的 .zip）"),
                           type=["zip"], key="runs_import_file")
     if st.button(t("Import", "导入"), key="runs_import_btn", disabled=up is None):
         with state.guard(t("Import", "导入")):
@@ -307,7 +312,8 @@ def main() -> None:
     current = st.selectbox(
         t("Open run", "打开运行"), options,
         index=options.index(wanted) if wanted in options else 0, key=f"runs_open_{wanted}",
-        format_func={"": t("— choose a run —", "— 选择一个运行 —"), **{r: r for r in options if r}}.get)
+        format_func={"": t("— choose a run —", "— 选择一个运行 —"),
+                     **{r: r for r in options if r}}.get)
     if current != (wanted or ""):
         _select_run(current)
     if current:

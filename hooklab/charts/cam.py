@@ -65,7 +65,7 @@ JET_COLORSCALE: list[list] = [
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
-    """``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(3, H, W)`` -> ``(H, W, 3)`` float32 in [0, 1]."""
+    """``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(3, H, W)`` -> float32 ``(H, W, 3)``."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = np.transpose(img, (1, 2, 0))
@@ -134,7 +134,8 @@ def _heat_trace(cam: np.ndarray, name: str, showscale: bool) -> go.Heatmap:
 def _square_axes(fig: go.Figure, n: int, reverse: Sequence[int] = ()) -> None:
     for i in range(1, n + 1):
         sx = "" if i == 1 else str(i)
-        fig.update_layout({f"xaxis{sx}": dict(visible=False, scaleanchor=f"y{sx}", constrain="domain"),
+        fig.update_layout({f"xaxis{sx}": dict(visible=False, scaleanchor=f"y{sx}",
+                                              constrain="domain"),
                            f"yaxis{sx}": dict(visible=False, constrain="domain")})
         if i in reverse:
             fig.update_layout({f"yaxis{sx}": dict(autorange="reversed")})
@@ -294,7 +295,8 @@ def topk_bar(labels: Sequence[str], probs: Sequence[float], highlight: int | Non
     return fig
 
 
-def topk(logits: np.ndarray, class_names: Sequence[str], k: int = 5) -> tuple[list[str], np.ndarray, list[int]]:
+def topk(logits: np.ndarray, class_names: Sequence[str], k: int = 5
+         ) -> tuple[list[str], np.ndarray, list[int]]:
     """Top-``k`` classes of one logit vector: ``(names, softmax probabilities, indices)``, best
     first. ``softmax(z)_i = exp(z_i - max z) / Σ_j exp(z_j - max z)``."""
     z = np.asarray(logits, dtype=np.float64).reshape(-1)

@@ -106,7 +106,7 @@ def test_panels_show_the_cam_hooklab_computes(store):
 
 def test_opacity_method_and_topk_controls(store):
     at = _app()
-    image, heat, _ = _panels(at)
+    _, heat, _ = _panels(at)
     at.slider(key="gradcam_alpha").set_value(1.0).run()
     _ok(at)
     _, _, over = _panels(at)
@@ -154,7 +154,7 @@ def test_save_run_and_reopen_from_share_link(store):
     other = _app(run=rid)  # a colleague opening the link: a fresh session
     _ok(other)
     assert any(f"Saved run {rid}" in i.value for i in other.info)
-    image2, heat2, _ = (_array(d["z"]) for d in _figure(other, "gradcam_run_panels")["data"])
+    _, heat2, _ = (_array(d["z"]) for d in _figure(other, "gradcam_run_panels")["data"])
     np.testing.assert_allclose(heat2, heat, atol=1e-5)  # same map, re-rendered from the store
 
 

@@ -1,4 +1,5 @@
-"""AppTest of the Runs page: list, filter, detail + share link, notes/tags, trash, import, compare."""
+"""AppTest of the Runs page: list, filter, detail + share link, notes/tags, trash, import,
+compare."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ TIMEOUT = 90
 def _trace(edit: bool, page: str = "inspector"):
     model = seed_model()
     x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    with hooklab.record(model, layers=["conv", "fc"], edits={"fc": edits.scale(0.5)} if edit else None,
+    with hooklab.record(model, layers=["conv", "fc"],
+                        edits={"fc": edits.scale(0.5)} if edit else None,
                         meta={"page": page, "model": "simple_model"}) as rec:
         rec.run(x, target="sum")
     return rec.trace
@@ -132,7 +134,8 @@ def test_delete_restore_and_export_import(store):
 def test_bad_import_is_one_error_and_page_keeps_working(store):
     store.save(_trace(False), author="ana")
     at = _app()
-    at.file_uploader(key="runs_import_file").upload("evil.zip", b"not a zip at all", "application/zip").run()
+    at.file_uploader(key="runs_import_file").upload("evil.zip", b"not a zip at all",
+                                                    "application/zip").run()
     at.button(key="runs_import_btn").click().run()
     assert len(at.error) == 1
     assert not at.exception

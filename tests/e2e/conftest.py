@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def wait_health(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
-    """Poll ``<url>/_stcore/health`` until it answers ``ok`` (or the process dies / time runs out)."""
+    """Poll ``<url>/_stcore/health`` until it answers (or the process dies / time runs out)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -68,7 +68,7 @@ def start_server(store: Path, port: int | None = None, log_path: Path | None = N
     env = dict(os.environ, HOOKLAB_STORE=str(store), PYTHONUNBUFFERED="1",
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     env.update(extra_env or {})
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
          "--server.port", str(port), "--server.headless", "true",
@@ -117,7 +117,7 @@ def wait_idle(page, timeout: int = SLOW_MS, started_ms: int = 1500) -> None:
     """
     try:
         page.wait_for_selector(RUNNING, timeout=started_ms)
-    except Exception:  # noqa: BLE001 - the run may be over already
+    except Exception:  # the run may be over already
         pass
     page.wait_for_selector(IDLE, timeout=timeout)
 
@@ -182,7 +182,7 @@ def context(browser, request) -> Iterator[object]:
             for i, pg in enumerate(ctx.pages):
                 try:
                     pg.screenshot(path=str(ARTIFACTS / f"{name}-{i}.png"), full_page=True)
-                except Exception:  # noqa: BLE001 - best effort
+                except Exception:  # best effort
                     pass
         ctx.close()
 

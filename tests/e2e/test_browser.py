@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.e2e
 
 RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{8}\b")
@@ -100,7 +99,8 @@ def test_gradcam_save_find_and_share(server, page, browser, ui):
     _main(page).get_by_text(re.compile(r"^1 of \d+ runs$")).wait_for(timeout=SLOW_MS)
     ui.open_page(page, f"{server}/runs?run={run_id}")
     _main(page).get_by_text(f"Run {run_id}", exact=True).wait_for(timeout=SLOW_MS)
-    links = [c.inner_text().strip() for c in _main(page).locator("[data-testid='stCode'] code").all()]
+    codes = _main(page).locator("[data-testid='stCode'] code").all()
+    links = [c.inner_text().strip() for c in codes]
     share = next(x for x in links if x.endswith(f"/runs?run={run_id}"))
     assert share.startswith("http://127.0.0.1:")
     view = _main(page).get_by_text(re.compile(r"/gradcam\?run=")).first.inner_text()
