@@ -100,9 +100,15 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def chromium_or_skip() -> str:
-    if os.path.exists(CHROMIUM):
+    """The Chromium path; skip (or, with ``HOOKLAB_REQUIRE_BROWSER=1`` as in CI, fail) when the
+    browser or Playwright is missing."""
+    import importlib.util
+
+    if os.path.exists(CHROMIUM) and importlib.util.find_spec("playwright") is not None:
         return CHROMIUM
-    msg = f"{CHROMIUM} not found (apt-get install chromium) - browser tests need Debian's Chromium"
+    msg = (f"{CHROMIUM} not found (apt-get install chromium) - browser tests need Debian's "
+           "Chromium" if not os.path.exists(CHROMIUM) else
+           "playwright is not installed (pip install -r requirements-dev.txt)")
     if os.environ.get("HOOKLAB_REQUIRE_BROWSER") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
