@@ -397,7 +397,10 @@ def main() -> None:
                     f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
     downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}",
               key="gradcam_dl")
-    save_section(model, sample, res, targets[pick], alpha)
+    settings = {"model": dict(model.choice.spec), "source": source, "index": int(index),
+                "method": method, "layer": layer, "mode": mode, "class": int(chosen), "k": int(k),
+                "pick": int(pick), "alpha": float(alpha)}
+    save_section(model, sample, res, targets[pick], alpha, settings)
 
     st.divider()
     sections = {"methods": t("Methods side by side", "方法对比"),
@@ -417,8 +420,13 @@ def main() -> None:
 
 
 def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
-                 alpha: float) -> None:
-    """Notes/tags, "Save run" and, after a save, the run id with its share link."""
+                 alpha: float, settings: dict[str, Any]) -> None:
+    """Notes/tags, "Save run" and, after a save, the run id with its share link.
+
+    The run stores the target layer's activation and output gradient for the shown class and
+    the model input, so :func:`hooklab.cam.cam_from_trace` re-renders the view without the
+    model; ``meta["settings"]`` keeps the page's controls.
+    """
     with st.expander(t("Notes and tags for “Save run”", "“保存运行”的备注和标签")):
         notes = st.text_input(t("Notes", "备注"), key="gradcam_notes")
         tags = st.text_input(t("Tags (comma-separated)", "标签（逗号分隔）"), key="gradcam_tags")
@@ -429,7 +437,8 @@ def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: in
                         "alpha": float(alpha), "input": sample.description,
                         "weights": model.choice.weights, "model_spec": dict(model.choice.spec),
                         "mean": list(info.mean), "std": list(info.std),
-                        "class_names": list(info.class_names), "label": sample.label}}
+                        "class_names": list(info.class_names), "label": sample.label},
+                "settings": settings}
         with state.guard(t("Saving the run", "保存运行")):
             trace = record_run(model, sample, res.layers[0], target, meta)
             rid = state.store().save(trace, author=state.author(), notes=notes,

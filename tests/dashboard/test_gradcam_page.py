@@ -150,6 +150,7 @@ def test_save_run_and_reopen_from_share_link(store):
     m = store.manifest(rid)
     assert m["meta"]["page"] == "gradcam" and m["notes"] == "look at the circle"
     assert m["meta"]["cam"]["layer"] == "conv3"
+    assert m["meta"]["settings"]["index"] == 102 and m["meta"]["settings"]["method"] == "gradcam"
 
     other = _app(run=rid)  # a colleague opening the link: a fresh session
     _ok(other)
@@ -242,3 +243,15 @@ def test_bias_experiment_wiring(store, monkeypatch):
     bars = _figure(at, "gradcam_bias_bars")
     for trace in bars["data"]:
         assert np.all((_array(trace["y"]) >= 0) & (_array(trace["y"]) <= 1))
+
+
+def test_chinese_labels_and_class_names(store):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["hooklab_lang"] = "zh"
+    at.run()
+    _ok(at)
+    text = "\n".join(m.value for m in at.markdown)
+    assert "真实类别" in text and "十字" in text  # shapes sample 102 is a cross
+    fig = _figure(at, "gradcam_panels")
+    assert [a["text"] for a in fig["layout"]["annotations"]][:3] == \
+        ["原始图像", "Grad-CAM 热力图", "叠加热力图"]
