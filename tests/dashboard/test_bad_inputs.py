@@ -277,3 +277,118 @@ def test_a_run_with_nan_and_inf_gradients_opens_and_is_flagged(store):
     table = at.dataframe[0].value
     flagged = table[table["flag"].astype(str).str.len() > 0]
     assert len(flagged) >= int(((ev.nan_count > 0) | (ev.inf_count > 0)).sum()), table["flag"]
+
+
+# -- the real server: bound to localhost, oversize uploads refused -------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url}")
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """``streamlit run dashboard/app.py`` with the project's config and no address override."""
+    import signal
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_SERVER_ADDRESS")}
+    env.update(HOOKLAB_STORE=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+                             "--server.port", str(port), "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_health(f"http://127.0.0.1:{port}", proc)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.mark.e2e
+def test_server_listens_on_localhost_only_and_refuses_oversize_uploads(live_server, tmp_path):
+    import psutil
+
+    proc, port = live_server
+    listening = [c.laddr for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid)
+                                   .children(recursive=True)]
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert any(a.port == port for a in listening), listening
+    assert all(a.ip == "127.0.0.1" for a in listening), listening  # not 0.0.0.0, not ::
+    limit_mb = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"][
+        "maxUploadSize"]
+
+    if not os.path.exists("/usr/bin/chromium"):
+        if os.environ.get("HOOKLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("/usr/bin/chromium is missing")
+        pytest.skip("the upload check needs Debian's Chromium")
+    from playwright.sync_api import sync_playwright
+
+    url = f"http://127.0.0.1:{port}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            uploads: list = []
+            page.on("request", lambda r: uploads.append(r) if "/_stcore/upload_file/" in r.url
+                    and r.method == "PUT" else None)
+            page.goto(f"{url}/runs", wait_until="domcontentloaded")
+            page.wait_for_selector("[data-testid='stMain'] h1")
+            page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+            chooser = page.locator("[data-testid='stFileUploader'] input[type='file']").first
+            # a small file goes through (this also gives us a real upload request to replay)
+            chooser.set_input_files(files=[{"name": "small.zip", "mimeType": "application/zip",
+                                            "buffer": b"PK\x05\x06" + b"\x00" * 18}])
+            page.wait_for_timeout(1500)
+            assert uploads, "the browser never uploaded the small file"
+            good = uploads[-1]
+            n_before = len(uploads)
+            # over the limit: the browser refuses it and says so; nothing is sent
+            big = b"\x00" * (limit_mb * 2**20 + 1024)
+            chooser.set_input_files(files=[{"name": "huge.zip", "mimeType": "application/zip",
+                                            "buffer": big}])
+            page.wait_for_timeout(1500)
+            text = page.inner_text("[data-testid='stFileUploader']")
+            assert "must be" in text and "MB" in text, text
+            assert len(uploads) == n_before
+            # and a client that ignores the browser's check gets 413 from the server
+            headers = {k: v for k, v in good.headers.items()
+                       if k.lower() in ("x-xsrftoken", "cookie")}
+            target = good.url.rsplit("/", 1)[0] + "/oversize-test"
+            resp = page.request.put(target, headers=headers, multipart={
+                "file": {"name": "huge.zip", "mimeType": "application/zip", "buffer": big}})
+            assert resp.status == 413, (resp.status, resp.text()[:200])
+            # the app still works: the page has no exception and answers a rerun
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
