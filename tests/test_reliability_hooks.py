@@ -115,8 +115,8 @@ def test_fault_in_backward_with_full_backward_hooks_restores_flags(no_leak):
         with no_leak(model):
             with pytest.raises(InjectedFault):
                 with inject("backward", nth):
-                    with hooklab.record(model, "fc2",
-                                        hooks={"conv1": ["full_backward", "full_backward_pre"]}) as rec:
+                    kinds = ["full_backward", "full_backward_pre"]
+                    with hooklab.record(model, "fc2", hooks={"conv1": kinds}) as rec:
                         rec.run(x)
         assert model.conv1._is_full_backward_hook is None
     with no_leak(model):
@@ -244,7 +244,8 @@ def test_memory_is_flat_over_repeated_recordings(tmp_path):
     for i in range(8, 40):
         one(i)
     growth = (_rss() - start) / start
-    kept = sum(v for i, v in stored.items() if i >= 8)  # what keeping the measured recordings' traces alive would cost
+    # what keeping the measured recordings' traces alive would cost
+    kept = sum(v for i, v in stored.items() if i >= 8)
     assert growth < 0.10, f"resident memory grew {growth:.1%}"
     assert growth * start < 0.5 * kept, (growth * start, kept)
     assert total_hooks(model) == 0
