@@ -27,7 +27,17 @@ TIMEOUT = 120
 def cache_dir() -> str:
     # The default model is the SimpleCNN trained on shapes: train it once per machine in the
     # project's (git-ignored) cache, or use the shared cache the caller points to.
-    return os.environ.get("HOOKLAB_CACHE") or str(Path(PAGE).parents[2] / ".hooklab-cache")
+    path = os.environ.get("HOOKLAB_CACHE") or str(Path(PAGE).parents[2] / ".hooklab-cache")
+    old = os.environ.get("HOOKLAB_CACHE")
+    os.environ["HOOKLAB_CACHE"] = path
+    try:  # train once here, outside any AppTest timeout
+        from hooklab.train import trained_model
+
+        trained_model()
+    finally:
+        if old is None:
+            del os.environ["HOOKLAB_CACHE"]
+    return path
 
 
 @pytest.fixture

@@ -143,10 +143,25 @@ def chromium_path() -> str:
     return chromium_or_skip()
 
 
+def warm_default_model() -> None:
+    """Train (or load) the default model before the browser waits for it: on a cold cache the
+    first Run would otherwise spend its timeout training. Same cache as the server
+    (``$HOOKLAB_CACHE``, default ``./.hooklab-cache`` in the project)."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the default cache path is relative to the server's working directory
+    try:
+        from hooklab.train import trained_model
+
+        trained_model()
+    finally:
+        os.chdir(cwd)
+
+
 @pytest.fixture(scope="session")
 def server(chromium_path, tmp_path_factory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("e2e")
     ARTIFACTS.mkdir(exist_ok=True)
+    warm_default_model()
     proc, url = start_server(base / "store", log_path=ARTIFACTS / "e2e-server.log")
     try:
         yield url
