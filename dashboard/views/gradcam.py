@@ -33,7 +33,7 @@ from hooklab import data as datalib  # noqa: E402
 from hooklab import models as zoo  # noqa: E402
 from hooklab.charts import cam as charts  # noqa: E402
 from hooklab.charts import runs as run_charts  # noqa: E402
-from hooklab.errors import ImageError  # noqa: E402
+from hooklab.errors import HooklabError, ImageError  # noqa: E402
 from hooklab.trace import shape_str, tensor_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,14 @@ def _cifar() -> Any:
     return datalib.cifar10(train=False)
 
 
+@st.cache_data(show_spinner=False, ttl=300)
 def cifar_available() -> bool:
-    return datalib._find_batches(datalib.cifar10_search_paths()) is not None
+    """True when a local CIFAR-10 copy can be read (checked at most every 5 minutes)."""
+    try:
+        _cifar()
+    except HooklabError:
+        return False
+    return True
 
 
 def cifar_input(index: int, info: zoo.ModelInfo) -> Sample:

@@ -265,3 +265,32 @@ def test_chinese_labels_and_class_names(store):
     fig = _figure(at, "gradcam_panels")
     assert [a["text"] for a in fig["layout"]["annotations"]][:3] == \
         ["原始图像", "Grad-CAM 热力图", "叠加热力图"]
+
+
+def test_cifar10_sample_from_a_local_copy(store, tmp_path, monkeypatch):
+    """With a (tiny, fake) local CIFAR-10 copy the page offers CIFAR-10 samples."""
+    import pickle
+
+    import streamlit as st
+
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(12, 3, 32, 32), dtype=np.uint8)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": pixels.reshape(12, -1), b"labels": [i % 10 for i in range(12)]}, f)
+    monkeypatch.setenv("HOOKLAB_CIFAR10", str(tmp_path / "cifar"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        at = _app()
+        at.radio(key="gradcam_source").set_value("cifar10")
+        at.number_input(key="gradcam_index").set_value(5)
+        at.button[0].click().run()
+        _ok(at)
+        image, _, _ = _panels(at)
+        np.testing.assert_array_equal(image, pixels[5].transpose(1, 2, 0))  # the stored pixels
+        assert any("CIFAR-10 test #5" in m.value for m in at.markdown)
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
