@@ -32,6 +32,8 @@ from hooklab.errors import HooklabError  # noqa: E402
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 VIEWS = ROOT / "dashboard" / "views"
+#: Runs up to this size are exported (verified and zipped) while the page renders.
+EAGER_EXPORT_BYTES = 32 * 2**20
 PAGE_TITLES = {
     "hook_basics": ("Hook basics", "Hook 基础"),
     "inspector": ("Inspector", "检查器"),
@@ -196,11 +198,15 @@ def run_detail(store, rid: str) -> None:
 
     c1, c2 = st.columns(2)
     with c1:
-        data = attempt(t("Export", "导出"), export_bytes, store, rid)
+        size = sum(int(f.get("bytes", 0)) for f in manifest.get("files", {}).values())
+        if size <= EAGER_EXPORT_BYTES:  # small: build now, so a damaged run is one st.error
+            data = attempt(t("Export", "导出"), export_bytes, store, rid)
+        else:  # large: build the zip only when the button is pressed (off the page script)
+            data = lambda: export_bytes(store, rid)  # noqa: E731
         if data is not None:
             st.download_button(t("Export run (.zip)", "导出运行（.zip）"), data=data,
                                file_name=f"{rid}.zip", mime="application/zip",
-                               key=f"runs_export_{rid}")
+                               on_click="ignore", key=f"runs_export_{rid}")
     with c2:
         if st.button(t("Move to trash", "移到回收站"), key=f"runs_delete_{rid}"):
             with state.guard(t("Delete", "删除")):
