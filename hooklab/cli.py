@@ -29,6 +29,8 @@ EXIT_ERROR = 2
 MAIN_EPILOG = """\
 examples:
   python -m hooklab record --model simple_cnn --layers conv1 conv2 --edit "conv2=scale(0.5)"
+  python -m hooklab cam --method gradcam gradcampp --index 102 --out cam.png
+  python -m hooklab train --edit "conv2=scale(0.5)"
   python -m hooklab runs list
   python -m hooklab runs show 20261126-101500-1a2b3c4d
   python -m hooklab runs query --layer conv1 --role grad_output
@@ -424,8 +426,20 @@ def cmd_runs_purge(args: argparse.Namespace) -> int:
 
 # -- main ----------------------------------------------------------------------------------------
 #: One function per subcommand; each adds its parser and sets ``func``. Add new ones here.
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_record_parser,
-                                                               add_runs_parser]
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from hooklab.cli_train import add_train_parser
+
+    add_train_parser(sub)
+
+
+def _add_cam(sub: argparse._SubParsersAction) -> None:
+    from hooklab.cli_cam import add_cam_parser
+
+    add_cam_parser(sub)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_record_parser, _add_cam, _add_train, add_runs_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,83 @@
+"""``python -m hooklab train``: a short training run under edits, saved as a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TRAIN_EPILOG = """\
+examples:
+  # the default: SimpleCNN on the embedded shapes data (about 10 s on 2 cores)
+  python -m hooklab train
+  # the same with the gradient at conv2 halved on every step, compared later on the Runs page
+  python -m hooklab train --edit "conv2=scale(0.5)" --tags halve
+  # the seed's bias remark: a spurious corner cue agrees with the label 95 % of the time
+  python -m hooklab train --data biased_shapes --steps 200 --save-weights biased.safetensors
+"""
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from hooklab.cli import _common
+
+    p = sub.add_parser(
+        "train", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train the seed's SimpleCNN on shapes (optionally under edits) and save the run",
+        description="Train a zoo model on the embedded shapes data, applying edits on every "
+                    "step; record loss, accuracy and per-layer gradient norms per step and save "
+                    "them as a run in the store.",
+        epilog=TRAIN_EPILOG)
+    p.add_argument("--model", default="simple_cnn", help="zoo model (default: %(default)s)")
+    p.add_argument("--data", default="shapes",
+                   choices=("shapes", "biased_shapes", "rebalanced_shapes"),
+                   help="training data (default: %(default)s)")
+    p.add_argument("--cue-prob", type=float, default=0.95,
+                   help="biased_shapes: how often the cue names the label (default: 0.95)")
+    p.add_argument("--steps", type=int, default=160, help="optimiser steps (default: 160)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and batch order seed")
+    p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT",
+                   help="edit applied on every step, e.g. 'conv2=scale(0.5)'; repeatable")
+    p.add_argument("--record-every", type=int, default=1, metavar="K",
+                   help="record gradient norms every K steps (default: 1)")
+    p.add_argument("--save-weights", metavar="PATH", default=None,
+                   help="also write the trained weights to PATH (.safetensors)")
+    p.add_argument("--author", default=None, help="who made the run (default: login name)")
+    p.add_argument("--notes", default="", help="free text stored with the run")
+    p.add_argument("--tags", default="", help="comma-separated labels")
+    p.add_argument("--no-save", action="store_true", help="train and report, store nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the run id")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hooklab import train, weights
+    from hooklab.cli import _out, _store
+
+    config = train.TrainConfig(model=args.model, data=args.data, cue_prob=args.cue_prob,
+                               steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               seed=args.seed, edits=list(args.edit),
+                               record_every=args.record_every)
+    store = None if args.no_save else _store(args)
+    marks = {max(1, round(args.steps * f / 10)) for f in range(1, 11)}
+
+    def progress(step: int, total: int, m: dict) -> None:
+        if not args.quiet and step in marks:
+            print(f"  step {step}/{total}  loss {m.get('loss', float('nan')):.4f}  "
+                  f"batch accuracy {m.get('accuracy', float('nan')):.3f}", file=sys.stderr)
+
+    trace, model = train.train_run(config, progress, return_model=True)
+    if args.save_weights:
+        weights.save_safetensors(model, args.save_weights)
+    rid = store.save(trace, author=args.author, notes=args.notes, tags=args.tags) if store else None
+    if args.quiet:
+        if rid:
+            _out(rid)
+        return 0
+    summary = trace.meta.get("train", {})
+    acc = summary.get("test_accuracy")
+    _out(f"trained {args.model} on {args.data} for {args.steps} steps"
+         + (f" under {', '.join(args.edit)}" if args.edit else "")
+         + (f": test accuracy {acc:.3f}" if isinstance(acc, float) else ""))
+    _out(f"saved run {rid} in {store.root}" if rid else "not saved (--no-save)")
+    return 0

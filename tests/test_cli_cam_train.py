@@ -1,0 +1,77 @@
+"""`python -m hooklab cam` and `train`: what they print and write equals the library's result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hooklab import cam, data, models
+from hooklab.cli import main
+from hooklab.store import TraceStore
+
+
+def test_cam_writes_overlay_and_maps_equal_to_library(tmp_path, capsys):
+    out, npy = tmp_path / "o.png", tmp_path / "m.npy"
+    code = main(["cam", "--weights", "random", "--index", "7", "--method", "gradcam",
+                 "hirescam", "--out", str(out), "--npy", str(npy)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "gradcam" in text and "hirescam" in text
+    maps = np.load(npy)
+    model = models.get_model("simple_cnn")
+    x, _, _ = data.shapes_sample(7)
+    ref = [cam.compute(model, x[None], m).maps.numpy() for m in ("gradcam", "hirescam")]
+    np.testing.assert_allclose(maps, np.concatenate(ref), atol=1e-6)
+    for m in ("gradcam", "hirescam"):
+        img = Image.open(tmp_path / f"o-{m}.png")
+        assert img.size[0] >= 32 and img.mode == "RGB"
+
+
+def test_cam_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["cam", "--weights", "random", "--image", str(bad)]) == 2
+    assert main(["cam", "--weights", "random", "--layer", "fc1"]) == 2
+    assert main(["cam", "--weights", "random", "--method", "nocam"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "conv3" in err[1]  # the non-spatial layer error names a suitable layer
+
+
+def test_cam_on_an_image_file(tmp_path, capsys):
+    path = tmp_path / "pic.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 40, 3)) * 255).astype("uint8")).save(path)
+    assert main(["cam", "--weights", "random", "--image", str(path), "--target", "3"]) == 0
+    assert "class" in capsys.readouterr().out
+
+
+def test_train_saves_a_run_with_history_under_edits(tmp_path, capsys):
+    store = tmp_path / "runs"
+    code = main(["--store", str(store), "train", "--steps", "4", "--edit", "conv2=scale(0.5)",
+                 "--tags", "halve", "--save-weights", str(tmp_path / "w.safetensors")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "saved run" in out
+    s = TraceStore(store)
+    (rid,) = s.run_ids()
+    trace = s.load(rid)
+    assert len(trace.meta["history"]) == 4
+    assert trace.meta["edits"] or trace.meta["train"]["config"]["edits"]
+    ev = trace.events
+    assert set(ev.step) == {0, 1, 2, 3} or set(ev.step) == {1, 2, 3, 4}
+    assert (ev.role == "edited").any()
+    m = models.get_model("simple_cnn", weights=str(tmp_path / "w.safetensors"), num_classes=6)
+    assert isinstance(m, torch.nn.Module)
+
+
+def test_train_bad_edit_is_one_line(capsys, tmp_path):
+    assert main(["--store", str(tmp_path), "train", "--steps", "2", "--edit", "conv9=halve"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("cmd", ["cam", "train"])
+def test_help(cmd, capsys):
+    assert main([cmd, "--help"]) == 0
+    assert "examples:" in capsys.readouterr().out
