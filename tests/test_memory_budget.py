@@ -36,10 +36,10 @@ def _storage_bytes(trace: hooklab.Trace) -> int:
 
 @pytest.mark.slow
 def test_every_leaf_of_a_resnet_within_the_budget(no_leak):
-    """ResNet-18, batch 4, every leaf, param grads, two steps: a budget of 1/8 of what the
+    """ResNet-18, batch 2, every leaf, param grads, two steps: a budget of 1/8 of what the
     recording would store holds; past it every event still has its statistics."""
     model = get_model("resnet18", seed=0, num_classes=10)
-    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with no_leak(model):
         with hooklab.record(model, param_grads=True, keep_tensors=False) as stats_only:
             stats_only.run(x)

@@ -145,7 +145,9 @@ def test_recording_writers_killed_mid_save(tmp_path):
     root, log = tmp_path / "runs", tmp_path / "writers.log"
     TraceStore(root).save(hooklab.Trace(meta={"model": "none"}), run_id="existing")
     rng = random.Random(7)
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")  # children fork from a server that imported hooklab
+    ctx.set_forkserver_preload(["hooklab.faults", "hooklab.recorder", "hooklab.store",
+                                "hooklab.models"])
     for k in range(4):
         ready = ctx.Event()
         p = ctx.Process(target=faults.recording_writer, args=(str(root), str(log), k, 0, ready))
