@@ -387,7 +387,8 @@ def _finish(raws: dict[str, torch.Tensor], size: tuple[int, ...], fuse: str
     if len(raws) == 1:
         raw = next(iter(raws.values()))
         return minmax(resize(raw, size)), raw  # type: ignore[arg-type]
-    stacked = torch.stack([minmax(resize(r, size)) for r in raws.values()])  # type: ignore[arg-type]
+    stacked = torch.stack([minmax(resize(r, size))  # type: ignore[arg-type]
+                           for r in raws.values()])
     fused = stacked.mean(0) if fuse == "mean" else stacked.amax(0)
     return minmax(fused), fused
 
@@ -447,7 +448,8 @@ def cam_from_trace(trace: Any, layer: str, method: str = "gradcam",
     if act_row is None:
         known = sorted(set(trace.select(role="output")["layer"]))
         close = difflib.get_close_matches(layer, known, n=5, cutoff=0.4)
-        hint = f"; recorded layers include {', '.join(map(repr, close or known[:5]))}" if known else ""
+        hint = (f"; recorded layers include {', '.join(map(repr, close or known[:5]))}"
+                if known else "")
         raise CamError(f"the run has no stored activation for layer {layer!r}{hint}")
     try:
         acts = trace.tensor(act_row["key"]).float()

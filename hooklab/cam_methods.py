@@ -118,7 +118,8 @@ def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
     lo = x.amin(dim=dims, keepdim=True)
     x = x - lo
     hi = x.amax(dim=dims, keepdim=True)
-    return torch.where(hi > 0, x / torch.where(hi > 0, hi, torch.ones_like(hi)), torch.zeros_like(x))
+    safe = torch.where(hi > 0, hi, torch.ones_like(hi))
+    return torch.where(hi > 0, x / safe, torch.zeros_like(x))
 
 
 def scorecam_weights(acts: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,

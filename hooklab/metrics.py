@@ -277,10 +277,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
         ``deletion_auc``, ``insertion_auc`` and, given ``masks``, ``pointing`` (at the first
         tolerance) and ``pointing@{t}px`` for each further tolerance ``t``.
     """
-    tols = [float(tolerance)] if isinstance(tolerance, (int, float)) else [float(t) for t in tolerance]
+    tols = ([float(tolerance)] if isinstance(tolerance, (int, float))
+            else [float(t) for t in tolerance])
     rows = {"cam": maps}
     if random_baseline:
-        rows["random"] = random_maps(maps.shape[0], tuple(maps.shape[-2:]), seed=seed).to(maps.device)
+        rows["random"] = random_maps(maps.shape[0], tuple(maps.shape[-2:]),
+                                     seed=seed).to(maps.device)
     out: dict[str, dict[str, float]] = {}
     for name, m in rows.items():
         ad, ic = average_drop_increase(model, x, m, targets, batch_size=batch_size)

@@ -149,7 +149,8 @@ def test_scorecam_matches_formula(setup, no_leak):
 def test_eigencam_is_first_principal_component(setup, no_leak, layer):
     model, x = setup
     store = {}
-    h = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out.detach()))
+    h = model.get_submodule(layer).register_forward_hook(
+        lambda _m, _i, out: store.__setitem__("a", out.detach()))
     try:
         with torch.no_grad():
             model(x)
