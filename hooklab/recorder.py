@@ -515,16 +515,24 @@ class Recorder:
         self._cache.clear()
         return self.step
 
-    def run(self, x: torch.Tensor, target: Any = None, *, zero_grad: bool = True) -> torch.Tensor:
+    def run(self, x: torch.Tensor, target: Any = None, *,
+            zero_grad: bool | None = None) -> torch.Tensor:
         """One forward and backward pass of ``model(x)``; returns the output, detached.
 
         ``target``: ``None`` backpropagates each sample's predicted class score; an int or a
         list of ints, those classes' scores; ``"sum"`` the sum of the output (the seed's
         ``output.sum()``); a callable ``output -> scalar`` any loss. ``zero_grad`` clears the
-        parameters' ``.grad`` first so parameter-gradient events hold this pass alone.
+        parameters' ``.grad`` first so parameter-gradient events hold this pass alone; by
+        default it does so only when parameter gradients are recorded or edited. (Clearing
+        ``.grad`` while another thread runs backward on the same model is unsafe: threads
+        sharing one model should record parameter gradients only under a lock, as the
+        dashboard does.)
         """
         if not self._active:
             raise RuntimeError("call run() inside `with hooklab.record(...) as rec:`")
+        if zero_grad is None:
+            zero_grad = self.param_grads or bool(self._param_edits) or any(
+                "post_accumulate_grad" in kinds for kinds in self._explore.values())
         if zero_grad:
             self.model.zero_grad(set_to_none=True)
         if self.input_grads and not x.requires_grad:

@@ -246,7 +246,7 @@ def test_threads_sharing_one_model_keep_their_own_events():
             barrier.wait()
             for _ in range(3):
                 with hooklab.record(model, "conv1", inputs=True) as rec:
-                    rec.run(inputs[i], target=0, zero_grad=False)
+                    rec.run(inputs[i], target=0)  # default: no .grad clearing
             traces[i] = rec.trace
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
