@@ -638,6 +638,7 @@ def bias_section(alpha: float) -> None:
                                                                strict=True))
                                             for c in ("on_cue", "on_object", "elsewhere")}),
                         width="stretch", key="gradcam_bias_bars")
+    with right:
         shown = table[["arm", "accuracy", "accuracy_conflict", "follows_cue", "on_cue",
                        "on_object"]].rename(columns={
                            "arm": t("model", "模型"), "accuracy": t("accuracy", "准确率"),
@@ -646,23 +647,31 @@ def bias_section(alpha: float) -> None:
                            "follows_cue": t("predicts the marker's class", "预测为标记的类别"),
                            "on_cue": names["on_cue"], "on_object": names["on_object"]})
         st.dataframe(shown, hide_index=True, width="stretch")
-    with right:
-        test = make_biased_shapes(int(done["settings"][1]), split="test")
-        idx = torch.nonzero(test.cue_labels != test.labels).flatten()[:6]
-        x = test.images[idx]
-        images = [datalib.to_display(x[i]) for i in range(len(idx))]
-        rows = {}
-        with state.guard(t("CAMs of both models", "两个模型的 CAM")):
-            for arm, m in models.items():
-                rows[t("biased", "有偏") if arm == "biased" else t("rebalanced", "重新平衡")] = \
-                    list(camlib.compute(m, x, method=result.method).maps.numpy())
-        titles = [f"{SHAPE_CLASSES[int(test.labels[i])]} / {t('marker', '标记')} "
-                  f"{SHAPE_CLASSES[int(test.cue_labels[i])]}" for i in idx]
-        if rows:
-            st.plotly_chart(charts.rows_grid(images, rows, titles, alpha=alpha),
-                            width="stretch", key="gradcam_bias_grid")
-            st.caption(t("Test images whose marker names another class: class / marker.",
-                         "标记指向其他类别的测试图像：类别 / 标记。"))
+        n = int(table["n"].iloc[0]) if len(table) else 0
+        st.caption(t(f"{n} test images, {result.method} at {result.layer}; where each CAM's "
+                     "maximum lies.",
+                     f"{n} 张测试图像，{result.method}，层 {result.layer}；"
+                     "统计每个 CAM 最大值的位置。"))
+    test = make_biased_shapes(int(done["settings"][1]), split="test")
+    idx = torch.nonzero(test.cue_labels != test.labels).flatten()[:6]
+    x = test.images[idx]
+    images = [datalib.to_display(x[i]) for i in range(len(idx))]
+    rows = {}
+    with state.guard(t("CAMs of both models", "两个模型的 CAM")):
+        for arm, m in models.items():
+            rows[t("biased", "有偏") if arm == "biased" else t("rebalanced", "重新平衡")] = \
+                list(camlib.compute(m, x, method=result.method).maps.numpy())
+    shape_names = class_names(replace(zoo.model_info("simple_cnn"),
+                                      class_names=tuple(SHAPE_CLASSES)))
+    titles = [f"{shape_names[int(test.labels[i])]}<br>{t('marker', '标记')}: "
+              f"{shape_names[int(test.cue_labels[i])]}" for i in idx]
+    if rows:
+        st.plotly_chart(charts.rows_grid(images, rows, titles, alpha=alpha),
+                        width="stretch", key="gradcam_bias_grid")
+        st.caption(t("Test images whose marker names another class (class, then the marker's "
+                     "class), with each model's CAM of its predicted class.",
+                     "标记指向其他类别的测试图像（类别，以及标记所指的类别），"
+                     "以及每个模型对其预测类别的 CAM。"))
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing
