@@ -357,7 +357,8 @@ def main() -> None:
         chosen = f3.selectbox(t("Chosen class", "指定类别"), range(len(names)),
                               format_func=lambda i: names[i], key="gradcam_class")
         k = f3.number_input("k", 1, min(10, len(names)), min(3, len(names)), key="gradcam_k")
-        st.form_submit_button(t("Run Grad-CAM", "运行 Grad-CAM"), type="primary")
+        st.form_submit_button(t("Run Grad-CAM", "运行 Grad-CAM"), type="primary",
+                              key="gradcam_run")
 
     with state.guard(t("Preparing the input", "准备输入")):
         if source == "shapes":

@@ -125,7 +125,7 @@ def test_opacity_method_and_topk_controls(store):
     at.selectbox(key="gradcam_method").set_value("eigencam")
     at.radio(key="gradcam_mode").set_value("topk")
     at.number_input(key="gradcam_k").set_value(3)
-    at.button[0].click().run()  # the form's "Run Grad-CAM"
+    at.button(key="gradcam_run").click().run()  # the form's "Run Grad-CAM"
     _ok(at)
     pick = at.radio(key="gradcam_pick")
     assert len(pick.options) == 3
@@ -178,11 +178,11 @@ def test_bad_upload_is_one_error_and_page_keeps_working(store):
     at = _app()
     at.radio(key="gradcam_source").set_value("upload")
     at.file_uploader(key="gradcam_image").upload("notes.png", b"this is not an image", "image/png")
-    at.button[0].click().run()
+    at.button(key="gradcam_run").click().run()
     assert len(at.error) == 1 and not at.exception
     assert "image" in at.error[0].value.lower()
     at.radio(key="gradcam_source").set_value("shapes")
-    at.button[0].click().run()
+    at.button(key="gradcam_run").click().run()
     _ok(at)
     _panels(at)
 
@@ -210,7 +210,7 @@ def test_good_upload_is_used(store):
     at = _app()
     at.radio(key="gradcam_source").set_value("upload")
     at.file_uploader(key="gradcam_image").upload("grey.png", buf.getvalue(), "image/png")
-    at.button[0].click().run()
+    at.button(key="gradcam_run").click().run()
     _ok(at)
     image, _, _ = _panels(at)
     assert image.shape == (32, 32, 3) and np.all(np.abs(image.astype(int) - 200) <= 1)
@@ -286,7 +286,7 @@ def test_cifar10_sample_from_a_local_copy(store, tmp_path, monkeypatch):
         at = _app()
         at.radio(key="gradcam_source").set_value("cifar10")
         at.number_input(key="gradcam_index").set_value(5)
-        at.button[0].click().run()
+        at.button(key="gradcam_run").click().run()
         _ok(at)
         image, _, _ = _panels(at)
         np.testing.assert_array_equal(image, pixels[5].transpose(1, 2, 0))  # the stored pixels
