@@ -34,7 +34,7 @@ def test_app_opens_with_five_pages(server, page, ui):
     ui.open_page(page, server)
     nav = page.locator("[data-testid='stSidebarNav']")
     for title in ("Hook basics", "Inspector", "Compare edits", "Grad-CAM", "Runs"):
-        assert nav.get_by_text(title, exact=True).count() == 1, title
+        nav.get_by_text(title, exact=True).wait_for(timeout=SLOW_MS)  # exactly one (strict)
     _no_error(page)
 
 
@@ -71,7 +71,7 @@ def _three_panels(page) -> None:
     chart = main.locator(CHART).filter(has_text="Overlay").first
     chart.wait_for(timeout=SLOW_MS)
     for title in ("Original", "Grad-CAM heatmap", "Overlay"):
-        assert chart.get_by_text(title, exact=True).count() >= 1, title
+        chart.get_by_text(title, exact=True).first.wait_for(timeout=SLOW_MS)
     # two go.Image panels and one heatmap, each drawn as an <image> in the SVG
     chart.locator("image").nth(2).wait_for(state="attached", timeout=SLOW_MS)
 
@@ -99,11 +99,14 @@ def test_gradcam_save_find_and_share(server, page, browser, ui):
     _main(page).get_by_text(re.compile(r"^1 of \d+ runs$")).wait_for(timeout=SLOW_MS)
     ui.open_page(page, f"{server}/runs?run={run_id}")
     _main(page).get_by_text(f"Run {run_id}", exact=True).wait_for(timeout=SLOW_MS)
-    codes = _main(page).locator("[data-testid='stCode'] code").all()
-    links = [c.inner_text().strip() for c in codes]
-    share = next(x for x in links if x.endswith(f"/runs?run={run_id}"))
+    code = _main(page).locator("[data-testid='stCode']").filter(has_text=f"/runs?run={run_id}")
+    code.first.wait_for(timeout=SLOW_MS)  # elements arrive one by one: wait for the link
+    share = code.first.inner_text().strip()
+    assert share.endswith(f"/runs?run={run_id}"), share
     assert share.startswith("http://127.0.0.1:")
-    view = _main(page).get_by_text(re.compile(r"/gradcam\?run=")).first.inner_text()
+    view_link = _main(page).get_by_text(re.compile(r"/gradcam\?run=")).first
+    view_link.wait_for(timeout=SLOW_MS)
+    view = view_link.inner_text()
     gradcam_link = re.search(r"\S*/gradcam\?run=\S+", view).group(0).strip("`")
     _no_error(page)
     # "open in the page that made it"
