@@ -139,7 +139,7 @@ def run_list(store) -> pd.DataFrame:
     st.dataframe(display, hide_index=True, width="stretch", key="runs_table",
                  column_config={
                      "run_id": st.column_config.TextColumn(t("Run", "运行")),
-                     "created": st.column_config.DatetimeColumn(t("Time", "时间"),
+                     "created": st.column_config.DatetimeColumn(t("Time (UTC)", "时间 (UTC)"),
                                                                 format="YYYY-MM-DD HH:mm:ss"),
                      "author": t("Author", "作者"), "page": t("Page", "页面"),
                      "model": t("Model", "模型"), "edits": t("Edits", "修改"),
@@ -163,7 +163,7 @@ def run_detail(store, rid: str) -> None:
     st.subheader(t(f"Run {rid}", f"运行 {rid}"))
     st.markdown(
         f"**{t('Author', '作者')}:** {manifest.get('author') or '—'} · "
-        f"**{t('Time', '时间')}:** {manifest.get('created', '')[:19].replace('T', ' ')} · "
+        f"**{t('Time', '时间')}:** {manifest.get('created', '')[:19].replace('T', ' ')} UTC · "
         f"**{t('Model', '模型')}:** {meta.get('model', '—')} · "
         f"**{t('Page', '页面')}:** {_page_title(page)} · "
         f"**{t('Events', '事件数')}:** {manifest.get('n_events', 0)}")
