@@ -261,9 +261,9 @@ def saved_run_view(run_id: str) -> None:
         _share_box(run_id)
         return
     st.info(t(f"Saved run {run_id} by {manifest.get('author') or '?'} "
-              f"({manifest.get('created', '')[:19].replace('T', ' ')})",
+              f"({manifest.get('created', '')[:19].replace('T', ' ')} UTC)",
               f"保存的运行 {run_id}，作者 {manifest.get('author') or '?'}"
-              f"（{manifest.get('created', '')[:19].replace('T', ' ')}）"))
+              f"（{manifest.get('created', '')[:19].replace('T', ' ')} UTC）"))
     if manifest.get("notes"):
         st.markdown(f"**{t('Notes', '备注')}:** {manifest['notes']}")
     method, layer = cam_meta.get("method", "gradcam"), cam_meta.get("layer")
