@@ -13,7 +13,7 @@ requirements), pytorch-grad-cam, Captum and torchcam on the same batch.
 Score-CAM runs one masked forward per channel (512 at ``layer4``), so it is timed on one image
 against a one-image forward, once.
 
-Usage: ``python benchmarks/bench_cam.py [--rounds 5] [--batch 16] [--size 224] [--no-scorecam]``
+Usage: ``python benchmarks/bench_cam.py [--rounds 4] [--batch 16] [--size 224] [--no-scorecam]``
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-scorecam", action="store_true")
