@@ -65,12 +65,36 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split("x")) if text else ()
 
 
+#: Elements per chunk (4 MiB of float32): the four reductions of a chunk then read it from cache.
+STATS_CHUNK = 1 << 20
+
+
+def _chunk_moments(x: torch.Tensor) -> torch.Tensor:
+    lo, hi = torch.aminmax(x)
+    # sum and sum of squares (a BLAS dot) are several times faster than Welford's var_mean
+    return torch.stack([x.sum(), torch.dot(x, x), lo, hi, torch.count_nonzero(x).to(x.dtype)])
+
+
+def _moments(x: torch.Tensor) -> list[float]:
+    """[sum, sum of squares, min, max, nonzero count] of a flat float32 tensor, one sync.
+
+    Large tensors are reduced chunk by chunk, so the four reductions of a chunk read it from
+    the CPU cache instead of memory (about 3x faster than four passes over a large tensor).
+    """
+    if x.numel() <= STATS_CHUNK or x.device.type != "cpu":
+        return _chunk_moments(x).tolist()
+    parts = torch.stack([_chunk_moments(c) for c in x.split(STATS_CHUNK)])
+    return [float(parts[:, 0].double().sum()), float(parts[:, 1].double().sum()),
+            float(parts[:, 2].min()), float(parts[:, 3].max()), float(parts[:, 4].double().sum())]
+
+
 def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
     """Summary statistics of a tensor, computed in float32 with one device sync.
 
     Returns mean, std (unbiased; 0 for one element), min, max, L2 norm, the fraction of exact
     zeros and the NaN and Inf counts. NaN/Inf are counted only when the min/max show that some
-    are present, so a finite tensor costs four fast passes (sum, dot, aminmax, count_nonzero).
+    are present, so a finite tensor costs four fast reductions (sum, dot, aminmax,
+    count_nonzero), chunked so that a large tensor is read from memory about once.
     Statistics of non-finite tensors are taken over the finite values.
     """
     n = t.numel()
@@ -84,13 +108,7 @@ def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
     if x.dtype != torch.float32:
         x = x.float()
     x = x.reshape(-1)
-    # sum and sum of squares (a BLAS dot) are several times faster than Welford's var_mean
-    total = x.sum()
-    sumsq_t = torch.dot(x, x)
-    lo, hi = torch.aminmax(x)
-    nonzero = torch.count_nonzero(x)
-    total_v, sumsq_v, lo_v, hi_v, nz = torch.stack(
-        [total, sumsq_t, lo, hi, nonzero.to(x.dtype)]).tolist()
+    total_v, sumsq_v, lo_v, hi_v, nz = _moments(x)
     mean_v = total_v / n
     var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
     if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:

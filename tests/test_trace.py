@@ -106,3 +106,14 @@ def test_stats_of_huge_finite_values_do_not_overflow_or_recurse():
     assert got["max"] == pytest.approx(3e38, rel=1e-6) and got["min"] == pytest.approx(-3e38, rel=1e-6)
     assert got["norm"] == pytest.approx(float(t.double().norm()), rel=1e-6)
     assert got["std"] == pytest.approx(float(t.double().std()), rel=1e-6)
+
+
+def test_chunked_statistics_of_a_large_tensor_match_reference():
+    from hooklab.trace import STATS_CHUNK
+
+    g = torch.Generator().manual_seed(3)
+    t = torch.randn(STATS_CHUNK * 2 + 12345, generator=g) * 2 + 0.5
+    t[:1000] = 0
+    t[-5] = -40.0
+    t[7] = 55.0
+    check(t)
