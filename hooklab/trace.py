@@ -113,7 +113,7 @@ def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
     var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
     if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:
         # sum-of-squares cancels when |mean| >> std: use the exact two-pass variance
-        var_v = float(torch.var(x, correction=1))
+        var_v = float(torch.var(x.double(), correction=1))
     nan_count = inf_count = 0
     if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
             and math.isfinite(var_v)):
