@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboard.conftest import run_page
+
 from hooklab import cam as camlib
 from hooklab.charts import cam as C
 from hooklab.store import TraceStore
@@ -52,10 +54,7 @@ def store(tmp_path, monkeypatch, cache_dir):
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    for k, v in query.items():
-        at.query_params[k] = v
-    return at.run()
+    return run_page(PAGE, TIMEOUT, **query)
 
 
 def _ok(at: AppTest) -> None:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboard.conftest import figures
+
 PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "inspector.py")
 TIMEOUT = 120
-
-
-@pytest.fixture
-def store_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOOKLAB_STORE", str(tmp_path / "runs"))
-    from dashboard import state
-
-    state.store.clear()
-    yield tmp_path / "runs"
-    state.store.clear()
 
 
 @pytest.fixture
@@ -32,7 +23,7 @@ def app(store_dir):
 
 
 def _charts(at):
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return figures(at)
 
 
 def test_defaults_run_shows_timeline_and_events(app):

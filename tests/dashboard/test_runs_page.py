@@ -3,14 +3,14 @@ compare."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+
+from tests.dashboard.conftest import plotly_array, run_page
 
 import hooklab
 from hooklab import edits
@@ -42,21 +42,14 @@ def store(tmp_path, monkeypatch):
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    for k, v in query.items():
-        at.query_params[k] = v
-    return at.run()
+    return run_page(PAGE, TIMEOUT, **query)
 
 
 def _figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
-def _array(v) -> np.ndarray:
-    """Plotly JSON data: a list, or a typed array {"dtype": .., "bdata": base64}."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-    return np.asarray(v, dtype=float)
+_array = plotly_array
 
 
 def _texts(at: AppTest) -> str:
