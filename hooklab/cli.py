@@ -22,6 +22,9 @@ from typing import Any
 
 import pandas as pd
 
+from hooklab.cli_cam import add_cam_parser
+from hooklab.cli_common import common_options, open_store, out
+from hooklab.cli_train import add_train_parser
 from hooklab.errors import HooklabError
 
 EXIT_ERROR = 2
@@ -70,28 +73,15 @@ examples:
 
 
 # -- shared helpers ------------------------------------------------------------------------------
-def _common() -> argparse.ArgumentParser:
-    """Options every (sub)command accepts, so ``--store`` may also follow the command."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
-                   help="store folder (default: $HOOKLAB_STORE, else ./hooklab-runs)")
-    return p
-
-
-def _store(args: argparse.Namespace):
-    from hooklab.store import TraceStore
-
-    return TraceStore(getattr(args, "store", None))
+_common = common_options
+_store = open_store
+_out = out
 
 
 def _table(df: pd.DataFrame, width: int = 48) -> str:
     if df.empty:
         return "(none)"
     return df.to_string(index=False, max_colwidth=width)
-
-
-def _out(text: str = "") -> None:
-    print(text)
 
 
 def _summary(events: pd.DataFrame) -> pd.DataFrame:
@@ -426,20 +416,8 @@ def cmd_runs_purge(args: argparse.Namespace) -> int:
 
 # -- main ----------------------------------------------------------------------------------------
 #: One function per subcommand; each adds its parser and sets ``func``. Add new ones here.
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from hooklab.cli_train import add_train_parser
-
-    add_train_parser(sub)
-
-
-def _add_cam(sub: argparse._SubParsersAction) -> None:
-    from hooklab.cli_cam import add_cam_parser
-
-    add_cam_parser(sub)
-
-
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_record_parser, _add_cam, _add_train, add_runs_parser]
+    add_record_parser, add_cam_parser, add_train_parser, add_runs_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ examples:
 
 def add_cam_parser(sub: argparse._SubParsersAction) -> None:
     from hooklab.cam import METHODS
-    from hooklab.cli import _common
+    from hooklab.cli_common import common_options as _common
 
     p = sub.add_parser(
         "cam", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,7 +89,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
 
     from hooklab import cam
     from hooklab.charts.cam import overlay_png
-    from hooklab.cli import _out
+    from hooklab.cli_common import out as _out
 
     model = _load_model(args)
     x, display, what = _input(args, model)

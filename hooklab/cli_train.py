@@ -17,7 +17,7 @@ examples:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from hooklab.cli import _common
+    from hooklab.cli_common import common_options as _common
 
     p = sub.add_parser(
         "train", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,7 +52,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hooklab import train, weights
-    from hooklab.cli import _out, _store
+    from hooklab.cli_common import open_store as _store
+    from hooklab.cli_common import out as _out
 
     config = train.TrainConfig(model=args.model, data=args.data, cue_prob=args.cue_prob,
                                steps=args.steps, batch_size=args.batch_size, lr=args.lr,

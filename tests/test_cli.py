@@ -224,8 +224,8 @@ def test_help_and_usage(capsys):
 
 
 def test_subcommand_registry_is_extensible():
-    assert [f.__name__ for f in cli.PARSERS] == ["add_record_parser", "_add_cam", "_add_train",
-                                                 "add_runs_parser"]
+    assert [f.__name__ for f in cli.PARSERS] == ["add_record_parser", "add_cam_parser",
+                                                 "add_train_parser", "add_runs_parser"]
 
     def add_hello_parser(sub):
         sub.add_parser("hello").set_defaults(func=lambda args: 7)
