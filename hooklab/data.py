@@ -3,9 +3,9 @@
 Everything here is offline and deterministic. User images (uploads, files) are in
 :mod:`hooklab.images`; :func:`load_image` is re-exported here.
 
-**Shapes.** 32×32 RGB images like CIFAR-10: one shape of :data:`SHAPE_CLASSES` at a random position,
-size and colour on a textured, noisy background, with its exact object mask, so a CAM can be scored
-against ground truth. Images are normalised with the seed's transform
+**Shapes.** 32×32 RGB images like CIFAR-10: one bright shape of :data:`SHAPE_CLASSES` at a random
+position, size and tint on a plain, noisy mid-grey background, with its exact object mask, so a
+CAM can be scored against ground truth. Images are normalised with the seed's transform
 (``ToTensor`` then ``Normalize((0.5,)*3, (0.5,)*3)``, i.e. ``x = (p - 0.5) / 0.5`` for pixels
 ``p`` in [0, 1]). Images are made in chunks of :data:`CHUNK` with their own random stream, so image
 ``i`` is the same whatever ``n`` you ask for.
@@ -72,11 +72,19 @@ CUE_CORNERS = ((0, 0), (0, IMAGE_SIZE - CUE_SIZE), (IMAGE_SIZE - CUE_SIZE, 0),
                (IMAGE_SIZE - CUE_SIZE, IMAGE_SIZE - CUE_SIZE), (0, 0), (0, IMAGE_SIZE - CUE_SIZE))
 
 # Generator version: bump when the pictures change (the training cache keys on it).
-GENERATOR_VERSION = 1
-# Picture parameters: shape radius range (px), background texture and pixel noise (std, [0, 1]).
-_RADIUS = (7.0, 11.0)
-_TEXTURE_STD = 0.06
-_NOISE_STD = 0.03
+# v2: plain mid-grey backgrounds (no blotch texture: conv3 fired on it), bright objects, smaller
+# shapes (the whole shape fits one conv3 receptive field) and a thicker ring; Grad-CAM's
+# pointing game at conv3 went from about 0.25 to about 0.5.
+GENERATOR_VERSION = 2
+# Picture parameters: shape radius range (px); background colour range per channel (around the
+# seed normalisation's zero, so the conv layers' zero padding adds no edge at the image border);
+# object colour range per channel (brighter than any background); pixel noise (std, [0, 1]).
+_RADIUS = (5.0, 8.0)
+_BACKGROUND = (0.4, 0.6)
+_OBJECT = (0.85, 1.0)
+_NOISE_STD = 0.05
+# Ring hole radius as a fraction of the outer radius.
+_RING_HOLE = 0.45
 
 
 @dataclass(eq=False)
@@ -138,22 +146,9 @@ def _shape_masks(dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
         np.maximum(ax, ay) <= 0.8 * r,                             # square
         (dy >= -r) & (dy <= 0.7 * r) & (ax <= (dy + r) / 1.7),      # triangle, apex up
         ((ax <= arm) & (ay <= r)) | ((ay <= arm) & (ax <= r)),     # cross
-        (d2 <= r * r) & (d2 >= (0.55 * r) ** 2),                   # ring
+        (d2 <= r * r) & (d2 >= (_RING_HOLE * r) ** 2),             # ring
         ax + ay <= r,                                              # diamond
     ])
-
-
-@lru_cache(maxsize=8)
-def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Bilinear interpolation weights ``(n_out, n_in)`` (``align_corners=False``)."""
-    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    w = (pos - lo).astype(np.float32)
-    mat = np.zeros((n_out, n_in), np.float32)
-    mat[np.arange(n_out), lo] += 1 - w
-    mat[np.arange(n_out), hi] += w
-    return mat
 
 
 @lru_cache(maxsize=8)  # ~3.4 MB per chunk; enough for shapes_sample browsing
@@ -170,12 +165,9 @@ def _chunk(seed: int, split_code: int, index: int) -> tuple[np.ndarray, ...]:
     dy = yy[None] - cy[:, None, None].astype(np.float32)
     masks = _shape_masks(dx, dy, r.astype(np.float32))[labels, np.arange(m)]  # (M, H, W)
 
-    bg = rng.uniform(0.0, 1.0, (m, 3)).astype(np.float32)
-    obj = (bg + 0.5 + rng.uniform(-0.15, 0.15, (m, 3)).astype(np.float32)) % 1.0  # >= 0.35 apart
-    coarse = rng.standard_normal((m, 3, 4, 4), dtype=np.float32) * _TEXTURE_STD
-    up = _upsample_matrix(4, s)                                              # (H, 4)
-    texture = np.einsum("hi,mcij,wj->mchw", up, coarse, up, optimize=True)   # smooth blotches
-    img = np.where(masks[:, None], obj[:, :, None, None], bg[:, :, None, None] + texture)
+    bg = rng.uniform(*_BACKGROUND, (m, 3)).astype(np.float32)
+    obj = rng.uniform(*_OBJECT, (m, 3)).astype(np.float32)       # >= 0.25 brighter per channel
+    img = np.where(masks[:, None], obj[:, :, None, None], bg[:, :, None, None])
     img += rng.standard_normal(img.shape, dtype=np.float32) * _NOISE_STD
     np.clip(img, 0.0, 1.0, out=img)
     for a in (img, labels, masks):
