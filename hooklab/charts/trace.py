@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -271,7 +272,8 @@ def _mean_map(t: np.ndarray, sample: int, channel: int | None) -> tuple[np.ndarr
     maps, _ = _maps(t, sample)
     if channel is not None and 0 <= channel < maps.shape[0]:
         return maps[channel], f"channel {channel}"
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN pixel gives NaN, shown
         return np.nanmean(finite(maps), axis=0), "mean over channels"
 
 
