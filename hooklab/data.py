@@ -10,7 +10,7 @@ CAM can be scored against ground truth. Images are normalised with the seed's tr
 ``p`` in [0, 1]). Images are made in chunks of :data:`CHUNK` with their own random stream, so image
 ``i`` is the same whatever ``n`` you ask for.
 
-**Biased shapes** (the seed's bias remark): the same images plus a 4×4 coloured marker in a corner
+**Biased shapes** (the seed's bias remark): the same images plus a 6×6 coloured marker in a corner
 (the *cue*; colour and corner identify a class). In the train split the cue's class equals the
 label with probability ``cue_prob`` (otherwise another class, uniformly); in the other splits it is
 uniform, so the correlation is broken. ``cue_prob = 1 / len(SHAPE_CLASSES)`` gives rebalanced
@@ -52,7 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Class names of the shapes data set, in label order.
-SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond")
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "star", "diamond")
 #: Image side in pixels.
 IMAGE_SIZE = 32
 #: Images per independently seeded chunk (image i depends only on seed, split and i).
@@ -62,8 +62,9 @@ SPLITS = {"train": 0, "test": 1, "val": 2}
 #: The seed's normalisation.
 SEED_MEAN, SEED_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
-#: Side of the biased set's cue marker, in pixels.
-CUE_SIZE = 4
+#: Side of the biased set's cue marker, in pixels (a 6 px marker covers at least one conv3 cell
+#: of the SimpleCNN, whose map is 8x8 for a 32 px image).
+CUE_SIZE = 6
 #: Cue colour (RGB in [0, 1]) per class.
 CUE_COLOURS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0),
                (1.0, 0.0, 1.0), (0.0, 1.0, 1.0))
@@ -73,9 +74,11 @@ CUE_CORNERS = ((0, 0), (0, IMAGE_SIZE - CUE_SIZE), (IMAGE_SIZE - CUE_SIZE, 0),
 
 # Generator version: bump when the pictures change (the training cache keys on it).
 # v2: plain mid-grey backgrounds (no blotch texture: conv3 fired on it), bright objects, smaller
-# shapes (the whole shape fits one conv3 receptive field) and a thicker ring; Grad-CAM's
-# pointing game at conv3 went from about 0.25 to about 0.5.
-GENERATOR_VERSION = 2
+# shapes (the whole shape fits one conv3 receptive field) and a thicker ring.
+# v3: a five-pointed star replaces the ring (a CAM points at a ring's middle, which is its hole,
+# so a pointing game over exact masks cannot count it a hit), thicker cross arms (the conv3 map
+# has a 4 px grid; a 3 px arm often fell between its points) and a 6 px cue marker.
+GENERATOR_VERSION = 3
 # Picture parameters: shape radius range (px); background colour range per channel (around the
 # seed normalisation's zero, so the conv layers' zero padding adds no edge at the image border);
 # object colour range per channel (brighter than any background); pixel noise (std, [0, 1]).
@@ -83,8 +86,10 @@ _RADIUS = (5.0, 8.0)
 _BACKGROUND = (0.4, 0.6)
 _OBJECT = (0.85, 1.0)
 _NOISE_STD = 0.05
-# Ring hole radius as a fraction of the outer radius.
-_RING_HOLE = 0.45
+# Cross arm half-width: max(_ARM_MIN px, _ARM * radius).
+_ARM, _ARM_MIN = 0.4, 2.0
+# Star: inner radius (between the points) as a fraction of the outer radius.
+_STAR_INNER = 0.45
 
 
 @dataclass(eq=False)
@@ -140,13 +145,17 @@ def _shape_masks(dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
     r = r[:, None, None]
     d2 = dx * dx + dy * dy
     ax, ay = np.abs(dx), np.abs(dy)
-    arm = np.maximum(1.5, 0.3 * r)
+    arm = np.maximum(_ARM_MIN, _ARM * r)
+    # star: five points, one up; the radius falls linearly from a point to the inner radius
+    seg = 2 * np.pi / 5
+    phase = np.mod(np.arctan2(dy, dx) + np.pi / 2, seg) / seg        # 0 and 1 at the points
+    star_r = r * (_STAR_INNER + (1 - _STAR_INNER) * np.abs(2 * phase - 1))
     return np.stack([
         d2 <= r * r,                                               # circle
         np.maximum(ax, ay) <= 0.8 * r,                             # square
         (dy >= -r) & (dy <= 0.7 * r) & (ax <= (dy + r) / 1.7),      # triangle, apex up
         ((ax <= arm) & (ay <= r)) | ((ay <= arm) & (ax <= r)),     # cross
-        (d2 <= r * r) & (d2 >= (_RING_HOLE * r) ** 2),             # ring
+        d2 <= star_r * star_r,                                     # star, a point up
         ax + ay <= r,                                              # diamond
     ])
 

@@ -86,15 +86,12 @@ def test_mask_geometry_per_class():
         ys, xs = torch.nonzero(mask, as_tuple=True)
         cy, cx = int(round(ys.float().mean().item())), int(round(xs.float().mean().item()))
         name = names[int(d.labels[i])]
-        if name == "ring":
-            assert not mask[cy, cx]  # a hole in the middle
-        else:
-            assert mask[cy, cx], name
+        assert mask[cy, cx], name  # every shape is solid at its centroid
         h = int(ys.max() - ys.min() + 1)
         w = int(xs.max() - xs.min() + 1)
         fill = int(mask.sum()) / (h * w)
         expected = {"square": (0.99, 1.0), "circle": (0.68, 0.92), "diamond": (0.45, 0.65),
-                    "triangle": (0.45, 0.65), "cross": (0.4, 0.64), "ring": (0.5, 0.74)}[name]
+                    "triangle": (0.45, 0.65), "cross": (0.52, 0.75), "star": (0.43, 0.65)}[name]
         assert expected[0] <= fill <= expected[1], (name, fill)
 
 
@@ -126,7 +123,7 @@ def test_biased_cue_pixels_masks_and_base_image():
         r0, c0 = D.CUE_CORNERS[cue]
         assert int(cm.sum()) == D.CUE_SIZE ** 2 and cm[r0:r0 + D.CUE_SIZE, c0:c0 + D.CUE_SIZE].all()
         colour = torch.tensor(D.CUE_COLOURS[cue])
-        assert torch.allclose(px[i][:, cm], colour[:, None].expand(3, 16), atol=1e-6)
+        assert torch.allclose(px[i][:, cm], colour[:, None].expand(3, D.CUE_SIZE ** 2), atol=1e-6)
         assert not (biased.masks[i] & cm).any()
         assert torch.equal(biased.masks[i], plain.masks[i] & ~cm)
         assert torch.equal(biased.images[i][:, ~cm], plain.images[i][:, ~cm])

@@ -39,7 +39,7 @@ from hooklab.trace import shape_str, tensor_stats  # noqa: E402
 log = logging.getLogger(__name__)
 
 SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
-             "ring": "圆环", "diamond": "菱形"}
+             "star": "星形", "diamond": "菱形"}
 INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
 DEFAULT_METHODS = ["gradcam", "gradcam++", "layercam", "eigencam"]
 
