@@ -7,12 +7,12 @@ import sys
 
 TRAIN_EPILOG = """\
 examples:
-  # the default: SimpleCNN on the embedded shapes data (about 10 s on 2 cores)
+  # the default: SimpleCNN on the embedded shapes data (about 12 s on 2 cores)
   python -m hooklab train
   # the same with the gradient at conv2 halved on every step, compared later on the Runs page
   python -m hooklab train --edit "conv2=scale(0.5)" --tags halve
   # the seed's bias remark: a spurious corner cue agrees with the label 95 % of the time
-  python -m hooklab train --data biased_shapes --steps 200 --save-weights biased.safetensors
+  python -m hooklab train --data biased_shapes --save-weights biased.safetensors
 """
 
 
@@ -32,9 +32,21 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="training data (default: %(default)s)")
     p.add_argument("--cue-prob", type=float, default=0.95,
                    help="biased_shapes: how often the cue names the label (default: 0.95)")
-    p.add_argument("--steps", type=int, default=160, help="optimiser steps (default: 160)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    from hooklab.train import TrainConfig
+
+    d = TrainConfig()  # the library's defaults: the CLI trains exactly what trained_model() caches
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="optimiser steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--act-penalty", type=float, default=d.act_penalty, metavar="W",
+                   help="weight of the mean squared activation at --act-layer added to the "
+                        "loss; keeps Grad-CAM on the object; 0 turns it off "
+                        "(default: %(default)s)")
+    p.add_argument("--act-layer", default=None, metavar="LAYER",
+                   help="layer of the activation penalty (default: the CAM layer, conv3)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order seed")
     p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT",
                    help="edit applied on every step, e.g. 'conv2=scale(0.5)'; repeatable")
@@ -57,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train.TrainConfig(model=args.model, data=args.data, cue_prob=args.cue_prob,
                                steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               act_penalty=args.act_penalty, act_layer=args.act_layer,
                                seed=args.seed, edits=list(args.edit),
                                record_every=args.record_every)
     store = None if args.no_save else _store(args)

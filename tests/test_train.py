@@ -59,7 +59,8 @@ def test_default_config_reaches_goal_and_caches(cache):
 
 
 def _reference_step0(cfg: T.TrainConfig, halve_conv2: bool) -> dict[str, float]:
-    """Step-0 gradients of the same model and batch, computed with plain PyTorch."""
+    """Step-0 gradients of the same model and batch, computed with plain PyTorch: cross-entropy
+    plus ``act_penalty * mean(conv3_out ** 2)``, the conv2 output gradient halved on request."""
     data = D.make_shapes(cfg.n_train, cfg.data_seed, "train")
     model = get_model(cfg.model, seed=cfg.seed, num_classes=len(D.SHAPE_CLASSES)).train()
     idx = torch.randperm(cfg.n_train, generator=torch.Generator().manual_seed(cfg.seed))
@@ -73,7 +74,9 @@ def _reference_step0(cfg: T.TrainConfig, halve_conv2: bool) -> dict[str, float]:
                 if name == "conv2" and halve_conv2:
                     out.register_hook(lambda g: g * 0.5)  # the seed's tensor-hook idiom
             handles.append(getattr(model, name).register_forward_hook(keep))
-        loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+        ce = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+        penalty = acts["conv3"].pow(2).mean()
+        loss = ce + cfg.act_penalty * penalty
         g1, g2 = torch.autograd.grad(loss, [acts["conv1"], acts["conv2"]], retain_graph=True)
         loss.backward()
     finally:
@@ -81,7 +84,7 @@ def _reference_step0(cfg: T.TrainConfig, halve_conv2: bool) -> dict[str, float]:
             h.remove()
     conv1 = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.conv1.parameters()))
     return {"grad_norm/conv1": float(g1.norm()), "grad_norm/conv2": float(g2.norm()),
-            "param_grad_norm/conv1": conv1, "loss": loss.item()}
+            "param_grad_norm/conv1": conv1, "loss": ce.item(), "act_penalty": penalty.item()}
 
 
 def test_scale_at_conv2_changes_upstream_norms_like_autograd():
@@ -91,7 +94,8 @@ def test_scale_at_conv2_changes_upstream_norms_like_autograd():
     _, hb = T.train(edited)
     a, b = ha.iloc[0], hb.iloc[0]
     ref_a, ref_b = _reference_step0(base, False), _reference_step0(edited, True)
-    for col in ("grad_norm/conv1", "grad_norm/conv2", "param_grad_norm/conv1", "loss"):
+    for col in ("grad_norm/conv1", "grad_norm/conv2", "param_grad_norm/conv1", "loss",
+                "act_penalty"):
         assert a[col] == pytest.approx(ref_a[col], rel=1e-4), col
         assert b[col] == pytest.approx(ref_b[col], rel=1e-4), col
     # halving at conv2 halves everything upstream, leaves conv2's incoming gradient and all
@@ -108,6 +112,40 @@ def test_scale_at_conv2_changes_upstream_norms_like_autograd():
         _, h = T.train(T.TrainConfig(**{**TINY, "steps": 1}, edits=edits))
         assert h.iloc[0]["grad_norm/conv1"] == pytest.approx(b["grad_norm/conv1"], rel=1e-6)
     assert T.config_key(edited) != T.config_key(base)
+
+
+def test_activation_penalty_is_in_the_gradients_and_leaves_no_hook():
+    """The default penalises conv3 (the CAM layer); its gradient matches autograd (the reference
+    above); off, the step-0 gradients are plain cross-entropy's; another layer can be named."""
+    assert T.TrainConfig().act_penalty > 0 and T.TrainConfig().act_layer is None
+    off = T.TrainConfig(**TINY, act_penalty=0.0)
+    model, h = T.train(off)
+    ref = _reference_step0(off, False)
+    assert h.iloc[0]["grad_norm/conv1"] == pytest.approx(ref["grad_norm/conv1"], rel=1e-4)
+    assert h["act_penalty"].isna().all()
+    _, h_on = T.train(T.TrainConfig(**TINY))
+    assert (h_on["act_penalty"] > 0).all()
+    # a strong penalty (at initialisation the default's share of the gradient is tiny): the
+    # recorded gradients are autograd's of cross-entropy + penalty, and clearly not plain CE's
+    big = T.TrainConfig(**TINY, act_penalty=100.0)
+    _, h_big = T.train(big)
+    ref_big = _reference_step0(big, False)
+    for col in ("grad_norm/conv1", "grad_norm/conv2", "param_grad_norm/conv1", "act_penalty"):
+        assert h_big.iloc[0][col] == pytest.approx(ref_big[col], rel=1e-4), col
+    assert h_big.iloc[0]["grad_norm/conv1"] != pytest.approx(ref["grad_norm/conv1"], rel=0.05)
+    # the penalty changes the weights and the cache key; the layer can be chosen
+    on2 = T.TrainConfig(**TINY, act_layer="conv2")
+    m2, h2 = T.train(on2)
+    assert not torch.equal(m2.conv1.weight, model.conv1.weight)
+    assert h2.iloc[0]["act_penalty"] != pytest.approx(h_on.iloc[0]["act_penalty"])
+    assert len({T.config_key(c) for c in (off, T.TrainConfig(**TINY), on2)}) == 3
+    from tests.conftest import total_hooks  # noqa: PLC0415
+
+    assert total_hooks(model) == 0 and total_hooks(m2) == 0
+    with pytest.raises(T.TrainingError, match="did you mean conv3"):
+        T.train(T.TrainConfig(**TINY, act_layer="conv_3"))
+    with pytest.raises(T.TrainingError, match="act_penalty"):
+        T.train(T.TrainConfig(**TINY, act_penalty=-1.0))
 
 
 def test_recording_is_passive_and_record_every():
