@@ -14,6 +14,16 @@ For every test image the CAM of the predicted class is computed, and its maximum
 model's maxima land on the cue and its accuracy collapses where cue and label disagree; the
 rebalanced model's maxima land on the shape.
 
+**Which CAM.** The default is HiResCAM. The SimpleCNN ends in flatten + fully connected layers,
+and for such a head HiResCAM (gradient times activation, element by element) adds up exactly to
+the class score's dependence on each position, while Grad-CAM first averages the gradient over
+the whole map. The biased model bases its answer on a marker covering one conv3 cell; averaged
+over 64 cells that evidence is swamped by the gradients on the shape, which the model hardly
+uses. Grad-CAM then points at the shape (about half the time; at the marker almost never) even
+though every prediction follows the marker. HiResCAM and Score-CAM (which measures the score
+with each channel's map as a mask) point at the marker. ``benchmarks/bench_quality.py`` prints
+all three; pass ``method="gradcam"`` to see the seed's CAM mislead.
+
 Example:
     >>> result = run_bias_experiment(n_test=500)
     >>> result.table()[["arm", "on_cue", "on_object", "accuracy"]]
@@ -107,7 +117,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
 
 
 def evaluate_arm(name: str, model: nn.Module, test: Any, *, cue_prob: float = float("nan"),
-                 method: str = "gradcam", layer: Any = None, tolerance: float = 0.0,
+                 method: str = "hirescam", layer: Any = None, tolerance: float = 0.0,
                  batch_size: int = 256) -> BiasArm:
     """Where ``model``'s CAMs (predicted class) point on a biased ``test`` split.
 
@@ -147,7 +157,7 @@ def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
 
 
 def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
-                        method: str = "gradcam", layer: Any = None, seed: int = 0,
+                        method: str = "hirescam", layer: Any = None, seed: int = 0,
                         tolerance: float = 0.0,
                         train_fn: Callable[[str, float], nn.Module] | None = None,
                         progress: Callable[..., None] | None = None) -> BiasResult:
@@ -156,7 +166,8 @@ def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
     Args:
         n_test: test images (biased shapes, test split: cue uniformly random).
         biased_cue_prob: cue/label agreement in the biased training data.
-        method, layer: CAM method and layer (default: Grad-CAM at the auto layer, ``conv3``).
+        method, layer: CAM method and layer (default: HiResCAM, see the module docstring, at
+            the auto layer, ``conv3``).
         seed: data and training seed.
         tolerance: mask dilation in pixels for the location fractions.
         train_fn: ``(arm, cue_prob) -> trained model`` (default :func:`train_arm`).

@@ -595,8 +595,14 @@ def bias_section(alpha: float) -> None:
                          0.5, 1.0, 0.95, 0.05, key="gradcam_bias_p")
     n_test = c2.select_slider(t("Test images", "测试图像数"), [200, 500, 1000], value=500,
                               key="gradcam_bias_n")
-    method = c3.selectbox(t("CAM method", "CAM 方法"), list(camlib.METHODS),
-                          format_func=lambda m: camlib.METHODS[m].title, key="gradcam_bias_m")
+    methods = list(camlib.METHODS)
+    method = c3.selectbox(t("CAM method", "CAM 方法"), methods, index=methods.index("hirescam"),
+                          format_func=lambda m: camlib.METHODS[m].title, key="gradcam_bias_m",
+                          help=t("HiResCAM is exact for the SimpleCNN's fully connected head. "
+                                 "Grad-CAM averages the gradient over the whole map and misses "
+                                 "the small marker the biased model relies on: try it.",
+                                 "HiResCAM 对 SimpleCNN 的全连接头是精确的。Grad-CAM 在整张图上"
+                                 "平均梯度，会漏掉有偏模型所依赖的小标记：试试看。"))
     settings = (float(cue_prob), int(n_test), method)
     done = st.session_state.get("gradcam_bias")
     if st.button(t("Run the bias experiment", "运行偏差实验"), key="gradcam_bias_run"):
