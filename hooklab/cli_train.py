@@ -7,7 +7,7 @@ import sys
 
 TRAIN_EPILOG = """\
 examples:
-  # the default: SimpleCNN on the embedded shapes data (about 12 s on 2 cores)
+  # the default: SimpleCNN on the embedded shapes data (about 13 s on 2 cores)
   python -m hooklab train
   # the same with the gradient at conv2 halved on every step, compared later on the Runs page
   python -m hooklab train --edit "conv2=scale(0.5)" --tags halve

@@ -64,6 +64,26 @@ def test_train_saves_a_run_with_history_under_edits(tmp_path, capsys):
     assert (ev.role == "edited").any()
     m = models.get_model("simple_cnn", weights=str(tmp_path / "w.safetensors"), num_classes=6)
     assert isinstance(m, torch.nn.Module)
+    # the CLI trains what the library's defaults train
+    from hooklab.train import TrainConfig
+
+    cfg, default = trace.meta["train"]["config"], TrainConfig()
+    assert (cfg["batch_size"], cfg["lr"], cfg["act_penalty"], cfg["act_layer"]) == \
+        (default.batch_size, default.lr, default.act_penalty, None)
+    assert all(r["act_penalty"] > 0 for r in trace.meta["history"])
+
+
+def test_train_activation_penalty_options(tmp_path):
+    store = tmp_path / "runs"
+    assert main(["--store", str(store), "train", "--steps", "2", "--act-penalty", "0", "-q"]) == 0
+    assert main(["--store", str(store), "train", "--steps", "2", "--act-layer", "conv2",
+                 "-q"]) == 0
+    runs = [TraceStore(store).load(r) for r in TraceStore(store).run_ids()]
+    configs = sorted((r.meta["train"]["config"]["act_penalty"],
+                      r.meta["train"]["config"]["act_layer"] or "") for r in runs)
+    assert configs == [(0.0, ""), (0.5, "conv2")]
+    off = next(r for r in runs if r.meta["train"]["config"]["act_penalty"] == 0.0)
+    assert all(r["act_penalty"] is None for r in off.meta["history"])  # NaN (JSON null): off
 
 
 def test_train_bad_edit_is_one_line(capsys, tmp_path):
