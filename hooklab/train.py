@@ -1,7 +1,7 @@
 """Short training loops on the shapes data set, optionally under gradient edits, with history.
 
-The default trains the seed's SimpleCNN on :func:`hooklab.data.make_shapes` in a few seconds on
-two CPU cores (test accuracy about 0.99). :func:`trained_model` caches the weights as
+The default trains the seed's SimpleCNN on :func:`hooklab.data.make_shapes` in about 13 s on
+two CPU cores (test accuracy 1.0). :func:`trained_model` caches the weights as
 safetensors under ``$HOOKLAB_CACHE`` (default ``./.hooklab-cache``), keyed by a hash of the
 configuration, so the second call only reads a file.
 
