@@ -11,7 +11,8 @@ gradient norms of the history:
 
 * ``grad_norm/<layer>``: L2 norm of the gradient w.r.t. the layer's output *as it arrives* at the
   layer (role ``grad_output``, before an edit at that layer; a layer called several times
-  gives the root of the summed squares);
+  gives the root of the summed squares; at the penalised layer it includes the activation
+  penalty's share);
 * ``param_grad_norm/<layer>``: L2 norm of the layer's parameter gradients the optimiser uses
   (after any ``param_grad`` edit).
 
