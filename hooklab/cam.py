@@ -90,6 +90,14 @@ class CamResult:
     def __len__(self) -> int:
         return int(self.maps.shape[0])
 
+    def to(self, device: torch.device | str) -> CamResult:
+        """The same result with every tensor on ``device`` (e.g. ``"cpu"`` before ``.numpy()``)."""
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return CamResult(maps=move(self.maps), raw=move(self.raw), targets=move(self.targets),
+                         scores=move(self.scores), logits=move(self.logits),
+                         sample=move(self.sample), layers=self.layers, method=self.method,
+                         per_layer={k: move(v) for k, v in self.per_layer.items()})
+
 
 # -- state handling ----------------------------------------------------------------------------
 

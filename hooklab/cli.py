@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from hooklab.cli_cam import add_cam_parser
-from hooklab.cli_common import common_options, open_store, out
+from hooklab.cli_common import DEVICE_HELP, common_options, open_store, out, resolve_device
 from hooklab.cli_train import add_train_parser
 from hooklab.errors import HooklabError
 
@@ -138,6 +138,7 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="weights file (.safetensors, or a state-dict .pt loaded without pickle "
                         "code) instead of random weights")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--author", default=None, help="who made the run (default: login name)")
     p.add_argument("--notes", default="", help="free text stored with the run")
     p.add_argument("--tags", default="", help="comma-separated labels, e.g. halve,cnn")
@@ -182,15 +183,17 @@ def cmd_record(args: argparse.Namespace) -> int:
     hooks = _parse_hooks(args.hook)
     target = _parse_target(args.target)
     store = None if args.no_save else _store(args)  # a bad store fails before the work
+    device = resolve_device(args.device)
     model = models.get_model(args.model, seed=args.seed, weights=args.weights)
     info = getattr(model, "hooklab_info", None)
     shape = tuple(info.input_shape) if info is not None else models.input_shape(model)
     gen = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.batch, *shape, generator=gen)
+    x = torch.randn(args.batch, *shape, generator=gen).to(device)
+    model.to(device)
     meta = {"model": getattr(info, "name", args.model), "page": "cli",
             "input": f"randn({', '.join(map(str, (args.batch, *shape)))}) seed={args.seed}",
             "seed": args.seed, "target": args.target if args.target is not None else "predicted",
-            "weights": args.weights or f"random(seed={args.seed})"}
+            "weights": args.weights or f"random(seed={args.seed})", "device": str(device)}
     try:
         with hooklab.record(model, args.layers, edits=specs, hooks=hooks or None,
                             param_grads=args.param_grads, input_grads=args.input_grads,

@@ -18,6 +18,7 @@ examples:
 
 def add_cam_parser(sub: argparse._SubParsersAction) -> None:
     from hooklab.cam import METHODS
+    from hooklab.cli_common import DEVICE_HELP
     from hooklab.cli_common import common_options as _common
 
     p = sub.add_parser(
@@ -32,6 +33,7 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
                    help="'shapes' (SimpleCNN trained on shapes, cached; the default for "
                         "simple_cnn), 'random', 'imagenet' (local torch hub cache only), or a "
                         ".safetensors / state-dict .pt file")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--index", type=int, default=102,
                      help="shapes test-split image (default: %(default)s, the seed's index)")
@@ -90,9 +92,12 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from hooklab import cam
     from hooklab.charts.cam import overlay_png
     from hooklab.cli_common import out as _out
+    from hooklab.cli_common import resolve_device
 
-    model = _load_model(args)
+    device = resolve_device(args.device)
+    model = _load_model(args).to(device)
     x, display, what = _input(args, model)
+    x = x.to(device)
     target = args.target
     if target is not None and not target.startswith("topk"):
         try:
@@ -105,7 +110,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     all_maps = []
     _out(f"{args.model} on {what}")
     for method in args.method:
-        res = cam.compute(model, x, method=method, layer=args.layer, target=target)
+        res = cam.compute(model, x, method=method, layer=args.layer, target=target).to("cpu")
         all_maps.append(res.maps.numpy())
         for i in range(len(res)):
             t = int(res.targets[i])

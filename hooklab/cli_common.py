@@ -23,3 +23,39 @@ def open_store(args: argparse.Namespace):
 def out(text: str = "") -> None:
     """Write one line of command output to stdout."""
     print(text)
+
+
+DEVICE_HELP = ("where the model runs: cpu, cuda, cuda:N, mps or auto (a GPU when one is there, "
+               "else cpu; default: cpu). Recorded tensors are stored on the CPU either way")
+
+
+def resolve_device(name: str | None):
+    """A ``torch.device`` for ``--device``; a one-line :class:`HooklabError` when it is unusable."""
+    import torch
+
+    from hooklab.errors import HooklabError
+
+    name = (name or "cpu").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise HooklabError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HooklabError(f"--device {name}: CUDA is not available here (torch "
+                               f"{torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise HooklabError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                               "CUDA device(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise HooklabError(f"--device {name}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise HooklabError(f"--device {name}: use cpu, cuda, cuda:N, mps or auto")
+    return dev

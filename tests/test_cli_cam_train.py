@@ -40,6 +40,38 @@ def test_cam_errors_are_one_line(tmp_path, capsys):
     assert "conv3" in err[1]  # the non-spatial layer error names a suitable layer
 
 
+def test_device_option(tmp_path, capsys):
+    """--device cpu (and auto on a machine without a GPU) gives the default's maps; a device
+    that is not there, or not a device, is a one-line error before any work."""
+    default, on_cpu = tmp_path / "a.npy", tmp_path / "b.npy"
+    assert main(["cam", "--weights", "random", "--npy", str(default)]) == 0
+    assert main(["cam", "--weights", "random", "--device", "cpu", "--npy", str(on_cpu)]) == 0
+    np.testing.assert_array_equal(np.load(default), np.load(on_cpu))
+    capsys.readouterr()
+    bad = ["tpu", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        assert main(["cam", "--weights", "random", "--device", device]) == 2
+        assert main(["--store", str(tmp_path / "runs"), "record", "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 * len(bad) and all(line.startswith("error: ") for line in err)
+    assert not (tmp_path / "runs").exists() or not TraceStore(tmp_path / "runs").run_ids()
+    assert main(["--store", str(tmp_path / "runs"), "record", "--device", "cpu", "-q"]) == 0
+    (rid,) = TraceStore(tmp_path / "runs").run_ids()
+    trace = TraceStore(tmp_path / "runs").load(rid)
+    assert trace.meta["device"] == "cpu"
+
+
+def test_cam_result_moves_between_devices():
+    model = models.get_model("simple_cnn")
+    res = cam.compute(model, data.make_shapes(2).images, "gradcam")
+    moved = res.to("meta")  # a device every machine has
+    tensors = [moved.maps, moved.raw, moved.targets, moved.scores, moved.logits, moved.sample,
+               *moved.per_layer.values()]
+    assert all(t.device.type == "meta" for t in tensors)
+    back = res.to("cpu")
+    assert torch.equal(back.maps, res.maps) and back.layers == res.layers and len(back) == 2
+
+
 def test_cam_on_an_image_file(tmp_path, capsys):
     path = tmp_path / "pic.png"
     Image.fromarray((np.random.default_rng(0).random((50, 40, 3)) * 255).astype("uint8")).save(path)
