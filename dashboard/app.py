@@ -17,15 +17,17 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
 from dashboard.i18n import LANGUAGES, t  # noqa: E402
 from dashboard.state import default_author  # noqa: E402
 
-st.set_page_config(page_title="hooklab", page_icon="🪝", layout="wide")
+st.set_page_config(page_title="hooklab", page_icon=":material/phishing:", layout="wide")
 
 VIEWS = ROOT / "dashboard" / "views"
+#: (file, English title, Chinese title, icon): Material icons ship with Streamlit's own font,
+#: so they render where no emoji font is installed.
 PAGES = [
-    ("hook_basics.py", "Hook basics", "Hook 基础", "🪝"),
-    ("inspector.py", "Inspector", "检查器", "🔍"),
-    ("compare.py", "Compare edits", "比较梯度修改", "⚖️"),
-    ("gradcam.py", "Grad-CAM", "Grad-CAM", "🔥"),
-    ("runs.py", "Runs", "运行记录", "🗂️"),
+    ("hook_basics.py", "Hook basics", "Hook 基础", ":material/phishing:"),
+    ("inspector.py", "Inspector", "检查器", ":material/search:"),
+    ("compare.py", "Compare edits", "比较梯度修改", ":material/compare_arrows:"),
+    ("gradcam.py", "Grad-CAM", "Grad-CAM", ":material/local_fire_department:"),
+    ("runs.py", "Runs", "运行记录", ":material/folder_open:"),
 ]
 
 with st.sidebar:
