@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -35,6 +36,56 @@ def test_jet_lut_matches_matplotlib_definition():
         np.testing.assert_allclose(lut[i], expected, atol=1e-6)
     # matplotlib: cm.jet(0.5) -> lut[128] ≈ (0.490, 1.0, 0.478)
     np.testing.assert_allclose(lut[128], (0.4902, 1.0, 0.4775), atol=1e-3)
+
+
+def test_jet_lut_every_entry_matches_the_segment_data():
+    lut = C.jet_lut()
+    for i in range(256):
+        x = i / 255
+        expected = (_piecewise(x, RED), _piecewise(x, GREEN), _piecewise(x, BLUE))
+        np.testing.assert_allclose(lut[i], expected, atol=1e-6, err_msg=f"entry {i}")
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    r, g, b = re.fullmatch(r"rgb\((\d+),(\d+),(\d+)\)", colour).groups()
+    return int(r), int(g), int(b)
+
+
+def _assert_exact_jet(colorscale) -> None:
+    """256 stops at i/255, each the LUT entry as uint8 and within rounding of the segment data."""
+    stops = [(float(p), _rgb(c)) for p, c in colorscale]
+    assert len(stops) == 256
+    lut = C.jet_lut()
+    for i, (pos, rgb) in enumerate(stops):
+        assert pos == pytest.approx(i / 255, abs=1e-12)
+        assert rgb == tuple(C.to_uint8(lut[i]).tolist())  # the overlay's table, entry by entry
+        x = i / 255
+        exact = (_piecewise(x, RED), _piecewise(x, GREEN), _piecewise(x, BLUE))
+        assert all(abs(v - 255 * e) <= 0.5 + 1e-6 for v, e in zip(rgb, exact, strict=True)), i
+
+
+def test_heatmap_colourscale_is_the_overlay_table():
+    _assert_exact_jet(C.JET_COLORSCALE)
+    cam = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    fig = C.three_panels(np.zeros((8, 8, 3), np.float32), cam)
+    heat = fig.data[1]
+    assert heat.type == "heatmap"
+    _assert_exact_jet(heat.colorscale)
+    # the colour the heatmap gives a table position is the overlay's colour at alpha 1
+    over = C.to_uint8(C.overlay(np.zeros((1, 256, 3)), (np.arange(256)[None] + 0.5) / 255,
+                                 alpha=1.0))
+    assert [_rgb(c) for _, c in heat.colorscale] == [tuple(p) for p in over[0].tolist()]
+    grid = C.method_grid(np.zeros((8, 8, 3), np.float32), {"a": cam}, show_overlay=False)
+    _assert_exact_jet(grid.data[0].colorscale)
+
+
+def test_cam_difference_uses_the_same_jet():
+    from hooklab.charts import compare
+
+    cam = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    fig = compare.cam_difference(cam, cam[::-1])
+    _assert_exact_jet(fig.data[0].colorscale)
+    _assert_exact_jet(fig.data[1].colorscale)
 
 
 def test_jet_indexes_like_the_seed():

@@ -58,11 +58,20 @@ def jet(cam: np.ndarray) -> np.ndarray:
     return _LUT[idx]
 
 
-JET_COLORSCALE: list[list] = [
-    [i / 16, "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * _LUT[round(i / 16 * 255)]))]
-    for i in range(17)
-]
-"""A Plotly colorscale sampled from :func:`jet_lut`, so heatmaps match the overlays."""
+def _jet_colorscale() -> list[list]:
+    """All 256 entries of :data:`_LUT` as Plotly colorscale stops at ``i / 255``.
+
+    Each colour is the table entry as the overlay's uint8 pixels carry it (``round(255 * c)``),
+    so a heatmap and an overlay of the same map show the same colours.
+    """
+    rgb = np.round(_LUT * 255.0).astype(np.uint8)
+    n = len(rgb) - 1
+    return [[i / n, f"rgb({r},{g},{b})"] for i, (r, g, b) in enumerate(rgb.tolist())]
+
+
+JET_COLORSCALE: list[list] = _jet_colorscale()
+"""matplotlib's jet for Plotly heatmaps: the same 256-entry table :func:`jet` colours overlays
+with (one stop per entry, no resampling)."""
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

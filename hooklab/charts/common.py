@@ -104,8 +104,8 @@ def add_flag(fig: go.Figure, nan: int, inf: int) -> go.Figure:
     return fig
 
 
-def heatmap(z: np.ndarray, *, colorscale: str = "Gray", name: str = "", zmid: float | None = None,
-            showscale: bool = False, zmin: float | None = None,
+def heatmap(z: np.ndarray, *, colorscale: str | Sequence = "Gray", name: str = "",
+            zmid: float | None = None, showscale: bool = False, zmin: float | None = None,
             zmax: float | None = None) -> go.Heatmap:
     """A heatmap trace of a float32 2-D array (row 0 at the top, as ``imshow``)."""
     kw: dict[str, Any] = {}

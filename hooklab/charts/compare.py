@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from hooklab.charts.cam import JET_COLORSCALE
 from hooklab.charts.common import (
     AB_COLORS, MAX_VALUES, add_flag, base_layout, budget_note, downsample2d, grid, heatmap,
     nonfinite_counts, robust_signed_range, to_f32,
@@ -116,8 +117,8 @@ def cam_difference(cam_a: Any, cam_b: Any, names: Sequence[str] = ("A", "B"),
     lim = robust_signed_range(diff)
     layout, cell = grid(1, 3, [f"Grad-CAM {names[0]}", f"Grad-CAM {names[1]}",
                                f"{names[1]} − {names[0]}"], images=(1, 2, 3))
-    traces = [heatmap(a, colorscale="Jet", name=names[0], zmin=0, zmax=1),
-              heatmap(b, colorscale="Jet", name=names[1], zmin=0, zmax=1),
+    traces = [heatmap(a, colorscale=JET_COLORSCALE, name=names[0], zmin=0, zmax=1),
+              heatmap(b, colorscale=JET_COLORSCALE, name=names[1], zmin=0, zmax=1),
               heatmap(diff, colorscale="RdBu_r", name="difference", zmid=0.0, zmin=-lim,
                       zmax=lim, showscale=True)]
     for i, tr in enumerate(traces, start=1):
