@@ -14,8 +14,14 @@ them. After the ``with`` block every module has exactly the hooks it had before,
 happened inside; tensor hooks left on a still-alive graph are removed too.
 
 Threads: forward hooks act only for the thread that entered the recorder, so several threads
-may record on one shared model at once (the dashboard's cached-model pattern); tensor hooks
-belong to the tensors of that thread's forward pass.
+may record on one shared model at once (the dashboard's cached-model pattern). Backward-time
+hooks act only inside a backward pass through this recording's own graph, whichever thread runs
+it (on CUDA autograd runs hooks on its device threads): tensor hooks on the recording's own
+forward outputs note the id of each graph task that reaches them
+(``torch._C._current_graph_task_id()``), and parameter hooks (post-accumulate-grad,
+``param_grad`` edits), module backward hooks and input-gradient hooks act only in a noted task.
+Another thread's backward through the same shared parameters and modules is left alone: its
+gradients are unedited and its events stay out of this trace.
 """
 
 from __future__ import annotations
@@ -189,6 +195,8 @@ class Recorder:
         self._param_calls: dict[str, int] = {}
         self._cache: dict[int, tuple[Any, int, str]] = {}
         self._active = False
+        self._graphs: set[int] = set()  # graph tasks (backward calls) through this recording
+        self._pending: dict[int, list[Callable[[], None]]] = {}
         self._full_backward_layers: list[str] = []
         self._flags: list[tuple[nn.Module, bool | None]] = []
 
@@ -232,6 +240,7 @@ class Recorder:
         try:
             for name in self.layers:
                 self._attach_recording(name)
+            self._attach_markers()
             for (name, pname), edit in self._param_edits.items():
                 self._attach_param_edit(name, pname, edit)
             for name, kinds in self._explore.items():
@@ -260,13 +269,66 @@ class Recorder:
         self._handles.clear()
         self._tensor_handles.clear()
         self._cache.clear()
+        self._graphs.clear()
+        self._pending.clear()
         for module, prev in reversed(self._flags):
             if not module._backward_hooks and not module._backward_pre_hooks:
                 module._is_full_backward_hook = prev
         self._flags.clear()
 
     def _mine(self) -> bool:
+        """Forward time: the recording thread, while the recorder is active."""
         return self._active and threading.get_ident() == self._thread
+
+    # -- the recording's own graph ------------------------------------------------------------
+    def _attach_markers(self) -> None:
+        """Graph markers on the model's output and on every module a backward-time hook of
+        this recording lives on (recorded layers mark through their own gradient hooks)."""
+        names = {""} | set(self._explore) | {n for n, _ in self._param_edits}
+        for name in sorted(names - set(self.layers)):
+            self._handles.append(self._modules[name].register_forward_hook(self._marker))
+
+    def _marker(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._mine():
+            for _, t in _flatten(output):
+                if t.requires_grad:
+                    self._tensor_handles.append(t.register_hook(self._mark_hook))
+
+    def _mark_hook(self, grad: torch.Tensor) -> None:
+        if self._active:
+            self._note_graph()
+
+    def _note_graph(self) -> None:
+        """A gradient reached one of this recording's own tensors: the running graph task is
+        ours. Events a module hook held back for this task are emitted now, in order."""
+        task = torch._C._current_graph_task_id()
+        if task < 0:
+            return
+        self._graphs.add(task)
+        for emit in self._pending.pop(task, ()):
+            emit()
+
+    def _in_my_graph(self) -> bool:
+        """Backward time: the running backward passes through this recording's graph."""
+        return self._active and torch._C._current_graph_task_id() in self._graphs
+
+    def _hold(self, emit: Callable[[], None]) -> None:
+        """Defer ``emit`` until a marker of this recording fires in the running graph task
+        (a module's full-backward-pre hook fires before the marker on its own output); dropped
+        at the end of a task that never reaches this recording's graph."""
+        task = torch._C._current_graph_task_id()
+        if task < 0:
+            return
+        if task not in self._pending:
+            self._pending[task] = []
+            me = weakref.ref(self)
+
+            def drop() -> None:
+                rec = me()
+                if rec is not None:
+                    rec._pending.pop(task, None)
+            torch.autograd.Variable._execution_engine.queue_callback(drop)
+        self._pending[task].append(emit)
 
     # -- default recording of one layer -----------------------------------------------------
     def _attach_recording(self, name: str) -> None:
@@ -328,6 +390,10 @@ class Recorder:
         def grad_hook(grad: torch.Tensor) -> torch.Tensor | None:
             if not self._active:
                 return None
+            if role == "grad_output":
+                self._note_graph()  # the output is this recording's own tensor
+            elif not self._in_my_graph():
+                return None  # an input (say a shared leaf) reached by another graph
             if edit is None:
                 self._emit("backward", kind, name, call, role, idx, grad)
                 return None
@@ -342,9 +408,7 @@ class Recorder:
         key = f"{name}.{pname}"
 
         def param_hook(p: torch.Tensor) -> None:
-            if not self._active or p.grad is None:
-                return
-            if p.grad.device.type == "cpu" and threading.get_ident() != self._thread:
+            if p.grad is None or not self._in_my_graph():
                 return
             call = self._param_calls.get(key, 0)
             self._param_calls[key] = call + 1
@@ -358,8 +422,8 @@ class Recorder:
         key = f"{name}.{pname}:edit"
 
         def hook(grad: torch.Tensor) -> torch.Tensor | None:
-            if not self._active:
-                return None
+            if not self._in_my_graph():
+                return None  # another graph's backward through the shared parameter
             call = self._param_calls.get(key, 0)
             self._param_calls[key] = call + 1
             ej = edit.to_json()
@@ -432,29 +496,32 @@ class Recorder:
             calls[kind] = c + 1
             return c
 
-        def ok(grads: tuple) -> bool:
-            if not self._active:
-                return False
-            devs = [g.device.type for g in grads if isinstance(g, torch.Tensor)]
-            return not devs or devs[0] != "cpu" or threading.get_ident() == self._thread
+        me = weakref.ref(self)  # hooks left in a living graph must not keep the recorder alive
+
+        def fire(events: list[tuple[str, str, torch.Tensor]]) -> None:
+            rec = me()
+            if rec is None or not rec._active:
+                return
+
+            def emit() -> None:
+                c = next_call()
+                for role, idx, g in events:
+                    rec._emit("backward", kind, name, c, role, idx, g)
+            if rec._in_my_graph():
+                emit()
+            else:  # not yet known to be ours (or another graph's): decided by the markers
+                rec._hold(emit)
 
         if kind == "full_backward_pre":
             def bpre(m, grad_output):
-                if ok(grad_output):
-                    c = next_call()
-                    for idx, g in _flatten(grad_output):
-                        self._emit("backward", kind, name, c, "grad_output", idx, g)
+                fire([("grad_output", idx, g) for idx, g in _flatten(grad_output)])
             self._handles.append(module.register_full_backward_pre_hook(bpre))
             self._full_backward_layers.append(name)
             return
 
         def bhook(m, grad_input, grad_output):
-            if ok(grad_output):
-                c = next_call()
-                for idx, g in _flatten(grad_output):
-                    self._emit("backward", kind, name, c, "grad_output", idx, g)
-                for idx, g in _flatten(grad_input):
-                    self._emit("backward", kind, name, c, "grad_input", idx, g)
+            fire([("grad_output", idx, g) for idx, g in _flatten(grad_output)]
+                 + [("grad_input", idx, g) for idx, g in _flatten(grad_input)])
         if kind == "full_backward":
             self._handles.append(module.register_full_backward_hook(bhook))
             self._full_backward_layers.append(name)
