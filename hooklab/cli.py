@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from hooklab.cli_cam import add_cam_parser
-from hooklab.cli_common import DEVICE_HELP, common_options, open_store, out, resolve_device
+from hooklab.cli_common import (DEVICE_HELP, PathArg, common_options, open_store, out,
+                                resolve_device)
 from hooklab.cli_train import add_train_parser
 from hooklab.errors import HooklabError
 
@@ -135,7 +136,7 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=None, metavar="CLASS|sum",
                    help="what to backpropagate: a class index, 'sum' (output.sum()), default "
                         "each sample's predicted class score")
-    p.add_argument("--weights", default=None, metavar="PATH",
+    p.add_argument("--weights", default=None, metavar="PATH", action=PathArg, kind="weights",
                    help="weights file (.safetensors, or a state-dict .pt loaded without pickle "
                         "code) instead of random weights")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
@@ -182,7 +183,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     specs = [EditSpec.parse(e, target=args.edit_target) for e in args.edit]
     hooks = _parse_hooks(args.hook)
     target = _parse_target(args.target)
-    store = None if args.no_save else _store(args)  # a bad store fails before the work
+    store = None if args.no_save else _store(args, write=True)  # fails before the work
     device = resolve_device(args.device)
     model = models.get_model(args.model, seed=args.seed, weights=args.weights)
     info = getattr(model, "hooklab_info", None)
@@ -265,12 +266,12 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
 
     q = rs.add_parser("export", parents=common, help="write a run to one .zip file")
     q.add_argument("run_id")
-    q.add_argument("-o", "--output", metavar="FILE",
+    q.add_argument("-o", "--output", metavar="FILE", action=PathArg, kind="output_file_or_dir",
                    help="zip path or folder (default: ./RUN_ID.zip)")
     q.set_defaults(func=cmd_runs_export)
 
     q = rs.add_parser("import", parents=common, help="add a run from an exported .zip (validated)")
-    q.add_argument("file")
+    q.add_argument("file", action=PathArg, kind="input_file")
     q.set_defaults(func=cmd_runs_import)
 
     q = rs.add_parser("delete", parents=common, help="move runs to the trash")
@@ -357,7 +358,7 @@ def cmd_runs_query(args: argparse.Namespace) -> int:
 def cmd_runs_update(args: argparse.Namespace) -> int:
     if args.notes is None and args.tags is None:
         raise HooklabError("give --notes and/or --tags")
-    m = _store(args).update(args.run_id, notes=args.notes, tags=args.tags)
+    m = _store(args, write=True).update(args.run_id, notes=args.notes, tags=args.tags)
     _out(f"updated {m['run_id']}: tags [{', '.join(m['tags'])}], notes {m['notes']!r}")
     return 0
 
@@ -368,7 +369,7 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_import(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, write=True)
     rid = store.import_(args.file)
     m = store.manifest(rid)
     note = f" (id {m['imported_from']} was taken here)" if "imported_from" in m else ""
@@ -377,7 +378,7 @@ def cmd_runs_import(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_delete(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, write=True)
     for rid in args.run_ids:
         store.delete(rid)
         _out(f"moved {rid} to the trash ('runs restore {rid}' brings it back)")
@@ -385,7 +386,7 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_restore(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, write=True)
     for rid in args.run_ids:
         store.restore(rid)
         _out(f"restored {rid}")
@@ -405,7 +406,7 @@ def cmd_runs_trash(args: argparse.Namespace) -> int:
 def cmd_runs_purge(args: argparse.Namespace) -> int:
     if not args.yes:
         raise HooklabError("purging deletes runs for good; add --yes to confirm")
-    store = _store(args)
+    store = _store(args, write=True)
     older = None if args.older_than_days is None else args.older_than_days * 86400
     purged = []
     if args.run_ids:
@@ -425,12 +426,12 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hooklab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="hooklab", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="hooklab: see what PyTorch hooks do. Record forward activations and "
                     "backward gradients of a model, edit gradients, and keep every run in a "
                     "shared trace store.",
         epilog=MAIN_EPILOG)
-    parser.add_argument("--store", metavar="PATH", default=None,
+    parser.add_argument("--store", metavar="PATH", default=None, action=PathArg, kind="store",
                         help="store folder (default: $HOOKLAB_STORE, else ./hooklab-runs)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log progress to stderr (-vv for debug)")
@@ -444,9 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 usage or hooklab error)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # path arguments are checked here, before any work
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except HooklabError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -467,6 +471,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:  # a file system refusal no check foresaw: still one line
+        print(f"error: {_one_line(_os_message(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _os_message(exc: OSError) -> str:
+    """``/x/y.png: Permission denied`` from an OSError (its file name first, when it has one)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename else what
 
 
 def _one_line(exc: BaseException) -> str:

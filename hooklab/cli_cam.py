@@ -18,7 +18,7 @@ examples:
 
 def add_cam_parser(sub: argparse._SubParsersAction) -> None:
     from hooklab.cam import METHODS
-    from hooklab.cli_common import DEVICE_HELP
+    from hooklab.cli_common import DEVICE_HELP, PathArg
     from hooklab.cli_common import common_options as _common
 
     p = sub.add_parser(
@@ -29,7 +29,7 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
                     "each map peaks, and write overlays (0.4 jet + 0.6 image, as in the seed).",
         epilog=CAM_EPILOG)
     p.add_argument("--model", default="simple_cnn", help="zoo model (default: %(default)s)")
-    p.add_argument("--weights", default=None,
+    p.add_argument("--weights", default=None, action=PathArg, kind="weights",
                    help="'shapes' (SimpleCNN trained on shapes, cached; the default for "
                         "simple_cnn), 'random', 'imagenet' (local torch hub cache only), or a "
                         ".safetensors / state-dict .pt file")
@@ -37,7 +37,7 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--index", type=int, default=102,
                      help="shapes test-split image (default: %(default)s, the seed's index)")
-    src.add_argument("--image", metavar="FILE", help="an image file instead (png, jpg, ...)")
+    src.add_argument("--image", metavar="FILE", action=PathArg, kind="input_file", help="an image file instead (png, jpg, ...)")
     p.add_argument("--method", nargs="+", default=["gradcam"], metavar="M",
                    help=f"one or more of {', '.join(METHODS)} (default: gradcam)")
     p.add_argument("--layer", nargs="+", default=None, metavar="LAYER",
@@ -45,9 +45,10 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=None,
                    help="class index, or 'topk:K' (default: the predicted class)")
     p.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity (default: 0.4)")
-    p.add_argument("--out", metavar="PNG", default=None,
+    p.add_argument("--out", metavar="PNG", default=None, action=PathArg, kind="output_file",
                    help="write the overlay here (one file per method: name-METHOD.png if several)")
-    p.add_argument("--npy", metavar="FILE", default=None, help="write the maps (N, H, W) here")
+    p.add_argument("--npy", metavar="FILE", default=None, action=PathArg, kind="output_file",
+                   help="write the maps (N, H, W) here ('.npy' is added when missing)")
     p.set_defaults(func=cmd_cam)
 
 
@@ -86,6 +87,34 @@ def raise_input_error(model: str, shape: tuple[int, ...]) -> None:
                        "--image FILE")
 
 
+def _canonical(method: str) -> str:
+    from hooklab.cam_methods import method_name
+
+    try:
+        return method_name(method)
+    except KeyError:  # cam.compute reports it, with the known names
+        return method
+
+
+def output_paths(args: argparse.Namespace) -> tuple[dict[str, Path], Path | None]:
+    """The files ``cam`` will write: one overlay per method (``name-METHOD.png`` when several)
+    and the maps (``np.save`` adds ``.npy``), each checked before any work."""
+    from hooklab.cli_common import check_output_file
+
+    pngs: dict[str, Path] = {}
+    if args.out:
+        for method in args.method:
+            out = Path(args.out)
+            if len(args.method) > 1:
+                out = out.with_name(f"{out.stem}-{_canonical(method)}{out.suffix or '.png'}")
+            pngs[method] = check_output_file(out, "--out")
+    npy = None
+    if args.npy:
+        npy = Path(args.npy if args.npy.endswith(".npy") else args.npy + ".npy")
+        check_output_file(npy, "--npy")
+    return pngs, npy
+
+
 def cmd_cam(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -94,6 +123,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from hooklab.cli_common import out as _out
     from hooklab.cli_common import resolve_device
 
+    pngs, npy = output_paths(args)
     device = resolve_device(args.device)
     model = _load_model(args).to(device)
     x, display, what = _input(args, model)
@@ -118,14 +148,12 @@ def cmd_cam(args: argparse.Namespace) -> int:
             label = names[t] if 0 <= t < len(names) else str(t)
             _out(f"  {res.method:<10} layer {res.layer:<10} class {label:<12} "
                  f"score {float(res.scores[i]):8.3f}  peak (row {peak[0]}, col {peak[1]})")
-        if args.out:
-            out = Path(args.out)
-            if len(args.method) > 1:
-                out = out.with_name(f"{out.stem}-{res.method}{out.suffix or '.png'}")
+        if method in pngs:
+            out = pngs[method]
             out.write_bytes(overlay_png(display, res.maps[0].numpy(), args.alpha,
                                         scale=max(1, 256 // display.shape[0])))
             _out(f"  wrote {out}")
-    if args.npy:
-        np.save(args.npy, np.concatenate(all_maps).astype(np.float32))
-        _out(f"wrote {args.npy}")
+    if npy is not None:
+        np.save(npy, np.concatenate(all_maps).astype(np.float32))
+        _out(f"wrote {npy}")
     return 0

@@ -17,6 +17,7 @@ examples:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from hooklab.cli_common import PathArg
     from hooklab.cli_common import common_options as _common
 
     p = sub.add_parser(
@@ -52,7 +53,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="edit applied on every step, e.g. 'conv2=scale(0.5)'; repeatable")
     p.add_argument("--record-every", type=int, default=1, metavar="K",
                    help="record gradient norms every K steps (default: 1)")
-    p.add_argument("--save-weights", metavar="PATH", default=None,
+    p.add_argument("--save-weights", metavar="PATH", default=None, action=PathArg,
+                   kind="output_file",
                    help="also write the trained weights to PATH (.safetensors)")
     p.add_argument("--author", default=None, help="who made the run (default: login name)")
     p.add_argument("--notes", default="", help="free text stored with the run")
@@ -72,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                act_penalty=args.act_penalty, act_layer=args.act_layer,
                                seed=args.seed, edits=list(args.edit),
                                record_every=args.record_every)
-    store = None if args.no_save else _store(args)
+    store = None if args.no_save else _store(args, write=True)
     marks = {max(1, round(args.steps * f / 10)) for f in range(1, 11)}
 
     def progress(step: int, total: int, m: dict) -> None:
