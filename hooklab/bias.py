@@ -45,7 +45,7 @@ from hooklab.metrics import max_in_mask
 log = logging.getLogger(__name__)
 
 __all__ = ["BiasArm", "BiasResult", "location_fractions", "evaluate_arm", "run_bias_experiment",
-           "train_arm"]
+           "train_arm", "arm_config"]
 
 
 @dataclass
@@ -138,22 +138,33 @@ def evaluate_arm(name: str, model: nn.Module, test: Any, *, cue_prob: float = fl
                    follows_cue=float((preds == test.cue_labels).float().mean()), **frac)
 
 
-def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
-              progress: Callable[..., None] | None = None, **config: Any) -> nn.Module:
-    """A SimpleCNN trained (and cached) by :mod:`hooklab.train` for one arm.
+def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, **config: Any) -> Any:
+    """The :class:`hooklab.train.TrainConfig` of one arm (the defaults are the shipped models).
 
     ``arm="biased"``: data ``biased_shapes`` with ``cue_prob``; ``arm="rebalanced"``: data
-    ``rebalanced_shapes`` (the cue is present but independent of the label). Other keyword
-    arguments are :class:`hooklab.train.TrainConfig` fields.
+    ``rebalanced_shapes``, where the cue is independent of the label (``cue_prob`` is then
+    ``1 / classes`` whatever is passed). ``seed`` sets both the training and the data seed.
+    Other keyword arguments are :class:`hooklab.train.TrainConfig` fields.
     """
     from hooklab import train
+    from hooklab.data import SHAPE_CLASSES
 
     data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
     if data is None:
         raise ValueError(f"arm must be 'biased' or 'rebalanced', not {arm!r}")
-    cfg = train.TrainConfig(data=data, cue_prob=float(cue_prob), seed=seed, data_seed=seed,
-                            **config)
-    return train.trained_model(cfg, progress)
+    prob = float(cue_prob) if arm == "biased" else 1.0 / len(SHAPE_CLASSES)
+    return train.TrainConfig(data=data, cue_prob=prob, seed=seed,
+                             **{"data_seed": seed, **config})
+
+
+def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
+              progress: Callable[..., None] | None = None, **config: Any) -> nn.Module:
+    """A SimpleCNN for one arm: :func:`arm_config` given to :func:`hooklab.train.trained_model`
+    (the shipped default weights for the default arms, else trained and cached).
+    """
+    from hooklab import train
+
+    return train.trained_model(arm_config(arm, cue_prob, seed=seed, **config), progress)
 
 
 def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,

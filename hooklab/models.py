@@ -108,6 +108,8 @@ SEED_MEAN, SEED_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
+#: ``weights=`` words for the SimpleCNN trained by :mod:`hooklab.train`.
+TRAINED_WEIGHTS = ("shapes", "cifar10-seed")
 #: Keywords for ``weights=`` meaning "torchvision's own ImageNet weights, from the local hub cache".
 HUB_WEIGHT_WORDS = ("imagenet", "default", "pretrained", "torchvision")
 
@@ -233,7 +235,10 @@ def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
             dict (loaded safely, see :mod:`hooklab.weights`); a mapping (a state dict);
             ``"imagenet"`` (or a torchvision weights enum/name) for torchvision's own weights
             from the local torch hub cache; ``"shapes"`` for the SimpleCNN trained on the shapes
-            data set (:func:`hooklab.train.trained_model`, cached).
+            data set (the shipped default, :func:`hooklab.train.trained_model`);
+            ``"cifar10-seed"`` for the seed's own CIFAR-10 training
+            (:func:`hooklab.train.seed_recipe_config`; needs a local CIFAR-10 copy, else
+            :class:`hooklab.errors.DataError`; trained once, then cached).
         allow_download: allow torchvision weights to be downloaded when not cached.
         num_classes: output size when it differs from the default (10 or 1000).
 
@@ -244,11 +249,12 @@ def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
         >>> m = get_model("simple_cnn", weights="cnn.safetensors")
     """
     key = _norm_name(name)
-    if key == "simple_cnn" and isinstance(weights, str) and weights.lower() == "shapes":
-        from hooklab.train import trained_model
+    if key == "simple_cnn" and isinstance(weights, str) and weights.lower() in TRAINED_WEIGHTS:
+        from hooklab.train import seed_recipe_config, trained_model
 
-        model = trained_model()
-        return model.eval()
+        if weights.lower() == "shapes":
+            return trained_model().eval()  # the shipped default: same bytes on every machine
+        return trained_model(seed_recipe_config()).eval()  # DataError without local CIFAR-10
     if seed is not None:
         torch.manual_seed(seed)
     model = _build(key, num_classes)

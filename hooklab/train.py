@@ -69,16 +69,19 @@ from hooklab.models import SEED_MEAN, SEED_STD, get_model, model_info
 from hooklab.trace import Trace
 
 __all__ = ["TrainConfig", "train", "train_run", "trained_model", "config_key", "cache_path",
-           "cache_dir", "evaluate", "DATA_KINDS", "CACHE_ENV", "TrainingError"]
+           "cache_dir", "evaluate", "seed_recipe_config", "DATA_KINDS", "RECIPES", "CACHE_ENV",
+           "TrainingError"]
 
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the weights cache folder.
 CACHE_ENV = "HOOKLAB_CACHE"
 #: Training data the trainer knows.
-DATA_KINDS = ("shapes", "biased_shapes", "rebalanced_shapes")
+DATA_KINDS = ("shapes", "biased_shapes", "rebalanced_shapes", "cifar10")
+#: Initialisation and batch order: hooklab's (seeded generator, whole batches) or the seed's.
+RECIPES = ("hooklab", "seed")
 # Bump when the training loop changes what a configuration produces.
-_LOOP_VERSION = 2  # 2: activation penalty
+_LOOP_VERSION = 3  # 2: activation penalty; 3: data_root and recipe fields
 
 Progress = Callable[[int, int, dict[str, float]], Any]
 
@@ -113,6 +116,9 @@ class TrainConfig:
     record_every: int = 1            # gradient norms every k steps (0: never; edits still apply)
     layers: list[str] | None = None  # layers whose gradient norms are recorded
     #                                  (None: every module with its own parameters)
+    data_root: str | None = None     # cifar10: folder holding the local copy's batches
+    recipe: str = "hooklab"          # "seed": the seed's loop: torch.manual_seed(seed), the model,
+    #                                  then DataLoader(shuffle=True) batches (last one partial)
 
     def edit_specs(self) -> list[dict[str, Any]]:
         """The edits as JSON specs ``{"layer", "target", "edit": {...}}`` (validated)."""
@@ -157,11 +163,13 @@ def _check(config: TrainConfig) -> None:
     if config.data not in DATA_KINDS:
         raise TrainingError(f"unknown training data {config.data!r}; use one of "
                             f"{', '.join(DATA_KINDS)}")
+    if config.recipe not in RECIPES:
+        raise TrainingError(f"unknown recipe {config.recipe!r}; use one of {', '.join(RECIPES)}")
     for name in ("n_train", "steps", "batch_size"):
         v = getattr(config, name)
         if not isinstance(v, int) or v < 1:
             raise TrainingError(f"{name} must be a positive integer, got {v!r}")
-    if config.batch_size > config.n_train:
+    if config.batch_size > config.n_train and config.recipe != "seed":
         raise TrainingError(f"batch_size {config.batch_size} exceeds n_train {config.n_train}")
     if not isinstance(config.n_test, int) or config.n_test < 0:
         raise TrainingError(f"n_test must be >= 0, got {config.n_test!r}")
@@ -203,8 +211,32 @@ def cache_path(config: TrainConfig) -> Path:
     return cache_dir() / f"{name}-{config.data}-{config_key(config)}.safetensors"
 
 
-def _datasets(config: TrainConfig) -> tuple[data_mod.ShapesData, data_mod.ShapesData | None]:
+def _classes(config: TrainConfig) -> tuple[str, ...]:
+    return data_mod.CIFAR10_CLASSES if config.data == "cifar10" else data_mod.SHAPE_CLASSES
+
+
+def _cifar10(config: TrainConfig) -> tuple[Any, Any | None]:
+    train_data = data_mod.cifar10(config.data_root, train=True)
+    if config.n_train > len(train_data):
+        raise TrainingError(f"n_train {config.n_train} exceeds the {len(train_data)} images of "
+                            f"the CIFAR-10 train split in {train_data.root}")
+    test_data = data_mod.cifar10(config.data_root, train=False) if config.n_test else None
+    return train_data, test_data
+
+
+def _batch(data: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels ``idx`` of a shapes split or a CIFAR-10 split (the seed's transform)."""
+    if isinstance(data, data_mod.CIFAR10Data):
+        pixels = (torch.from_numpy(data.data[idx.numpy()]).permute(0, 3, 1, 2).contiguous()
+                  .float().div(255))
+        return data_mod.normalise(pixels), torch.as_tensor(data.targets)[idx]
+    return data.images[idx], data.labels[idx]
+
+
+def _datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     k = len(data_mod.SHAPE_CLASSES)
+    if config.data == "cifar10":
+        return _cifar10(config)
     if config.data == "shapes":
         make = lambda n, split: data_mod.make_shapes(n, config.data_seed, split)  # noqa: E731
     else:
@@ -215,7 +247,7 @@ def _datasets(config: TrainConfig) -> tuple[data_mod.ShapesData, data_mod.Shapes
 
 
 def _build_model(config: TrainConfig) -> nn.Module:
-    k = len(data_mod.SHAPE_CLASSES)
+    k = len(_classes(config))
     try:
         model = get_model(config.model, seed=config.seed, num_classes=k)
     except HooklabError as exc:
@@ -224,12 +256,46 @@ def _build_model(config: TrainConfig) -> nn.Module:
     return model
 
 
-def _label(model: nn.Module, config: TrainConfig, key: str) -> None:
-    info = model_info(config.model, num_classes=len(data_mod.SHAPE_CLASSES))
+def _label(model: nn.Module, config: TrainConfig, key: str, source: str = "trained") -> None:
+    info = model_info(config.model, num_classes=len(_classes(config)))
     model.hooklab_info = dataclasses.replace(
         info, input_shape=(3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE), mean=SEED_MEAN,
-        std=SEED_STD, class_names=tuple(data_mod.SHAPE_CLASSES),
-        weights=f"trained({config.data}, {key})")
+        std=SEED_STD, class_names=tuple(_classes(config)),
+        weights=f"{source}({config.data}, {key})")
+
+
+def _model_and_order(config: TrainConfig, n: int) -> tuple[nn.Module, Callable[[int], Any]]:
+    """The initial model and ``batch(step) -> (epoch, indices)``, per the recipe.
+
+    ``"hooklab"``: the model seeded by ``config.seed``; a ``torch.Generator`` seeded likewise
+    permutes the images every epoch; an epoch is ``n // batch_size`` whole batches.
+    ``"seed"``: the seed's loop: ``torch.manual_seed(seed)``, the model, then for each epoch one
+    ``DataLoader(shuffle=True, batch_size)`` pass (the last batch partial) drawing from the global
+    RNG right after the initialisation, as the seed's script does; the global RNG is restored.
+    """
+    bs = config.batch_size
+    if config.recipe == "seed":
+        per_epoch = -(-n // bs)
+        with torch.random.fork_rng(devices=[]):
+            model = _build_model(config)  # torch.manual_seed(config.seed) + the model
+            batches = []
+            for _ in range(-(-config.steps // per_epoch)):
+                loader = torch.utils.data.DataLoader(range(n), batch_size=bs, shuffle=True)
+                batches += [b.clone() for b in loader]
+        return model, lambda step: (step // per_epoch, batches[step])
+    model = _build_model(config)
+    gen = torch.Generator().manual_seed(config.seed)
+    per_epoch = n // bs
+    orders: dict[int, torch.Tensor] = {}
+
+    def batch(step: int) -> tuple[int, torch.Tensor]:
+        epoch, pos = divmod(step, per_epoch)
+        if epoch not in orders:  # drawn in epoch order: steps are asked for in order
+            orders.clear()
+            orders[epoch] = torch.randperm(n, generator=gen)
+        return epoch, orders[epoch][pos * bs:(pos + 1) * bs]
+
+    return model, batch
 
 
 def _penalty_module(model: nn.Module, config: TrainConfig) -> nn.Module | None:
@@ -255,19 +321,22 @@ def _param_layers(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: data_mod.ShapesData, batch_size: int = 500) -> float:
-    """Accuracy of ``model`` on ``data`` (eval mode for the call, then restored)."""
+def evaluate(model: nn.Module, data: Any, batch_size: int = 500, limit: int | None = None
+             ) -> float:
+    """Accuracy of ``model`` on ``data`` (a shapes or CIFAR-10 split; its first ``limit``
+    images when given; eval mode for the call, then restored)."""
     modes = [(m, m.training) for m in model.modules()]
+    n = len(data) if limit is None else min(limit, len(data))
     try:
         model.eval()
         correct = 0
-        for i in range(0, len(data), batch_size):
-            out = model(data.images[i:i + batch_size])
-            correct += int((out.argmax(1) == data.labels[i:i + batch_size]).sum())
+        for i in range(0, n, batch_size):
+            x, y = _batch(data, torch.arange(i, min(i + batch_size, n)))
+            correct += int((model(x).argmax(1) == y).sum())
     finally:
         for m, mode in modes:
             m.training = mode
-    return correct / max(1, len(data))
+    return correct / max(1, n)
 
 
 def _norms(events: pd.DataFrame, layers: list[str]) -> dict[str, float]:
@@ -295,27 +364,21 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
     key = config_key(config)
     t0 = time.perf_counter()
     train_data, test_data = _datasets(config)
-    model = _build_model(config)
+    n = config.n_train
+    model, batch = _model_and_order(config, n)
     layers = list(config.layers) if config.layers is not None else _param_layers(model)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     penalised = _penalty_module(model, config)
     captured: list[torch.Tensor] = []
     handle = (penalised.register_forward_hook(lambda _m, _i, out: captured.append(out))
               if penalised is not None else None)
-    gen = torch.Generator().manual_seed(config.seed)
-    n, bs = len(train_data), config.batch_size
-    per_epoch = n // bs
-    order = torch.randperm(n, generator=gen)
     rows: list[dict[str, Any]] = []
     event_frames: list[pd.DataFrame] = []
     model.train()
     try:
         for step in range(config.steps):
-            epoch, pos = divmod(step, per_epoch)
-            if pos == 0 and step:
-                order = torch.randperm(n, generator=gen)
-            idx = order[pos * bs:(pos + 1) * bs]
-            x, y = train_data.images[idx], train_data.labels[idx]
+            epoch, idx = batch(step)
+            x, y = _batch(train_data, idx)
             recorded = bool(config.record_every) and (
                 step % config.record_every == 0 or step == config.steps - 1)
             rec_layers = layers if recorded else []
@@ -357,10 +420,11 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
         for col in (f"grad_norm/{layer}", f"param_grad_norm/{layer}"):
             if col not in history:
                 history[col] = float("nan")
-    test_acc = evaluate(model, test_data) if test_data is not None else float("nan")
+    test_acc = (evaluate(model, test_data, limit=config.n_test) if test_data is not None
+                else float("nan"))
     seconds = time.perf_counter() - t0
     summary = {"config": config.to_dict(), "key": key, "test_accuracy": test_acc,
-               "seconds": round(seconds, 3), "classes": list(data_mod.SHAPE_CLASSES),
+               "seconds": round(seconds, 3), "classes": list(_classes(config)),
                "layers": layers}
     history.attrs.update({"test_accuracy": test_acc, "key": key, "seconds": seconds})
     _label(model, config, key)
@@ -447,15 +511,49 @@ def _load_cached(path: Path, config: TrainConfig) -> nn.Module | None:
     return model.eval()
 
 
-def trained_model(config: TrainConfig | None = None, progress: Progress | None = None
-                  ) -> nn.Module:
-    """The model trained per ``config``, from the cache when present (else trained and cached).
+def _load_shipped(config: TrainConfig, key: str) -> nn.Module | None:
+    """The shipped default weights for ``key`` (sha256-checked), or None when none is shipped."""
+    from hooklab import defaults
 
-    The file is ``cache_path(config)``: safetensors with the configuration, its key and the
-    summary (test accuracy, seconds) in the header metadata; written atomically.
+    entry = defaults.entry_for_key(key)
+    if entry is None:
+        return None
+    state_dict = defaults.load_entry(entry)  # raises DefaultWeightsError on a hash mismatch
+    model = _build_model(config)
+    path = defaults.entry_path(entry)
+    weights_mod.apply_state_dict(model, state_dict, f"shipped default {path}")
+    _label(model, config, key, source="shipped")
+    model.hooklab_train = {
+        "config": entry["config"], "key": key, "test_accuracy": entry["test_accuracy"],
+        "classes": list(_classes(config)), "shipped": str(path), "name": entry["name"],
+        "sha256": entry["sha256"], "machine": entry.get("machine"), "torch": entry.get("torch"),
+        "cached": None}
+    log.info("loaded the shipped default %s (sha256 %s…)", entry["name"], entry["sha256"][:12])
+    return model.eval()
+
+
+def trained_model(config: TrainConfig | None = None, progress: Progress | None = None,
+                  *, shipped: bool = True) -> nn.Module:
+    """The model trained per ``config``: the shipped default, else the cache, else trained.
+
+    When ``config_key(config)`` is the key of a shipped default (:mod:`hooklab.defaults`: the
+    default :class:`TrainConfig` and the bias experiment's two arms), the shipped weights are
+    returned, the same bytes on every machine (their sha256 is checked; a mismatch raises
+    :class:`hooklab.defaults.DefaultWeightsError`); the cache is not touched.
+    ``model.hooklab_train["shipped"]`` then names the file and ``hooklab_info.weights`` reads
+    ``shipped(<data>, <key>)``. Other configurations (or ``shipped=False``) are read from
+    ``cache_path(config)`` or trained and cached there: safetensors with the configuration, its
+    key and the summary (test accuracy, seconds) in the header metadata; written atomically.
+    :func:`train` always trains.
     """
     config = config or TrainConfig()
     _check(config)
+    if shipped:
+        model = _load_shipped(config, config_key(config))
+        if model is not None:
+            if progress is not None:
+                progress(config.steps, config.steps, {})
+            return model
     path = cache_path(config)
     with _lock_for(path):
         if path.is_file():
@@ -475,3 +573,34 @@ def trained_model(config: TrainConfig | None = None, progress: Progress | None =
             log.warning("could not cache the trained weights in %s: %s", path, exc)
         model.hooklab_train = {**summary, "cached": None}
         return model
+
+
+def seed_recipe_config(root: str | os.PathLike[str] | None = None) -> TrainConfig:
+    """The seed's own CIFAR-10 training, exactly: what its script does before Grad-CAM.
+
+    10-class SimpleCNN built right after ``torch.manual_seed(42)``, one epoch over the local
+    train split in ``DataLoader(shuffle=True)`` order (batch 64, the last batch partial), Adam
+    lr 1e-3, plain cross-entropy (no activation penalty), the seed's
+    ``Normalize((0.5,)*3, (0.5,)*3)``; test accuracy on the local test split.
+    ``trained_model(seed_recipe_config())`` trains it once and caches it.
+
+    Args:
+        root: the folder holding ``cifar-10-batches-py`` (default: ``$HOOKLAB_CIFAR10``,
+            ``./data``, ``~/.cache/hooklab/data``; see :func:`hooklab.data.cifar10`).
+
+    Raises:
+        hooklab.data.DataError: no local CIFAR-10 copy (nothing is downloaded).
+    """
+    try:
+        train_split = data_mod.cifar10(root, train=True)
+    except data_mod.DataError as exc:
+        raise data_mod.DataError(f"the seed's recipe trains on a local CIFAR-10 copy: {exc} "
+                                 f"(e.g. export {data_mod.CIFAR10_ENV}=/path/holding/"
+                                 f"{data_mod.CIFAR10_DIR})") from exc
+    folder = Path(train_split.root).resolve()
+    n_test = (len(data_mod.CIFAR10Data(folder, train=False))
+              if (folder / data_mod.CIFAR10_TEST_FILES[0]).is_file() else 0)
+    n = len(train_split)
+    return TrainConfig(model="simple_cnn", data="cifar10", data_root=str(folder), n_train=n,
+                       n_test=n_test, steps=-(-n // 64), batch_size=64, lr=1e-3,
+                       act_penalty=0.0, seed=42, recipe="seed")
