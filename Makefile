@@ -1,5 +1,6 @@
 # hooklab: `make run` serves the dashboard, `make test` runs every test.
-# Both create the virtual environment in .venv first when it is missing.
+# Both create the virtual environment in .venv first when it is missing, and install hooklab
+# into it (editable, `pip install -e .` via requirements.txt) with its `hooklab` command.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PORT ?= 8501
 
 .PHONY: run test test-fast bench clean-venv
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade -q pip
 	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt

@@ -8,13 +8,17 @@ Grad-CAM-family maps. It never imports Streamlit; the dashboard in ``dashboard/`
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from typing import Any
 
 from hooklab import edits
 from hooklab.errors import HooklabError
 from hooklab.trace import Trace, tensor_stats
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("hooklab")
+except metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 __all__ = ["record", "Recorder", "Trace", "TraceStore", "edits", "HooklabError", "tensor_stats",
            "__version__"]
 
