@@ -434,6 +434,14 @@ class Recorder:
         self._handles.append(p.register_hook(hook))
 
     # -- exploration hooks ------------------------------------------------------------------
+    def _next_call(self, name: str, kind: str) -> int:
+        """Call index of an exploration hook: each kind counts its own firings on a layer (each
+        fires once per call of the module, so the kinds agree); reset by :meth:`next_step`."""
+        key = f"{name}#{kind}"  # '#' is never part of a module name
+        call = self._calls.get(key, 0)
+        self._calls[key] = call + 1
+        return call
+
     def _attach_explore(self, name: str, kind: str) -> None:
         module = self._modules[name]
         recorded = name in self.layers
@@ -442,22 +450,21 @@ class Recorder:
         if kind == "forward_pre":
             def pre(m, args, _n=name):
                 if self._mine():
+                    call = self._next_call(_n, kind)
                     for idx, t in _flatten(args):
-                        self._emit("forward", "forward_pre", _n, self._calls.get(_n, 0), "input",
-                                   idx, t)
+                        self._emit("forward", "forward_pre", _n, call, "input", idx, t)
             self._handles.append(module.register_forward_pre_hook(pre))
         elif kind == "forward":
             def fwd(m, args, out, _n=name):
                 if self._mine():
-                    call = self._calls.get(_n, 0)
-                    self._calls[_n] = call + 1
+                    call = self._next_call(_n, kind)
                     for idx, t in _flatten(out):
                         self._emit("forward", "forward", _n, call, "output", idx, t)
             self._handles.append(module.register_forward_hook(fwd))
         elif kind == "tensor":
             def fwd_t(m, args, out, _n=name):
                 if self._mine():
-                    call = self._calls.get(_n, 0)
+                    call = self._next_call(_n, kind)
                     for idx, t in _flatten(out):
                         if t.requires_grad:
                             self._tensor_handles.append(t.register_hook(
@@ -479,7 +486,6 @@ class Recorder:
                     self._make_param_hook(name, pn, "post_accumulate_grad")))
 
     def _attach_module_backward(self, name: str, module: nn.Module, kind: str) -> None:
-        calls: dict[str, int] = {}
         full = kind != "backward"
         prev = module._is_full_backward_hook
         if prev is not None and prev != full and module._backward_hooks:
@@ -491,11 +497,6 @@ class Recorder:
         # restore the flag on exit so the module is left exactly as it was.
         self._flags.append((module, prev))
 
-        def next_call() -> int:
-            c = calls.get(kind, 0)
-            calls[kind] = c + 1
-            return c
-
         me = weakref.ref(self)  # hooks left in a living graph must not keep the recorder alive
 
         def fire(events: list[tuple[str, str, torch.Tensor]]) -> None:
@@ -504,7 +505,7 @@ class Recorder:
                 return
 
             def emit() -> None:
-                c = next_call()
+                c = rec._next_call(name, kind)
                 for role, idx, g in events:
                     rec._emit("backward", kind, name, c, role, idx, g)
             if rec._in_my_graph():
