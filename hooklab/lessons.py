@@ -3,7 +3,8 @@
 Each lesson runs the seed's code, exactly (same seed, same shapes, same numbers), with the seed's
 flaws corrected: every hook is removed in ``finally``, the deprecated backward hook is shown next
 to the full one, and a forward hook that returns a value is shown to *replace* the output.
-The code a lesson runs is in :data:`CODE` (what the "Hook basics" page shows beside the result).
+The code a lesson runs is in :data:`CODE` (what the "Hook basics" page shows beside the result;
+:func:`code` gives it printing in the page's language, :data:`SAYS` holds the printed words).
 
 Example:
     >>> tensor_hook_lesson(k=0.5).x_grad
@@ -32,7 +33,7 @@ from hooklab.models import SimpleModel, seed_model
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CODE", "CallbackLesson", "ForwardHookLesson", "GradEntry", "BackwardKindResult",
+    "CODE", "SAYS", "code", "CallbackLesson", "ForwardHookLesson", "GradEntry", "BackwardKindResult",
     "MultiOpDemo", "BackwardHookLesson", "TensorHookLesson", "ForwardReplaceLesson",
     "callback_lesson", "forward_hook_lesson", "backward_hook_lesson", "tensor_hook_lesson",
     "forward_replace_lesson", "BACKWARD_KINDS",
@@ -51,9 +52,24 @@ def calculate(a, b, callback):
     callback(result)          # the callback is "hooked in" at this point
     return result
 
-calculate(3, 5, handle_result)   # prints 8
+calculate(3, 5, handle_result)   # prints: result: 8
+
+def with_callback(callback):     # the same with a decorator
+    def decorator(func):
+        def wrapper(a, b):
+            result = func(a, b)
+            callback(result)
+            return result
+        return wrapper
+    return decorator
+
+@with_callback(handle_result)
+def add(a, b):
+    return a + b
+
+add(3, 5)                        # prints: result: 8
 square = lambda x: x ** 2
-square(5)                        # 25''',
+print(square(5))                 # 25''',
     "forward": '''\
 torch.manual_seed(42)
 model = SimpleModel()            # conv(1->2, 3x3, pad 1) -> relu -> view(-1, 32) -> fc(32 -> 10)
@@ -74,6 +90,7 @@ finally:
     "backward": '''\
 # the seed's backward hook, on the same conv (deprecated API)
 def backward_hook(module, grad_input, grad_output):
+    print(f"backward hook called! module type: {type(module)}")
     print(f"number of grad_input: {len(grad_input)}")
     print(f"number of grad_output: {len(grad_output)}")
 
@@ -90,18 +107,29 @@ class TwiceplusOne(nn.Module):          # two autograd ops: mul, then add
     def forward(self, x):
         return x * 2 + 1
 
+def show(module, grad_input, grad_output):
+    print(f"grad_input[0]: {grad_input[0]}")
+
 x = torch.tensor([1.0, 2.0], requires_grad=True)
-# deprecated hook: grad_input is the gradient of the LAST op (add) -> [1, 1]   (wrong)
-# full hook:       grad_input is dL/dx of the whole module      -> [2, 2]   (right)
-torch.autograd.grad(m(x).sum(), x)      # (tensor([2., 2.]),)''',
+for kind in ("register_backward_hook", "register_full_backward_hook"):
+    m = TwiceplusOne()                  # a fresh module: the two kinds cannot be mixed on one
+    handle = getattr(m, kind)(show)
+    try:
+        m(x).sum().backward()
+    finally:
+        handle.remove()
+# deprecated: the gradient of the LAST op (add) -> [1, 1]   (wrong)
+# full:       dL/dx of the whole module         -> [2, 2]   (right)
+print(torch.autograd.grad(m(x).sum(), x))   # (tensor([2., 2.]),)''',
     "tensor": '''\
+k = 0.5                                  # the slider (the seed halves: 0.5)
 x = torch.tensor([2.0], requires_grad=True)
 y = x ** 2
 z = y ** 3
 
 def tensor_hook(grad):
     print(f"gradient seen: {grad}")      # dz/dy = 3 y^2 = 48
-    return grad * k                      # the seed: grad / 2  (k = 0.5)
+    return grad * k                      # the seed: grad / 2
 
 handle = y.register_hook(tensor_hook)
 try:
@@ -121,16 +149,77 @@ def zero_input(module, args):
 
 handle = model.conv.register_forward_hook(zero_output)
 try:
-    logits = model(x)                    # == model.fc.bias: conv output was replaced by zeros
+    logits = model(x)                    # conv output replaced by zeros: logits == fc.bias
 finally:
     handle.remove()
+print(f"logits == fc.bias: {torch.allclose(logits[0], model.fc.bias)}")
 
 handle = model.conv.register_forward_pre_hook(zero_input)
 try:
-    model(x)                             # conv output == conv.bias in every position
+    conv_out = model.conv(x)             # the input was replaced by zeros: only the bias is left
 finally:
-    handle.remove()''',
+    handle.remove()
+bias = model.conv.bias.view(1, -1, 1, 1).expand_as(conv_out)
+print(f"conv output == conv.bias everywhere: {torch.allclose(conv_out, bias)}")''',
 }
+
+#: What the lessons print, in English and in the seed's Chinese (the printed prefixes).
+SAYS: dict[str, dict[str, str]] = {
+    "en": {
+        "result": "result: ",
+        "hook_called": "hook called! module type: ",
+        "input_shape": "input shape: ",
+        "output_shape": "output shape: ",
+        "backward_called": "backward hook called! module type: ",
+        "n_grad_input": "number of grad_input: ",
+        "n_grad_output": "number of grad_output: ",
+        "tensor_hook": "tensor hook: grad shape ",
+        "grad_seen": "gradient seen: ",
+        "x_grad": "x.grad: ",
+    },
+    "zh": {
+        "result": "计算结果是: ",
+        "hook_called": "钩子被调用!模块类型: ",
+        "input_shape": "输入形状: ",
+        "output_shape": "输出形状: ",
+        "backward_called": "反向钩子被调用!模块类型: ",
+        "n_grad_input": "输入梯度数量: ",
+        "n_grad_output": "输出梯度数量: ",
+        "tensor_hook": "张量钩子: 梯度形状 ",
+        "grad_seen": "原始梯度: ",
+        "x_grad": "x的梯度: ",
+    },
+}
+
+
+def _says(lang: str) -> dict[str, str]:
+    try:
+        return SAYS[lang]
+    except KeyError as exc:
+        raise ValueError(f"unknown language {lang!r}; known: {', '.join(SAYS)}") from exc
+
+
+def code(name: str, lang: str = "en", *, k: float | None = None) -> str:
+    """The snippet of lesson ``name`` as the page shows it: printing in ``lang``.
+
+    Args:
+        name: a key of :data:`CODE`.
+        lang: ``"en"`` or ``"zh"``; the printed prefixes come from :data:`SAYS`.
+        k: for ``"tensor"``, the factor on the page's slider (the snippet's first line).
+
+    Example:
+        >>> code("tensor", "zh", k=0.25).splitlines()[0].split("#")[0].strip()
+        'k = 0.25'
+    """
+    says = _says(lang)
+    text = CODE[name]
+    # longest first: "hook called! ..." is part of "backward hook called! ..."
+    for key in sorted(SAYS["en"], key=lambda key: -len(SAYS["en"][key])):
+        text = text.replace(SAYS["en"][key], says[key])
+    if k is not None and name == "tensor":
+        shown = f"{float(k):g}" if float(f"{float(k):g}") == float(k) else repr(float(k))
+        text = text.replace("k = 0.5", f"k = {shown}", 1)
+    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,12 +235,17 @@ class CallbackLesson:
     lines: list[str]
 
 
-def callback_lesson() -> CallbackLesson:
-    """Run the seed's callback, decorator and lambda examples; prints become ``lines``."""
+def callback_lesson(lang: str = "en") -> CallbackLesson:
+    """Run the seed's callback, decorator and lambda examples; prints become ``lines``.
+
+    Args:
+        lang: language of the printed lines (``"en"``, or ``"zh"`` as in the seed).
+    """
+    says = _says(lang)
     lines: list[str] = []
 
     def handle_result(result: int) -> None:
-        lines.append(f"result: {result}")
+        lines.append(f"{says['result']}{result}")
 
     def calculate(a: int, b: int, callback: Callable[[int], None]) -> int:
         result = a + b
@@ -172,7 +266,9 @@ def callback_lesson() -> CallbackLesson:
         return a + b
 
     square = lambda x: x ** 2  # noqa: E731 - the seed's lambda, on purpose
-    return CallbackLesson(calculate(3, 5, handle_result), add(3, 5), square(5), lines)
+    plain, decorated = calculate(3, 5, handle_result), add(3, 5)
+    lines.append(f"{square(5)}")  # the seed's print(square(5))
+    return CallbackLesson(plain, decorated, square(5), lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,24 +320,26 @@ def _seed_setup(seed: int) -> tuple[SimpleModel, torch.Tensor, torch.Tensor]:
     return model.eval(), x_forward, x_backward
 
 
-def forward_hook_lesson(seed: int = 42) -> ForwardHookLesson:
+def forward_hook_lesson(seed: int = 42, lang: str = "en") -> ForwardHookLesson:
     """Run the seed's forward hook (§2): conv input ``(1, 1, 4, 4)`` -> output ``(1, 2, 4, 4)``.
 
     Args:
         seed: the seed's ``torch.manual_seed(42)``; the model and input are built right after it.
+        lang: language of the printed lines (``"en"``, or ``"zh"`` as in the seed).
 
     Returns:
         :class:`ForwardHookLesson` with the input, the stored conv output, the printed lines.
     """
+    says = _says(lang)
     model, x, _ = _seed_setup(seed)
     conv_outputs: list[torch.Tensor] = []
     lines: list[str] = []
 
     def forward_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...],
                      output: torch.Tensor) -> None:
-        lines.append(f"hook called! module type: {type(module)}")
-        lines.append(f"input shape: {inputs[0].shape}")
-        lines.append(f"output shape: {output.shape}")
+        lines.append(f"{says['hook_called']}{type(module)}")
+        lines.append(f"{says['input_shape']}{inputs[0].shape}")
+        lines.append(f"{says['output_shape']}{output.shape}")
         conv_outputs.append(output.detach())
 
     handle = model.conv.register_forward_hook(forward_hook)
@@ -423,8 +521,9 @@ def _fresh(module: nn.Module) -> nn.Module:
 
 
 def _run_backward_kind(kind: str, model: SimpleModel, x: torch.Tensor,
-                       refs: dict[str, torch.Tensor]) -> BackwardKindResult:
+                       refs: dict[str, torch.Tensor], lang: str = "en") -> BackwardKindResult:
     """Attach one hook kind to a fresh copy of ``model.conv``, run ``model(x).sum().backward()``."""
+    says = _says(lang)
     model = _fresh(model)  # PyTorch forbids mixing deprecated/full hooks on one module
     received: dict[str, tuple] = {}
     lines: list[str] = []
@@ -432,20 +531,20 @@ def _run_backward_kind(kind: str, model: SimpleModel, x: torch.Tensor,
     conv = model.conv
 
     def backward_hook(module, grad_input, grad_output):
-        lines.append(f"backward hook called! module type: {type(module)}")
-        lines.append(f"number of grad_input: {len(grad_input)}")
-        lines.append(f"number of grad_output: {len(grad_output)}")
+        lines.append(f"{says['backward_called']}{type(module)}")
+        lines.append(f"{says['n_grad_input']}{len(grad_input)}")
+        lines.append(f"{says['n_grad_output']}{len(grad_output)}")
         received["grad_input"] = tuple(None if g is None else g.detach().clone()
                                        for g in grad_input)
         received["grad_output"] = tuple(g.detach().clone() for g in grad_output)
 
     def pre_hook(module, grad_output):
-        lines.append(f"number of grad_output: {len(grad_output)}")
+        lines.append(f"{says['n_grad_output']}{len(grad_output)}")
         received["grad_input"] = ()
         received["grad_output"] = tuple(g.detach().clone() for g in grad_output)
 
     def tensor_hook(grad):
-        lines.append(f"tensor hook: grad shape {tuple(grad.shape)}")
+        lines.append(f"{says['tensor_hook']}{tuple(grad.shape)}")
         received["grad_input"] = ()
         received["grad_output"] = (grad.detach().clone(),)
 
@@ -549,17 +648,22 @@ BACKWARD_EXPLANATION = (
 )
 
 
-def backward_hook_lesson(seed: int = 42) -> BackwardHookLesson:
+def backward_hook_lesson(seed: int = 42, lang: str = "en") -> BackwardHookLesson:
     """What each backward hook kind receives on the seed's conv (§3), checked against autograd.
 
     The model and input are the seed's (``torch.manual_seed(seed)``, ``SimpleModel()``, then the
     second ``randn(1, 1, 4, 4)``), with ``loss = model(x).sum()``. Every kind runs on its own
     copy of the model (PyTorch refuses deprecated and full hooks on one module).
 
+    Args:
+        seed: the seed's ``torch.manual_seed(42)``.
+        lang: language of the printed lines (``"en"``, or ``"zh"`` as in the seed).
+
     Returns:
         :class:`BackwardHookLesson`; ``kinds["backward"].grad_input`` has 3 entries
         (x, weight, bias), ``kinds["full_backward"].grad_input`` has 1 (x).
     """
+    _says(lang)
     model, _, x = _seed_setup(seed)
     # reference gradients from plain autograd on the same graph
     xr = x.clone().requires_grad_(True)
@@ -568,7 +672,7 @@ def backward_hook_lesson(seed: int = 42) -> BackwardHookLesson:
     gx, gw, gb, gout = torch.autograd.grad(loss, [xr, model.conv.weight, model.conv.bias,
                                                   conv_out])
     refs = {"x": gx, "weight": gw, "bias": gb, "out": gout}
-    kinds = {k: _run_backward_kind(k, model, x, refs) for k in BACKWARD_KINDS}
+    kinds = {k: _run_backward_kind(k, model, x, refs, lang) for k in BACKWARD_KINDS}
     return BackwardHookLesson(x=x, loss=loss.item(), kinds=kinds, multi_op=_multi_op_demos(seed),
                               explanation=BACKWARD_EXPLANATION)
 
@@ -611,12 +715,13 @@ class TensorHookLesson:
                 f"{self.dy_dx:g} = {self.x_grad:g}")
 
 
-def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0) -> TensorHookLesson:
+def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0, lang: str = "en") -> TensorHookLesson:
     """Run the seed's tensor hook (§4) with the gradient multiplied by ``k``.
 
     Args:
         k: factor applied by the hook (``hooklab.edits.scale(k)``); the seed's ``grad / 2`` is 0.5.
         x0: the value of ``x`` (the seed's 2.0).
+        lang: language of the printed lines (``"en"``, or ``"zh"`` as in the seed).
 
     Returns:
         :class:`TensorHookLesson`; at the defaults ``dz_dy == 48`` and ``x_grad == 96``.
@@ -625,6 +730,7 @@ def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0) -> TensorHookLesson:
         >>> tensor_hook_lesson(1.0).x_grad
         192.0
     """
+    says = _says(lang)
     edit = edits.scale(k)
     x = torch.tensor([float(x0)], requires_grad=True)
     y = x ** 2
@@ -634,7 +740,7 @@ def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0) -> TensorHookLesson:
     lines: list[str] = []
 
     def tensor_hook(grad: torch.Tensor) -> torch.Tensor:
-        lines.append(f"gradient seen: {grad}")
+        lines.append(f"{says['grad_seen']}{grad}")
         seen.append(grad.detach().clone())
         new = edit(grad)
         returned.append(new.detach().clone())
@@ -645,7 +751,7 @@ def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0) -> TensorHookLesson:
         z.backward()
     finally:
         handle.remove()
-    lines.append(f"x.grad: {x.grad}")
+    lines.append(f"{says['x_grad']}{x.grad}")
     xr = torch.tensor([float(x0)], requires_grad=True)
     (plain,) = torch.autograd.grad((xr ** 2) ** 3, xr)
     return TensorHookLesson(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,7 +55,7 @@ def _assert_no_hooks(models):
 def test_callback_lesson():
     r = lessons.callback_lesson()
     assert (r.calculate, r.decorated, r.square) == (8, 8, 25)
-    assert r.lines == ["result: 8", "result: 8"]
+    assert r.lines == ["result: 8", "result: 8", "25"]
 
 
 def test_forward_hook_lesson_matches_seed(built_models):
@@ -173,7 +177,122 @@ def test_forward_replace_lesson(built_models):
     _assert_no_hooks(built_models)
 
 
-def test_code_snippets_present():
-    for key in ("forward", "backward", "multi_op", "tensor", "replace", "callback"):
-        assert "hook" in lessons.CODE[key] or key == "callback"
-    assert "finally" in lessons.CODE["forward"]
+# -- the code the page shows is the code that runs --------------------------------------------
+
+def _run_snippet(source: str, namespace: dict | None = None) -> tuple[list[str], dict]:
+    """Execute a shown snippet (in ``namespace``, else a fresh one); its printed lines."""
+    ns = namespace if namespace is not None else _fresh_namespace()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecated hook's warning goes to stderr anyway
+        exec(compile(source, "<snippet>", "exec"), ns)  # noqa: S102 - the project's own code
+    return out.getvalue().splitlines(), ns
+
+
+def _fresh_namespace() -> dict:
+    """What the page's snippets assume is imported."""
+    return {"torch": torch, "nn": torch.nn, "F": F, "SimpleModel": SimpleModel}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_callback_snippet_prints_the_lesson_lines(lang):
+    printed, _ = _run_snippet(lessons.code("callback", lang))
+    assert printed == lessons.callback_lesson(lang).lines
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_forward_snippet_prints_and_stores_what_the_lesson_did(lang):
+    r = lessons.forward_hook_lesson(lang=lang)
+    state = torch.random.get_rng_state()
+    try:
+        printed, ns = _run_snippet(lessons.code("forward", lang))
+    finally:
+        torch.random.set_rng_state(state)
+    assert printed == r.lines
+    assert len(ns["conv_outputs"]) == r.calls == 1
+    torch.testing.assert_close(ns["x"], r.input)
+    torch.testing.assert_close(ns["conv_outputs"][0], r.output)
+    torch.testing.assert_close(ns["output"].detach(), r.logits)
+
+
+def _after_forward(lang: str) -> dict:
+    """The namespace after the forward snippet: the seed runs its sections in one script."""
+    return _run_snippet(lessons.code("forward", lang))[1]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_backward_snippet_prints_what_each_kind_received(lang):
+    r = lessons.backward_hook_lesson(lang=lang)
+    shown = lessons.code("backward", lang)
+    deprecated = "handle = model.conv.register_backward_hook(backward_hook)"
+    full = "# handle = model.conv.register_full_backward_hook(backward_hook)"
+    assert deprecated in shown and full in shown
+    state = torch.random.get_rng_state()
+    try:
+        printed, ns = _run_snippet(shown, _after_forward(lang))
+        assert printed == r.kinds["backward"].lines  # 3 grad_input entries, as the seed prints
+        assert ns["loss"].item() == pytest.approx(r.loss)
+        torch.testing.assert_close(ns["x"].detach(), r.x)
+        # the documented alternative the snippet shows, on a fresh model
+        swapped = shown.replace(deprecated, "# " + deprecated).replace(full, full[2:])
+        printed, _ = _run_snippet(swapped, _after_forward(lang))
+        assert printed == r.kinds["full_backward"].lines  # 1 grad_input entry
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def test_multi_op_snippet_prints_the_demo_values():
+    demo = {d.name: d for d in lessons.backward_hook_lesson().multi_op}["TwiceplusOne"]
+    printed, _ = _run_snippet(lessons.code("multi_op"))
+    assert printed == [f"grad_input[0]: {demo.deprecated}", f"grad_input[0]: {demo.full}",
+                       f"{(demo.reference,)}"]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("k", [0.5, 1.0, 0.25, -2.0, 0.3])
+def test_tensor_snippet_prints_the_lesson_lines(k, lang):
+    r = lessons.tensor_hook_lesson(k, lang=lang)
+    printed, ns = _run_snippet(lessons.code("tensor", lang, k=k))
+    assert ns["k"] == k
+    assert printed == r.lines
+    assert float(ns["x"].grad) == r.x_grad
+
+
+def test_replace_snippet_shows_the_replacement():
+    r = lessons.forward_replace_lesson()
+    state = torch.random.get_rng_state()
+    try:
+        printed, ns = _run_snippet(lessons.code("replace"), _after_forward("en"))
+    finally:
+        torch.random.set_rng_state(state)
+    assert printed == [f"logits == fc.bias: {r.output_replaced}",
+                       f"conv output == conv.bias everywhere: {r.input_replaced}"]
+    torch.testing.assert_close(ns["logits"].detach(), r.logits_output_replaced)
+    torch.testing.assert_close(ns["conv_out"].detach(), r.conv_output_input_replaced)
+
+
+def test_code_in_each_language_differs_only_in_printed_words():
+    for name in lessons.CODE:
+        en, zh = lessons.code(name, "en"), lessons.code(name, "zh")
+        assert en == lessons.CODE[name]
+        back = zh
+        for key, words in sorted(lessons.SAYS["zh"].items(), key=lambda kv: -len(kv[1])):
+            back = back.replace(words, lessons.SAYS["en"][key])
+        assert back == en
+        assert (zh != en) == (name != "multi_op" and name != "replace")
+    assert "原始梯度: " in lessons.code("tensor", "zh")
+    assert "x的梯度: " in lessons.code("tensor", "zh")
+    with pytest.raises(ValueError, match="language"):
+        lessons.code("tensor", "fr")
+
+
+def test_chinese_lines_are_the_seeds():
+    assert lessons.tensor_hook_lesson(0.5, lang="zh").lines == \
+        ["原始梯度: tensor([48.])", "x的梯度: tensor([96.])"]
+    fwd = lessons.forward_hook_lesson(lang="zh").lines
+    assert fwd[1:] == ["输入形状: torch.Size([1, 1, 4, 4])", "输出形状: torch.Size([1, 2, 4, 4])"]
+    dep = lessons.backward_hook_lesson(lang="zh").kinds["backward"].lines
+    assert dep[1:] == ["输入梯度数量: 3", "输出梯度数量: 1"]
+    assert lessons.callback_lesson("zh").lines == ["计算结果是: 8", "计算结果是: 8", "25"]
+    with pytest.raises(ValueError, match="language"):
+        lessons.tensor_hook_lesson(0.5, lang="fr")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state, widgets
-from dashboard.i18n import t
+from dashboard.i18n import lang, t
 from hooklab import lessons
 from hooklab.charts import basics as charts
 from hooklab.charts import trace as trace_charts
@@ -14,13 +14,13 @@ PAGE = "hook_basics"
 
 
 @st.cache_data(show_spinner=False)
-def _forward():
-    return lessons.forward_hook_lesson()
+def _forward(language: str = "en"):
+    return lessons.forward_hook_lesson(lang=language)
 
 
 @st.cache_data(show_spinner=False)
-def _backward():
-    return lessons.backward_hook_lesson()
+def _backward(language: str = "en"):
+    return lessons.backward_hook_lesson(lang=language)
 
 
 @st.cache_data(show_spinner=False)
@@ -57,17 +57,17 @@ if opened is not None:
 
 with st.expander(t("0 · Callbacks: a hook is a function PyTorch calls for you",
                    "0 · 回调：钩子就是 PyTorch 替你调用的函数"), expanded=False):
-    cb = lessons.callback_lesson()
+    cb = lessons.callback_lesson(lang())
     left, right = st.columns(2)
-    left.code(lessons.CODE["callback"], language="python")
-    right.code("\n".join(cb.lines + [f"square(5) = {cb.square}"]), language=None)
+    left.code(lessons.code("callback", lang()), language="python")
+    right.code("\n".join(cb.lines), language=None)
 
 # -- 1 forward hook -----------------------------------------------------------------------------
 st.header(t("1 · Forward hook on the conv", "1 · 卷积层上的前向钩子"))
 with state.guard(t("Forward hook", "前向钩子")):
-    fwd = _forward()
+    fwd = _forward(lang())
 left, right = st.columns(2)
-left.code(lessons.CODE["forward"], language="python")
+left.code(lessons.code("forward", lang()), language="python")
 with right:
     st.code("\n".join(fwd.lines), language=None)
     st.plotly_chart(charts.forward_panels(
@@ -82,9 +82,9 @@ with right:
 # -- 2 backward hooks ---------------------------------------------------------------------------
 st.header(t("2 · What each backward hook receives", "2 · 各种反向钩子收到什么"))
 with state.guard(t("Backward hooks", "反向钩子")):
-    bwd = _backward()
+    bwd = _backward(lang())
 left, right = st.columns(2)
-left.code(lessons.CODE["backward"], language="python")
+left.code(lessons.code("backward", lang()), language="python")
 with right:
     dep, full = bwd.kinds["backward"], bwd.kinds["full_backward"]
     c1, c2 = st.columns(2)
@@ -93,6 +93,7 @@ with right:
                             (c2, full, "register_full_backward_hook")):
         with col:
             st.markdown(f"**{title}**")
+            st.code("\n".join(res.lines), language=None)  # what the snippet prints
             st.metric("len(grad_input)", len(res.grad_input))
             st.metric("len(grad_output)", len(res.grad_output))
             st.code("\n".join(f"{e.name}: {e.meaning} {e.shape}" for e in
@@ -109,7 +110,7 @@ for demo in bwd.multi_op:
     with left:
         st.markdown(f"**{demo.name}**: `{demo.code}`")
         if demo.name == "TwiceplusOne":
-            st.code(lessons.CODE["multi_op"], language="python")
+            st.code(lessons.code("multi_op", lang()), language="python")
         st.caption(demo.explanation)
     with right:
         st.plotly_chart(charts.multi_op_bars(demo.deprecated, demo.full, demo.reference),
@@ -122,12 +123,12 @@ for demo in bwd.multi_op:
 # -- 3 tensor hook ------------------------------------------------------------------------------
 st.header(t("3 · A tensor hook that scales a gradient", "3 · 缩放梯度的张量钩子"))
 left, right = st.columns(2)
-left.code(lessons.CODE["tensor"], language="python")
 with right:
     k = st.slider(t("Gradient factor k (the seed halves: 0.5)", "梯度因子 k（课程中减半：0.5）"),
                   min_value=0.0, max_value=2.0, value=k_default, step=0.05, key="tensor_k")
     with state.guard(t("Tensor hook", "张量钩子")):
-        th = lessons.tensor_hook_lesson(k)
+        th = lessons.tensor_hook_lesson(k, lang=lang())
+    left.code(lessons.code("tensor", lang(), k=k), language="python")  # the code that ran
     c1, c2, c3 = st.columns(3)
     c1.metric(t("hook sees dz/dy", "钩子看到的 dz/dy"), f"{th.dz_dy:g}")
     c2.metric(t("hook returns", "钩子返回"), f"{th.dz_dy_edited:g}")
@@ -148,7 +149,7 @@ with state.guard(t("Forward replacement", "前向替换")):
 st.warning(t(rep.claim, "课程说前向钩子只能查看输出、不能修改。实际上，前向钩子若返回一个值，"
                         "PyTorch 就用它作为模块的输出；前向 pre-hook 返回值则替换输入。"))
 left, right = st.columns(2)
-left.code(lessons.CODE["replace"], language="python")
+left.code(lessons.code("replace", lang()), language="python")
 with right:
     st.plotly_chart(charts.replace_bars(rep.logits[0], rep.logits_output_replaced[0],
                                         rep.fc_bias, labels=(

@@ -50,6 +50,10 @@ def test_slider_factor_gives_192k(app):
     slider.set_value(0.25).run()
     assert _xgrad(app) == "48"
     assert not app.error
+    # the tensor snippet shown is the one with the slider's k
+    shown = [c.value for c in app.code if "register_hook" in c.value]
+    assert shown == [lessons.code("tensor", "en", k=0.25)]
+    assert shown[0].startswith("k = 0.25 ")
 
 
 def test_seed_lessons_shown(app):
@@ -113,3 +117,12 @@ def test_chinese_labels(tmp_path, monkeypatch):
     assert "梯度因子" in at.slider(key="tensor_k").label
     assert at.title[0].value == "Hook 基础"
     assert _xgrad(at) == "96"
+    # the printed lines and the shown code speak Chinese, with the seed's words
+    text = _text(at)
+    for line in ("原始梯度: tensor([48.])", "x的梯度: tensor([96.])", "计算结果是: 8",
+                 "输入形状: torch.Size([1, 1, 4, 4])", "输入梯度数量: 3"):
+        assert line in text, line
+    for english in ("gradient seen:", "x.grad: tensor", "input shape:", "result: 8",
+                    "number of grad_input"):
+        assert english not in text, english
+    assert lessons.code("tensor", "zh", k=0.5) in [c.value for c in at.code]
