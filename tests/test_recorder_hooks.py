@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 import torch
@@ -75,11 +77,43 @@ def test_no_hook_left_after_exception_in_edit(cnn, no_leak):
 
 
 def test_tensor_hooks_removed_from_a_graph_that_outlives_the_block(cnn):
-    with hooklab.record(cnn, "conv1") as rec:
-        out = cnn(torch.randn(1, 3, 32, 32))
-    n = len(rec.trace)
+    """The recorder's tensor hooks (output gradient, input gradient, graph marker) leave the
+    tensors at exit, so the living graph keeps no hook and no reference to the recorder."""
+    kept: dict[str, torch.Tensor] = {}
+    h = cnn.conv1.register_forward_hook(lambda m, a, o: kept.setdefault("conv1", o))
+    try:
+        with hooklab.record(cnn, "conv1", input_grads=True) as rec:
+            x = torch.randn(1, 3, 32, 32, requires_grad=True)
+            out = cnn(x)
+            tensors = {"conv1 output": kept["conv1"], "model output": out, "input": x}
+            assert all(t._backward_hooks for t in tensors.values())  # what exit must remove
+    finally:
+        h.remove()
+    for what, t in tensors.items():
+        assert not t._backward_hooks, what
+    trace, n = rec.trace, len(rec.trace)
+    alive = weakref.ref(rec)
+    del rec
+    gc.collect()
+    assert alive() is None, "the graph keeps the recorder alive"
     out.sum().backward()  # after the block: no hook may fire any more
-    assert len(rec.trace) == n
+    assert len(trace) == n and x.grad is not None
+
+
+def test_module_backward_hooks_in_a_living_graph_do_not_keep_the_recorder(cnn):
+    """PyTorch keeps a module's backward hooks in the graph built while they were registered;
+    those of a finished recording hold it only weakly and do nothing."""
+    kinds = {"conv2": ["full_backward", "full_backward_pre"], "conv3": ["backward"],
+             "fc1": ["post_accumulate_grad"]}
+    with hooklab.record(cnn, "conv1", param_grads=True, hooks=kinds) as rec:
+        out = cnn(torch.randn(1, 3, 32, 32))
+    trace, n = rec.trace, len(rec.trace)
+    alive = weakref.ref(rec)
+    del rec
+    gc.collect()
+    assert alive() is None, "the graph keeps the recorder alive"
+    out.sum().backward()
+    assert len(trace) == n and total_hooks(cnn) == 0
 
 
 def test_layers_by_name_glob_type_and_unknown():
