@@ -138,7 +138,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     info = getattr(model, "hooklab_info", None)
     names = list(getattr(info, "class_names", ()) or ())
     all_maps = []
-    _out(f"{args.model} on {what}")
+    _out(f"{args.model} on {what}, device {device}")
     for method in args.method:
         res = cam.compute(model, x, method=method, layer=args.layer, target=target).to("cpu")
         all_maps.append(res.maps.numpy())

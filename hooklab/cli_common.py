@@ -160,6 +160,20 @@ def check_input_file(path: str | os.PathLike[str], option: str) -> Path:
     return p
 
 
+def check_input_dir(path: str | os.PathLike[str], option: str) -> Path:
+    """Check that ``path`` is an existing folder whose entries can be listed; return it."""
+    p = Path(path)
+    if not p.exists():
+        raise PathArgError(f"{option} {p}: no such folder")
+    if not p.is_dir():
+        raise PathArgError(f"{option} {p}: is a file, not a folder")
+    try:
+        next(os.scandir(p), None)
+    except OSError as exc:
+        raise PathArgError(f"{option} {p}: cannot read it ({exc.strerror or exc})") from None
+    return p
+
+
 #: File suffixes that make a ``--weights`` value a path rather than a keyword ('shapes', ...).
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -197,7 +211,8 @@ def check_store_dir(path: str | os.PathLike[str], option: str = "--store") -> Pa
 
 _CHECKS: dict[str, Callable[[str, str], object]] = {
     "output_file": check_output_file, "output_file_or_dir": check_output_file_or_dir,
-    "input_file": check_input_file, "weights": check_weights, "store": check_store_dir}
+    "input_file": check_input_file, "input_dir": check_input_dir, "weights": check_weights,
+    "store": check_store_dir}
 
 
 class PathArg(argparse.Action):
