@@ -13,6 +13,11 @@ examples:
   python -m hooklab train --edit "conv2=scale(0.5)" --tags halve
   # the seed's bias remark: a spurious corner cue agrees with the label 95 % of the time
   python -m hooklab train --data biased_shapes --save-weights biased.safetensors
+  # the seed's own training, exactly (10 classes, manual_seed(42), 1 epoch, Adam 1e-3, batch
+  # 64) on a local CIFAR-10 copy (folder holding cifar-10-batches-py; nothing downloads)
+  python -m hooklab train --data cifar10 --recipe seed --cifar10-root ./data
+  # retrain the shipped default weights and rewrite hooklab/defaults (files + manifest)
+  python -m hooklab train --export-defaults
 """
 
 
@@ -29,8 +34,22 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         epilog=TRAIN_EPILOG)
     p.add_argument("--model", default="simple_cnn", help="zoo model (default: %(default)s)")
     p.add_argument("--data", default="shapes",
-                   choices=("shapes", "biased_shapes", "rebalanced_shapes"),
-                   help="training data (default: %(default)s)")
+                   choices=("shapes", "biased_shapes", "rebalanced_shapes", "cifar10"),
+                   help="training data (default: %(default)s; cifar10 needs --recipe seed)")
+    p.add_argument("--recipe", default="hooklab", choices=("hooklab", "seed"),
+                   help="'seed': the seed's own CIFAR-10 training exactly (10-class SimpleCNN, "
+                        "manual_seed(42), one epoch, Adam lr 1e-3, batch 64); the step, lr, "
+                        "batch and seed options are then ignored (default: %(default)s)")
+    p.add_argument("--cifar10-root", default=None, metavar="DIR", action=PathArg,
+                   kind="input_dir",
+                   help="folder holding cifar-10-batches-py (default: $HOOKLAB_CIFAR10, "
+                        "./data, ~/.cache/hooklab/data)")
+    p.add_argument("--export-defaults", action="store_true",
+                   help="retrain the shipped default models and rewrite their weights and "
+                        "defaults.json (in --out); stores no run")
+    p.add_argument("--out", default=None, metavar="DIR", action=PathArg, kind="store",
+                   help="--export-defaults: target folder (default: the package's "
+                        "hooklab/defaults)")
     p.add_argument("--cue-prob", type=float, default=0.95,
                    help="biased_shapes: how often the cue names the label (default: 0.95)")
     from hooklab.train import TrainConfig
@@ -64,18 +83,54 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _config(args: argparse.Namespace):
+    import dataclasses
+
+    from hooklab import train
+    from hooklab.errors import HooklabError
+
+    if args.recipe == "seed":
+        if args.data not in ("shapes", "cifar10") or args.edit:
+            raise HooklabError("--recipe seed trains the seed's CIFAR-10 model as the seed does: "
+                               "use it with --data cifar10 and no --edit")
+        return dataclasses.replace(train.seed_recipe_config(args.cifar10_root),
+                                   record_every=args.record_every)
+    if args.data == "cifar10":
+        raise HooklabError("--data cifar10 trains the seed's recipe: add --recipe seed")
+    return train.TrainConfig(model=args.model, data=args.data, cue_prob=args.cue_prob,
+                             steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             act_penalty=args.act_penalty, act_layer=args.act_layer,
+                             seed=args.seed, edits=list(args.edit),
+                             record_every=args.record_every)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hooklab.cli_common import out as _out
+    from hooklab.defaults import DEFAULTS_DIR
+    from hooklab.defaults.export import export_defaults
+
+    def progress(name: str, step: int, total: int) -> None:
+        if not args.quiet and (step == total or step % 50 == 0):
+            print(f"  {name}: step {step}/{total}", file=sys.stderr)
+
+    manifest = export_defaults(args.out, progress)
+    for m in manifest["models"]:
+        _out(f"{m['file']}  sha256 {m['sha256']}  test accuracy {m['test_accuracy']:.3f}")
+    _out(f"wrote {len(manifest['models'])} default models and defaults.json in "
+         f"{args.out or DEFAULTS_DIR}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from hooklab import train, weights
     from hooklab.cli_common import open_store as _store
     from hooklab.cli_common import out as _out
 
-    config = train.TrainConfig(model=args.model, data=args.data, cue_prob=args.cue_prob,
-                               steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               act_penalty=args.act_penalty, act_layer=args.act_layer,
-                               seed=args.seed, edits=list(args.edit),
-                               record_every=args.record_every)
+    if args.export_defaults:
+        return _export(args)
+    config = _config(args)
     store = None if args.no_save else _store(args, write=True)
-    marks = {max(1, round(args.steps * f / 10)) for f in range(1, 11)}
+    marks = {max(1, round(config.steps * f / 10)) for f in range(1, 11)}
 
     def progress(step: int, total: int, m: dict) -> None:
         if not args.quiet and step in marks:
@@ -92,7 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     summary = trace.meta.get("train", {})
     acc = summary.get("test_accuracy")
-    _out(f"trained {args.model} on {args.data} for {args.steps} steps"
+    _out(f"trained {config.model} on {config.data} for {config.steps} steps"
+         + (" (the seed's recipe)" if config.recipe == "seed" else "")
          + (f" under {', '.join(args.edit)}" if args.edit else "")
          + (f": test accuracy {acc:.3f}" if isinstance(acc, float) else ""))
     _out(f"saved run {rid} in {store.root}" if rid else "not saved (--no-save)")
