@@ -168,11 +168,37 @@ def test_unwrap_rules():
         unwrap_state_dict("nope")
 
 
-def test_save_is_atomic_no_temp_left(tmp_path):
-    p = save_safetensors(_ref_sd(), tmp_path / "sub" / "w.safetensors")
+def test_save_is_atomic_no_temp_left(tmp_path, monkeypatch):
+    """A save that dies half-way (disk full) over an existing file leaves the old file intact
+    and no temporary file; a successful save then replaces it."""
+    import safetensors.torch
+
+    p = save_safetensors(_ref_sd(1), tmp_path / "sub" / "w.safetensors")
     assert [x.name for x in p.parent.iterdir()] == ["w.safetensors"]
-    assert zipfile.is_zipfile(p) is False
-    assert os.path.getsize(p) > 0
+    old = p.read_bytes()
+    real = safetensors.torch.save_file
+    written: list[str] = []
+
+    def half_then_disk_full(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        data = open(filename, "rb").read()
+        with open(filename, "wb") as fh:  # half the bytes reached the disk, then it filled up
+            fh.write(data[: len(data) // 2])
+        written.append(filename)
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_safetensors(_ref_sd(2), p)
+    assert len(written) == 1  # the fault really happened inside the save
+    assert p.read_bytes() == old  # the old weights are intact ...
+    _assert_same(get_model("simple_cnn", weights=p), _ref_sd(1))
+    assert [x.name for x in p.parent.iterdir()] == ["w.safetensors"]  # ... and no temp is left
+    monkeypatch.undo()
+    save_safetensors(_ref_sd(2), p)
+    _assert_same(get_model("simple_cnn", weights=p), _ref_sd(2))
+    assert [x.name for x in p.parent.iterdir()] == ["w.safetensors"]
+    assert not zipfile.is_zipfile(p) and os.path.getsize(p) > 0
     assert MAX_LISTED >= 5
 
 
