@@ -1,0 +1,149 @@
+"""Run the peer CAM libraries (pytorch-grad-cam, torchcam, Captum) and plain-autograd oracles.
+
+Helpers for ``tests/test_cam_peers.py``. Every function returns torch float32 tensors on CPU
+and removes every hook it (or the peer) registered, also when the peer raises.
+
+Peer conventions, read from their source (pytorch-grad-cam 1.5.7, torchcam 0.5.0, Captum 0.9):
+
+* pytorch-grad-cam computes ``cam = get_cam_image(...)`` (the weighted sum, *before* its ReLU),
+  then ``np.maximum(cam, 0)``, min-max (``+1e-7``), ``cv2.resize`` (bilinear, half-pixel
+  centres), and min-max again. :func:`pgc` returns that pre-ReLU ``cam`` and the final maps.
+* torchcam's ``normalized=False`` returns the map after its ReLU, before normalisation, at the
+  layer's resolution.
+* Captum's ``LayerGradCam.attribute`` has no ReLU unless ``relu_attributions=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import LayerGradCam
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+
+class LogProb:
+    """A peer target: ``log softmax(logits)[t]`` of one sample's output (1-D or batched)."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(out, dim=-1)[..., self.t]
+
+
+def pgc(cls: type, model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: Sequence[int],
+        target_type: Callable[[int], Callable] = ClassifierOutputTarget,
+        batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """pytorch-grad-cam's method ``cls`` -> (pre-ReLU map ``(B, h, w)``, final maps ``(B, H, W)``).
+
+    The pre-ReLU map is what the peer's ``get_cam_image`` returns (captured by wrapping it on
+    the instance); the peer applies ``np.maximum(., 0)`` to it next.
+    """
+    extractor = cls(model=model, target_layers=[layer])
+    if batch_size is not None:
+        extractor.batch_size = batch_size  # Score-CAM's masked inputs per forward
+    captured: list[np.ndarray] = []
+    original = extractor.get_cam_image
+
+    def keep(*args, **kwargs):
+        out = original(*args, **kwargs)
+        captured.append(np.array(out, copy=True))
+        return out
+
+    extractor.get_cam_image = keep
+    try:
+        final = extractor(input_tensor=x, targets=[target_type(int(t)) for t in targets])
+    finally:
+        extractor.activations_and_grads.release()
+    assert len(captured) == 1, "one target layer, one map"
+    return torch.from_numpy(captured[0]).float(), torch.from_numpy(np.asarray(final)).float()
+
+
+def torchcam_raw(cls: type, model: nn.Module, layer: str, x: torch.Tensor, targets: Sequence[int],
+                 **kwargs) -> torch.Tensor:
+    """torchcam's method ``cls`` with class indices, ``normalized=False``: ``(B, h, w)``."""
+    with cls(model, layer, input_shape=tuple(x.shape[1:])) as extractor:
+        scores = model(x)
+        maps = extractor([int(t) for t in targets], scores, normalized=False)
+    return maps[0].detach().float()
+
+
+def torchcam_scorecam(cls: type, model: nn.Module, layer: str, x: torch.Tensor,
+                      targets: Sequence[int], batch_size: int = 128) -> torch.Tensor:
+    """torchcam's Score-CAM with one :class:`LogProb` target per sample, ``normalized=False``."""
+    with cls(model, layer, batch_size=batch_size, input_shape=tuple(x.shape[1:])) as extractor:
+        with torch.no_grad():
+            model(x)  # the extractor's hooks keep the activation and the input
+        maps = extractor(targets=[LogProb(int(t)) for t in targets], normalized=False)
+    return maps[0].detach().float()
+
+
+def captum_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: Sequence[int]
+                   ) -> torch.Tensor:
+    """Captum's ``LayerGradCam`` with ``relu_attributions=True``: ``(B, h, w)``."""
+    attr = LayerGradCam(model, layer).attribute(x, target=[int(t) for t in targets],
+                                                relu_attributions=True)
+    return attr[:, 0].detach().float()
+
+
+@contextlib.contextmanager
+def no_grad_params(model: nn.Module):
+    """``requires_grad=False`` on every parameter for the block (the oracles need no weight grads)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+
+
+# -- oracles: the model's forward written out at the target layer, no hooks at all ---------------
+
+def _simple_cnn_split(model: nn.Module, x: torch.Tensor
+                      ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """hooklab's SimpleCNN at ``conv3``: (conv3 output, head from conv3's output to logits)."""
+    a = model.conv3(model.pool(F.relu(model.conv2(model.pool(F.relu(model.conv1(x)))))))
+    return a, lambda t: model.fc2(F.relu(model.fc1(model.pool(F.relu(t)).flatten(1))))
+
+
+def _densenet_split(model: nn.Module, x: torch.Tensor
+                    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """torchvision DenseNet at ``features.norm5`` (the last module of ``features``)."""
+    a = model.features(x)
+    return a, lambda t: model.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(t), 1), 1))
+
+
+def _densenet_relu_split(model: nn.Module, x: torch.Tensor
+                         ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """torchvision DenseNet just after the ReLU that follows ``features.norm5`` (in place there)."""
+    a = F.relu(model.features(x))
+    return a, lambda t: model.classifier(torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))
+
+
+#: where an oracle can differentiate: a layer name, or ``relu(name)`` for the point after the
+#: ReLU that follows it.
+SPLITS = {"conv3": _simple_cnn_split, "features.norm5": _densenet_split,
+          "relu(features.norm5)": _densenet_relu_split}
+
+
+def oracle(model: nn.Module, point: str, x: torch.Tensor, targets: Sequence[int]
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Activation ``A``, gradient ``dS/dA`` and logits from the written-out forward.
+
+    ``A`` is the output at ``point`` (a key of :data:`SPLITS`) as a fresh leaf, so nothing
+    downstream can alias it; ``S = Σ_i logits[i, targets[i]]``.
+    """
+    with no_grad_params(model), torch.enable_grad():
+        out, head = SPLITS[point](model, x.detach())
+        a = out.detach().clone().requires_grad_()
+        logits = head(a)
+        score = logits[torch.arange(x.shape[0]), torch.as_tensor(list(targets))].sum()
+        (g,) = torch.autograd.grad(score, a)
+    return a.detach(), g.detach(), logits.detach()
