@@ -237,3 +237,153 @@ def test_biased_and_rebalanced_data_choice():
     rebal, test = T._datasets(T.TrainConfig(data="rebalanced_shapes", n_train=1024, n_test=512))
     assert biased.cue_agreement() > 0.9
     assert abs(rebal.cue_agreement() - 1 / k) < 0.05 and test.biased
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's own CIFAR-10 recipe, checked against the seed's script on a tiny fake CIFAR-10.
+# --------------------------------------------------------------------------------------------
+
+FAKE_TRAIN_PER_BATCH, FAKE_TEST = 60, 50  # 300 training images: 5 steps, the last of 44
+
+
+def _fake_cifar10(root):
+    """A tiny CIFAR-10 copy in torchvision's layout (random pixels and labels)."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    files = [(f"data_batch_{i}", FAKE_TRAIN_PER_BATCH) for i in range(1, 6)]
+    for name, n in [*files, ("test_batch", FAKE_TEST)]:
+        batch = {"batch_label": name, "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "labels": [int(v) for v in rng.integers(0, 10, n)],
+                 "filenames": [f"{name}_{i}.png" for i in range(n)]}
+        with (folder / name).open("wb") as fh:
+            pickle.dump(batch, fh)
+    return root
+
+
+class SeedCNN(torch.nn.Module):
+    """The seed's SimpleCNN, as its script defines it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 32, kernel_size=3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.conv3 = torch.nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2, 2)
+        self.fc1 = torch.nn.Linear(128 * 4 * 4, 512)
+        self.fc2 = torch.nn.Linear(512, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = x.view(-1, 128 * 4 * 4)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+def _seed_script(root):
+    """The seed's training, in plain PyTorch: torchvision's transforms on PIL images,
+    manual_seed(42), the model, DataLoader(batch 64, shuffle=True), Adam lr 1e-3, one epoch.
+    (The seed's num_workers=2 draws the same numbers from the global RNG as 0; 0 is faster.)"""
+    import pickle
+
+    import numpy as np
+    import torchvision.transforms as transforms
+    from PIL import Image
+
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    images, labels = [], []
+    for i in range(1, 6):
+        with (root / "cifar-10-batches-py" / f"data_batch_{i}").open("rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")  # torchvision's own reading
+        images.append(entry["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels += entry["labels"]
+    images = np.concatenate(images)
+
+    class TrainSet(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(labels)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(images[i])), labels[i]
+
+    torch.manual_seed(42)
+    np.random.seed(42)
+    model = SeedCNN()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    trainloader = torch.utils.data.DataLoader(TrainSet(), batch_size=64, shuffle=True,
+                                              num_workers=0)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    steps = 0
+    for _epoch in range(1):
+        for inputs, targets in trainloader:
+            optimizer.zero_grad()
+            loss = criterion(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    return init, model, steps
+
+
+def test_seed_recipe_trains_exactly_what_the_seed_script_trains(tmp_path, cache, monkeypatch):
+    root = _fake_cifar10(tmp_path / "cifar")
+    n = 5 * FAKE_TRAIN_PER_BATCH
+    cfg = T.seed_recipe_config(root)
+    assert (cfg.data, cfg.recipe, cfg.seed, cfg.batch_size, cfg.lr, cfg.act_penalty) == \
+        ("cifar10", "seed", 42, 64, 1e-3, 0.0)
+    assert cfg.n_train == n and cfg.steps == math.ceil(n / 64) == 5 and cfg.n_test == FAKE_TEST
+    real_adam, made = torch.optim.Adam, []
+
+    class SpyAdam(real_adam):
+        def __init__(self, params, lr=1e-3, **kw):
+            made.append(lr)
+            super().__init__(params, lr=lr, **kw)
+
+    init, reference, steps = _seed_script(root)
+    built, _ = T._model_and_order(cfg, n)
+    for k, v in built.state_dict().items():
+        assert torch.equal(v, init[k]), k  # manual_seed(42) + the seed's SimpleCNN
+    monkeypatch.setattr(torch.optim, "Adam", SpyAdam)
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
+    calls = []
+    model = T.trained_model(cfg, progress=lambda s, total, m: calls.append(s))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left alone
+    assert made == [1e-3] and calls == list(range(1, steps + 1)) and steps == 5
+    assert model.fc2.out_features == 10
+    assert model.hooklab_info.class_names == D.CIFAR10_CLASSES
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k  # the same weights, bit for bit
+    assert T.trained_model(cfg).hooklab_train["cached"] == str(T.cache_path(cfg))
+
+
+def test_seed_recipe_via_zoo_and_cli(tmp_path, cache, monkeypatch, capsys):
+    root = _fake_cifar10(tmp_path / "cifar")
+    monkeypatch.setenv(D.CIFAR10_ENV, str(root))
+    model = get_model("simple_cnn", weights="cifar10-seed")
+    assert model.hooklab_info.weights.startswith("trained(cifar10, ")
+    assert T.trained_model(T.seed_recipe_config()).hooklab_train["cached"]  # the same, cached
+    from hooklab.cli import main
+
+    assert main(["train", "--data", "cifar10", "--recipe", "seed", "--cifar10-root", str(root),
+                 "--no-save"]) == 0
+    assert "for 5 steps (the seed's recipe)" in capsys.readouterr().out
+    assert main(["train", "--data", "cifar10", "--no-save"]) != 0
+    assert "add --recipe seed" in capsys.readouterr().err
+
+
+def test_seed_recipe_without_a_local_copy_says_how_to_give_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(D.CIFAR10_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(D.DataError, match="HOOKLAB_CIFAR10"):
+        get_model("simple_cnn", weights="cifar10-seed")
+    with pytest.raises(D.DataError, match="no local CIFAR-10 copy"):
+        T.seed_recipe_config()
