@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
              "star": "星形", "diamond": "菱形"}
 INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
-DEFAULT_METHODS = ["gradcam", "gradcam++", "layercam", "eigencam"]
+DEFAULT_METHODS = list(camlib.METHODS)  # all seven side by side (Score-CAM: ~0.1-0.7 s at 32x32)
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _from_pixels(pixels: torch.Tensor, info: zoo.ModelInfo, label: int | None,
                  mask: torch.Tensor | None, description: str) -> Sample:
     p = _fit(pixels.float(), info)
     model_p = p.mean(0, keepdim=True) if info.input_shape[0] == 1 else p
-    x = datalib.normalise(model_p, info.mean, info.std)[None]
+    x = datalib.normalise(model_p, info.mean, info.std)[None].contiguous()  # Score-CAM: NCHW
     m = None
     if mask is not None:
         m = mask.float()[None, None]
@@ -213,15 +213,22 @@ def record_run(model: Model, sample: Sample, layer: str, target: int, meta: dict
 
 # -- views ----------------------------------------------------------------------------------------
 
-def panel_titles(pred: str | None = None) -> tuple[str, str, str]:
-    heat = t("Grad-CAM heatmap", "Grad-CAM 热力图")
-    return (t("Original", "原始图像"), heat + (f": {pred}" if pred else ""),
-            t("Overlay", "叠加热力图"))
+def panel_titles(true_name: str | None = None, target_name: str | None = None,
+                 method: str = "Grad-CAM") -> tuple[str, str, str]:
+    """The seed's panel titles: ``原始图像: 猫``, ``Grad-CAM热力图: 猫``, ``叠加热力图``.
+
+    ``true_name`` is the input's class (left out when it is unknown), ``target_name`` the class
+    whose map is shown, ``method`` the CAM method's title.
+    """
+    original = t("Original", "原始图像") + (f": {true_name}" if true_name else "")
+    heat = t(f"{method} heatmap", f"{method}热力图") + (f": {target_name}" if target_name else "")
+    return original, heat, t("Overlay", "叠加热力图")
 
 
 def show_panels(image: np.ndarray, cam: np.ndarray, alpha: float, target_name: str,
-                key: str) -> None:
-    fig = charts.three_panels(image, cam, alpha=alpha, titles=panel_titles())
+                key: str, true_name: str | None = None, method: str = "Grad-CAM") -> None:
+    fig = charts.three_panels(image, cam, alpha=alpha,
+                              titles=panel_titles(true_name, target_name, method))
     st.plotly_chart(fig, width="stretch", key=key)
     st.caption(t(f"CAM for class **{target_name}**. Overlay = {alpha:.2f}·jet(CAM) + "
                  f"{1 - alpha:.2f}·image (the seed uses 0.4 / 0.6).",
@@ -293,6 +300,8 @@ def saved_run_view(run_id: str) -> None:
             how = t("recomputed with the model (Score-CAM needs it)",
                     "用模型重新计算（Score-CAM 需要模型）")
     tname = names[target] if 0 <= target < len(names) else str(target)
+    label = cam_meta.get("label")
+    true_name = names[int(label)] if label is not None and 0 <= int(label) < len(names) else None
     st.caption(t(f"Model **{meta.get('model', '?')}** ({cam_meta.get('weights', '?')}), method "
                  f"**{camlib.METHODS[camlib.method_name(method)].title}**, layer **{layer}**, "
                  f"input {cam_meta.get('input', '?')} — {how}.",
@@ -302,7 +311,8 @@ def saved_run_view(run_id: str) -> None:
     alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0,
                       float(cam_meta.get("alpha", 0.4)), 0.05, key="gradcam_run_alpha")
     cam = res.maps[0].numpy()
-    show_panels(image, cam, alpha, tname, key="gradcam_run_panels")
+    show_panels(image, cam, alpha, tname, key="gradcam_run_panels", true_name=true_name,
+                method=camlib.METHODS[camlib.method_name(method)].title)
     downloads(image, cam, res.maps.numpy(), alpha, run_id, key="gradcam_run_dl")
     _share_box(run_id)
     if st.button(t("Back to the live page", "返回实时页面"), key="gradcam_leave_run"):
@@ -387,8 +397,11 @@ def main() -> None:
                       key="gradcam_alpha")
     cam = res.maps[pick].numpy()
     left, right = st.columns([3, 1])
+    truth = names[sample.label] if sample.label is not None and sample.label < len(names) \
+        else None
     with left:
-        show_panels(sample.image, cam, alpha, tname, key="gradcam_panels")
+        show_panels(sample.image, cam, alpha, tname, key="gradcam_panels", true_name=truth,
+                    method=camlib.METHODS[res.method].title)
     with right:
         if res.logits is not None:
             labels, probs, idx = charts.topk(res.logits[0].numpy(), names, k=min(5, len(names)))
@@ -396,10 +409,8 @@ def main() -> None:
             st.plotly_chart(charts.topk_bar(labels, probs, highlight=hi,
                                             x_title=t("probability", "概率")),
                             width="stretch", key="gradcam_topk")
-        truth = names[sample.label] if sample.label is not None and sample.label < len(names) \
-            else "—"
         st.markdown(f"**{t('Input', '输入')}:** {sample.description}  \n"
-                    f"**{t('True class', '真实类别')}:** {truth}  \n"
+                    f"**{t('True class', '真实类别')}:** {truth or '—'}  \n"
                     f"**{t('Layer', '层')}:** {res.layer}  \n"
                     f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
     downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}",
@@ -473,8 +484,9 @@ def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target:
             maps[camlib.METHODS[m].title] = r.maps[0].numpy()
     st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
                     width="stretch", key="gradcam_methods_fig")
-    st.caption(t(f"All at layer {res.layer}, for the same class.",
-                 f"均在层 {res.layer}，同一类别。"))
+    st.caption(t(f"{len(maps)} of the {len(camlib.METHODS)} methods, all at layer {res.layer}, "
+                 "for the same class.",
+                 f"{len(camlib.METHODS)} 种方法中的 {len(maps)} 种，均在层 {res.layer}，同一类别。"))
 
 
 def gallery_section(model: Model, names: list[str], layer: str, method: str,

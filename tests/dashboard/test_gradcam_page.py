@@ -94,9 +94,34 @@ def test_default_view_draws_the_seed_panels(store):
     # the overlay is the seed's 0.4·jet + 0.6·image of the drawn image and map
     expect = C.to_uint8(C.overlay(image.astype(np.float32) / 255, heat, 0.4))
     assert np.abs(over.astype(int) - expect.astype(int)).max() <= 1
-    # a top-k chart with probabilities summing to at most 1
-    probs = _array(_figure(at, "gradcam_topk")["data"][0]["x"])
-    assert 0 < probs.sum() <= 1.0 + 1e-5 and np.all(np.diff(probs) <= 1e-7)
+
+    # the top-k chart: the softmax of the model's output for the drawn input, best first
+    bar = _figure(at, "gradcam_topk")["data"][0]
+    probs = _array(bar["x"]).astype(np.float64)
+    logits = _default_logits(at)
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    order = np.argsort(-softmax, kind="stable")[:5]
+    from hooklab import data as datalib
+
+    assert list(bar["y"]) == [datalib.SHAPE_CLASSES[i] for i in order]
+    np.testing.assert_allclose(probs, softmax[order], rtol=1e-5, atol=1e-7)
+    assert np.all((probs > 0) & (probs <= 1)) and np.all(np.diff(probs) <= 0)
+
+
+def _default_model(at: AppTest):
+    from dashboard import widgets
+
+    weights = at.radio(key="gradcam_weights").value
+    return widgets.load_model({"name": "simple_cnn", "weights": weights}).model
+
+
+def _default_logits(at: AppTest) -> np.ndarray:
+    """The model's output on the page's default input (shapes test image 102), in float64."""
+    from hooklab import data as datalib
+
+    img, _, _ = datalib.shapes_sample(102)
+    with torch.no_grad():
+        return _default_model(at)(img[None])[0].double().numpy()
 
 
 def test_panels_show_the_cam_hooklab_computes(store):
@@ -131,11 +156,27 @@ def test_opacity_method_and_topk_controls(store):
     assert any("EigenCAM" in m.value for m in at.markdown)
 
 
+SEVEN = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "HiResCAM", "LayerCAM", "Score-CAM", "EigenCAM"]
+
+
 def test_methods_side_by_side_and_metrics(store):
     at = _app()
-    fig = _figure(at, "gradcam_methods_fig")  # the default "More" section
-    assert [a["text"] for a in fig["layout"]["annotations"]] == \
-        ["Grad-CAM", "Grad-CAM++", "LayerCAM", "EigenCAM"]
+    fig = _figure(at, "gradcam_methods_fig")  # the default "More" section: all seven
+    assert [a["text"] for a in fig["layout"]["annotations"]] == SEVEN
+    assert [d["type"] for d in fig["data"]] == ["image"] * 7
+    assert any("7 of the 7 methods" in c.value for c in at.caption)
+    at.toggle(key="gradcam_raw").set_value(True).run()  # raw maps: each one hooklab's map
+    _ok(at)
+    fig = _figure(at, "gradcam_methods_fig")
+    from hooklab import data as datalib
+
+    img, _, _ = datalib.shapes_sample(102)
+    model = _default_model(at)
+    target = int(np.argmax(_default_logits(at)))
+    for name, trace in zip(camlib.METHODS, fig["data"], strict=True):
+        ref = camlib.compute(model, img[None], method=name, layer="conv3", target=target)
+        np.testing.assert_allclose(_array(trace["z"]), ref.maps[0].numpy(), atol=1e-5,
+                                   err_msg=name)
     at.radio(key="gradcam_section").set_value("metrics").run()
     _ok(at)
     curves = _figure(at, "gradcam_curves")
@@ -254,7 +295,20 @@ def test_bias_experiment_wiring(store, monkeypatch):
         assert np.all((_array(trace["y"]) >= 0) & (_array(trace["y"]) <= 1))
 
 
+def test_english_titles_name_the_classes(store):
+    at = _app()
+    _ok(at)
+    from hooklab import data as datalib
+
+    pred = datalib.SHAPE_CLASSES[int(np.argmax(_default_logits(at)))]
+    assert [a["text"] for a in _figure(at, "gradcam_panels")["layout"]["annotations"]][:3] == \
+        ["Original: cross", f"Grad-CAM heatmap: {pred}", "Overlay"]
+
+
 def test_chinese_labels_and_class_names(store):
+    from dashboard.views.gradcam import SHAPES_ZH
+    from hooklab import data as datalib
+
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.session_state["hooklab_lang"] = "zh"
     at.run()
@@ -262,8 +316,11 @@ def test_chinese_labels_and_class_names(store):
     text = "\n".join(m.value for m in at.markdown)
     assert "真实类别" in text and "十字" in text  # shapes sample 102 is a cross
     fig = _figure(at, "gradcam_panels")
+    pred = SHAPES_ZH[datalib.SHAPE_CLASSES[int(np.argmax(_default_logits(at)))]]
+    # the seed's titles: 原始图像: <true class>, Grad-CAM热力图: <class of the map>, 叠加热力图
     assert [a["text"] for a in fig["layout"]["annotations"]][:3] == \
-        ["原始图像", "Grad-CAM 热力图", "叠加热力图"]
+        ["原始图像: 十字", f"Grad-CAM热力图: {pred}", "叠加热力图"]
+    assert list(_figure(at, "gradcam_topk")["data"][0]["y"])[0] == pred
 
 
 def test_cifar10_sample_from_a_local_copy(store, tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,7 @@ def _charts(at):
 
 def test_defaults_run_shows_timeline_and_events(app):
     assert app.selectbox(key="inspector_model").value == "simple_cnn"
-    start = time.perf_counter()
-    app.button(key="inspector_run").click().run()
-    elapsed = time.perf_counter() - start
+    app.button(key="inspector_run").click().run()  # speed: benchmarks/bench_dashboard.py
     assert not app.exception and not app.error, [e.value for e in app.error]
     charts = _charts(app)
     timeline = charts[0]
@@ -44,7 +41,6 @@ def test_defaults_run_shows_timeline_and_events(app):
     titles = [c["layout"]["title"]["text"] for c in charts]
     assert any("histogram" in x for x in titles)
     assert any(x.startswith("activation | gradient") for x in titles)
-    assert elapsed < 30  # generous on a shared 2-core machine; the benchmark measures it
 
 
 def test_select_event_and_channel(app):
