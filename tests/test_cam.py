@@ -13,6 +13,7 @@ import hooklab
 from hooklab import cam
 from hooklab.errors import HooklabError, LayerNotFoundError, NonSpatialLayerError
 from hooklab.models import SimpleCNN
+from tests.seed_reference import SeedSimpleCNN
 
 
 class SeedGradCAM:
@@ -76,7 +77,9 @@ def images():
 
 
 def test_gradcam_reproduces_seed(model, images, no_leak):
-    ref = SeedGradCAM(model, model.conv3)
+    torch.manual_seed(42)  # the seed's literal SimpleCNN, initialised as the `model` fixture
+    seed_cnn = SeedSimpleCNN().eval()
+    ref = SeedGradCAM(seed_cnn, seed_cnn.conv3)
     try:
         expected = [ref.generate_cam(images[i:i + 1]) for i in range(len(images))]
     finally:

@@ -11,6 +11,7 @@ from hooklab.models import (MODEL_NAMES, TORCHVISION_MODELS, SimpleCNN, SimpleMo
                             auto_target_layer, get_model, input_shape, list_layers, model_info,
                             seed_model)
 from hooklab.weights import CheckpointError, hub_checkpoint_path, remap_torchvision_keys
+from tests.seed_reference import SeedSimpleCNN, SeedSimpleModel
 
 SMALL = (3, 64, 64)  # torchvision models accept any size >= 32; keeps the tests light
 
@@ -21,9 +22,44 @@ EXPECTED_TARGET = {
 }
 
 
+def _same_as_seed(ours: nn.Module, seed: nn.Module, x: torch.Tensor) -> None:
+    """Every parameter's name, shape and value, every buffer, the module tree and the output on
+    ``x`` equal the seed's literal class."""
+    assert [(n, tuple(p.shape)) for n, p in ours.named_parameters()] == \
+        [(n, tuple(p.shape)) for n, p in seed.named_parameters()]
+    for (name, p), (_, q) in zip(ours.named_parameters(), seed.named_parameters(), strict=True):
+        assert torch.equal(p, q), f"{name}: initial values differ from the seed's"
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in seed.named_buffers()]
+    assert [(n, repr(m)) for n, m in ours.named_children()] == \
+        [(n, repr(m)) for n, m in seed.named_children()]
+    ours.eval()
+    seed.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), seed(x), rtol=0, atol=0)
+
+
 def test_seed_models_unchanged():
+    """hooklab's SimpleModel and SimpleCNN are the seed's literal classes (tests/seed_reference):
+    the same parameters (names, shapes, initial values after the same manual_seed), the same
+    outputs; seed_model() is the seed's manual_seed(42) model."""
+    torch.manual_seed(42)
+    ref = SeedSimpleModel()
     m = seed_model()
-    assert isinstance(m, SimpleModel) and m.conv.weight.shape == (2, 1, 3, 3)
+    assert isinstance(m, SimpleModel)
+    _same_as_seed(m, ref, torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(42)))
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        ref_cnn = SeedSimpleCNN()
+        torch.manual_seed(seed)
+        ours = SimpleCNN(num_classes=10)
+        _same_as_seed(ours, ref_cnn,
+                      torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    assert [(n, tuple(p.shape)) for n, p in SeedSimpleCNN().named_parameters()] == [
+        ("conv1.weight", (32, 3, 3, 3)), ("conv1.bias", (32,)),
+        ("conv2.weight", (64, 32, 3, 3)), ("conv2.bias", (64,)),
+        ("conv3.weight", (128, 64, 3, 3)), ("conv3.bias", (128,)),
+        ("fc1.weight", (512, 2048)), ("fc1.bias", (512,)),
+        ("fc2.weight", (10, 512)), ("fc2.bias", (10,))]  # the seed's numbers, written out
     cnn = get_model("simple_cnn")
     assert isinstance(cnn, SimpleCNN) and not cnn.training
     assert input_shape(cnn) == (3, 32, 32)
