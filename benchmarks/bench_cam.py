@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
 from hooklab import cam  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 
 def seed_style_gradcam(model: torch.nn.Module, x: torch.Tensor, layer: torch.nn.Module) -> None:
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-scorecam", action="store_true")
     args = ap.parse_args()
+    print(machine_line(), flush=True)
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("e2e_harness",
@@ -167,6 +168,7 @@ def main() -> int:
     ap.add_argument("--screenshots", type=Path, default=None,
                     help="also save a screenshot of each page into this folder")
     args = ap.parse_args()
+    print(machine_line(), flush=True)
     if not os.path.exists(harness.CHROMIUM):
         print(f"{harness.CHROMIUM} not found: install Debian's chromium", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "budget", "stats")
@@ -95,6 +96,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.child, args.model, args.batch, args.size, budget)))
         return 0
+    print(machine_line(), flush=True)
     rows = []
     for mode in args.modes:
         cmd = [sys.executable, __file__, "--child", mode, "--model", args.model,

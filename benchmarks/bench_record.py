@@ -26,6 +26,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import hooklab  # noqa: E402
 from hooklab.store import TraceStore  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 
 def step(model, x, mode):
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args()
+    print(machine_line(), flush=True)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(args.batch, 3, args.size, args.size)

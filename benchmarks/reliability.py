@@ -41,6 +41,7 @@ from hooklab.models import SimpleCNN  # noqa: E402
 from hooklab.recorder import EditSpec  # noqa: E402
 from hooklab.store import TraceStore  # noqa: E402
 from hooklab.store_stress import check_store, concurrent_saves, kill_writers  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 COLUMNS = ("check", "attempts", "failures injected", "hooks leaked", "runs lost",
            "partial runs visible", "memory growth", "seconds", "notes")
@@ -290,6 +291,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # the deprecated backward hook
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     torch.set_num_threads(1)  # the checks are about correctness; threads only add contention
+    print(machine_line(), flush=True)
     work = Path(args.keep or tempfile.mkdtemp(prefix="hooklab-reliability-"))
     work.mkdir(parents=True, exist_ok=True)
     q = args.quick
