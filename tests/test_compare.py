@@ -199,7 +199,8 @@ def test_compare_training_halving_first_step(tmp_path, monkeypatch):
     base = dict(steps=4, n_train=128, n_test=64, batch_size=16)
     seen: list[tuple[float, str]] = []
     res = cmpmod.compare_training(TrainConfig(**base), TrainConfig(**base, edits=["conv2=halve"]),
-                                  steps=3, progress=lambda f, msg: seen.append((f, msg)))
+                                  steps=3, progress=lambda f, msg: seen.append((f, msg)),
+                                  keep_models=True)
     ha, hb = res.history_a, res.history_b
     assert len(ha) == len(hb) == 3  # `steps` overrides the configurations
     # step 0: same weights, same batch -> upstream halved, downstream unchanged
@@ -214,7 +215,21 @@ def test_compare_training_halving_first_step(tmp_path, monkeypatch):
     fracs = [f for f, _ in seen]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0 and any("B:" in m for _, m in seen)
     assert res.config_b["edits"][0]["edit"] == {"name": "scale", "k": 0.5}
-    assert 0.0 <= res.test_accuracy_a <= 1.0
+    # each side's test accuracy is its own model's, computed here on the 64 test images
+    from hooklab.data import make_shapes
+
+    test = make_shapes(64, 0, "test")
+    for model, reported in zip(res.models, (res.test_accuracy_a, res.test_accuracy_b),
+                               strict=True):
+        with torch.no_grad():
+            right = int((model.eval()(test.images).argmax(1) == test.labels).sum())
+        assert reported == pytest.approx(right / 64, abs=1e-12)
+    assert not torch.equal(res.models[0].conv1.weight, res.models[1].conv1.weight)
+    from hooklab.train import train  # side A's model is the one config A trains, for 3 steps
+
+    direct, _ = train(TrainConfig(**{**base, "steps": 3}))
+    for (name, p), q in zip(direct.named_parameters(), res.models[0].parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
     # round trip through a trace (what the page saves)
     again = cmpmod.TrainingComparison.from_trace(res.to_trace({"page": "compare"}))
     pd.testing.assert_frame_equal(again.history_b, hb, check_dtype=False)
