@@ -41,10 +41,10 @@ CASES: dict[str, dict] = {
 }
 
 
-def _model() -> nn.Module:
+def _model(device: str = "cpu") -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(),
-                         nn.Linear(6, 3)).eval()
+                         nn.Linear(6, 3)).eval().to(device)
 
 
 XA = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
@@ -54,11 +54,11 @@ WB = torch.tensor([-0.75, 1.5, 3.0])
 
 
 def loss_a(out: torch.Tensor) -> torch.Tensor:
-    return (out * WA).sum()
+    return (out * WA.to(out.device)).sum()
 
 
 def loss_b(out: torch.Tensor) -> torch.Tensor:
-    return (out.tanh() * WB).sum()
+    return (out.tanh() * WB.to(out.device)).sum()
 
 
 def _interleave(a_body: Callable[[Callable[[], None]], None], b_body: Callable[[], None]) -> None:
@@ -102,7 +102,7 @@ def _plain_b(model: nn.Module, out: list[dict[str, torch.Tensor]]) -> Callable[[
         for p in params.values():
             p.grad = None
         try:
-            x = XB.clone().requires_grad_()
+            x = XB.to(next(model.parameters()).device, copy=True).requires_grad_()
             loss_b(model(x)).backward()
             out.append({**{n: p.grad.clone() for n, p in params.items()}, "x": x.grad.clone()})
         finally:
@@ -117,7 +117,7 @@ def _reference(model: nn.Module, x: torch.Tensor, loss) -> dict[str, torch.Tenso
     seen: dict[str, torch.Tensor] = {}
     h = ref[2].register_forward_hook(lambda m, a, o: seen.update(in2=a[0], out2=o))
     try:
-        x = x.clone().requires_grad_()
+        x = x.to(next(ref.parameters()).device, copy=True).requires_grad_()
         out = ref(x)
     finally:
         h.remove()
@@ -130,7 +130,7 @@ def _reference(model: nn.Module, x: torch.Tensor, loss) -> dict[str, torch.Tenso
 def _record_a(model: nn.Module, kwargs: dict, pause: Callable[[], None], result: dict) -> None:
     """A: record, forward, pause (B runs), backward; keeps the trace and A's gradients."""
     with hooklab.record(model, **kwargs) as rec:
-        x = XA.clone().requires_grad_()
+        x = XA.to(next(model.parameters()).device, copy=True).requires_grad_()
         out = model(x)
         pause()
         loss_a(out).backward()
@@ -187,7 +187,19 @@ def _check_values(name: str, trace: hooklab.Trace, grads: dict, ref: dict) -> No
 def test_foreign_backward_during_a_recording(name, no_leak):
     """B's plain backward while A records: B's gradients are plain autograd's (no edit of A's
     reaches them), A's trace is what A records alone, and no hook is left."""
-    model = _model()
+    _foreign_backward(name, no_leak, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(CASES))
+def test_foreign_and_own_backward_on_cuda(name, no_leak):
+    """The same on CUDA, where autograd runs every backward hook on its device threads."""
+    _foreign_backward(name, no_leak, "cuda")
+    _own_graph_from_another_thread(name, no_leak, "cuda")
+
+
+def _foreign_backward(name: str, no_leak, device: str) -> None:
+    model = _model(device)
     kwargs = CASES[name]
     ref_b = _reference(model, XB, loss_b)
     ref_a = _reference(model, XA, loss_a)
@@ -211,14 +223,18 @@ def test_foreign_backward_during_a_recording(name, no_leak):
 def test_own_graph_backward_from_another_thread_is_recorded(name, no_leak):
     """A's backward run by another Python thread (what CUDA's device threads look like): every
     hook kind and edit still acts, exactly as when A runs its backward itself."""
-    model = _model()
+    _own_graph_from_another_thread(name, no_leak, "cpu")
+
+
+def _own_graph_from_another_thread(name: str, no_leak, device: str) -> None:
+    model = _model(device)
     kwargs = CASES[name]
     ref_a = _reference(model, XA, loss_a)
     with no_leak(model):
         alone: dict = {}
         _record_a(model, kwargs, lambda: None, alone)
         with hooklab.record(model, **kwargs) as rec:
-            out = model(XA.clone().requires_grad_())
+            out = model(XA.to(device, copy=True).requires_grad_())
             errors: list[BaseException] = []
 
             def backward() -> None:
