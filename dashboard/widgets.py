@@ -2,8 +2,9 @@
 
 Pages import these so every page offers the same choices. Signatures are stable:
 
-* :func:`model_picker` ``(key, default=None) -> ModelChoice`` — zoo model + weights (random,
-  trained on shapes, or an uploaded file); cached across sessions with a lock.
+* :func:`model_picker` ``(key, default=None, *, seed_recipe=False) -> ModelChoice`` — zoo model
+  + weights (random, trained on shapes, an uploaded file, or with ``seed_recipe`` and a local
+  CIFAR-10 copy the seed's own CIFAR-10 training); cached across sessions with a lock.
 * :func:`load_model` ``(spec) -> ModelChoice`` — the same without UI (reopening a run).
 * :func:`input_picker` ``(key, model, default=None) -> InputChoice`` — shapes sample, CIFAR-10
   sample (when a local copy exists), uploaded image, random, the seed's input.
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 MODEL_NAMES_SHOWN = ("simple_cnn", "simple_model", "resnet18", "mobilenet_v3_small", "vgg11_bn",
                      "resnet50", "densenet121", "efficientnet_b0")
 WEIGHT_SOURCES = ("auto", "random", "shapes", "upload")
+#: The seed's SimpleCNN trained by the seed's own recipe on a local CIFAR-10 copy.
+SEED_RECIPE = "cifar10-seed"
 INPUT_SOURCES = ("shapes", "cifar10", "upload", "random", "seed")
 
 
@@ -58,7 +61,8 @@ class ModelChoice:
 
     Attributes:
         name: zoo name (``"simple_cnn"``).
-        weights: ``"random"``, ``"shapes"`` (trained on the shapes set) or ``"upload:<sha12>"``.
+        weights: ``"random"``, ``"shapes"`` (trained on the shapes set), ``"cifar10-seed"``
+            (:data:`SEED_RECIPE`) or ``"upload:<sha12>"``.
         model: the cached module (eval mode).
         input_shape: ``(C, H, W)`` it expects.
         class_names: one per logit.
@@ -111,6 +115,43 @@ def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Mod
     return get_model(name)
 
 
+@st.cache_resource(show_spinner=False)
+def _seed_recipe_slot(cifar_root: str) -> dict[str, nn.Module]:
+    """Where the seed-recipe model is kept once trained (shared by sessions, per CIFAR-10 root).
+
+    Training runs outside ``st.cache_resource`` so that its progress can be drawn.
+    """
+    return {}
+
+
+def _slot() -> dict[str, nn.Module]:
+    from hooklab.data import CIFAR10_ENV
+
+    return _seed_recipe_slot(os.environ.get(CIFAR10_ENV, ""))
+
+
+def seed_recipe_ready() -> bool:
+    """True when the seed-recipe model is already in memory (no training to show)."""
+    return "model" in _slot()
+
+
+def _seed_recipe_model(name: str, progress: Any = None) -> nn.Module:
+    """The seed's SimpleCNN trained on the local CIFAR-10 (trained once, cached on disk too).
+
+    Raises:
+        DataError: no local CIFAR-10 copy (training split included).
+    """
+    if name != "simple_cnn":
+        raise HooklabError(f"the seed's CIFAR-10 recipe trains the SimpleCNN, not {name}")
+    slot = _slot()
+    with state.model_lock(f"{name}|{SEED_RECIPE}"):
+        if "model" not in slot:
+            from hooklab.train import seed_recipe_config, trained_model
+
+            slot["model"] = trained_model(seed_recipe_config(), progress=progress).eval()
+    return slot["model"]
+
+
 def _class_names(model: nn.Module, name: str) -> tuple[str, ...]:
     info = getattr(model, "hooklab_info", None)
     names = tuple(getattr(info, "class_names", ()) or ())
@@ -130,10 +171,13 @@ def default_weights(name: str) -> str:
     return "shapes" if name == "simple_cnn" and trained_available() else "random"
 
 
-def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None) -> ModelChoice:
-    """A cached model from ``{"name": ..., "weights": "auto"|"random"|"shapes"|"upload:<sha>"}``.
+def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
+               progress: Any = None) -> ModelChoice:
+    """A cached model from ``{"name": ..., "weights": "auto"|"random"|"shapes"|"cifar10-seed"|
+    "upload:<sha>"}``.
 
-    ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights.
+    ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights. ``progress``:
+    ``(step, total, info)`` callback while the seed-recipe model trains (first use only).
     """
     from hooklab.models import input_shape
 
@@ -144,19 +188,23 @@ def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None) ->
         weights = default_weights(name)
     if weights == "shapes" and not trained_available():
         weights = "random"
-    model = _cached_model(name, weights, blob)
+    model = (_seed_recipe_model(name, progress) if weights == SEED_RECIPE
+             else _cached_model(name, weights, blob))
     info = getattr(model, "hooklab_info", None)
     shape = tuple(getattr(info, "input_shape", ()) or input_shape(model))
     return ModelChoice(name, weights, model, shape, _class_names(model, name),
                        {"name": name, "weights": weights})
 
 
-def model_picker(key: str, default: dict[str, Any] | None = None) -> ModelChoice:
+def model_picker(key: str, default: dict[str, Any] | None = None, *,
+                 seed_recipe: bool = False) -> ModelChoice:
     """Model selectbox, weights radio (auto / random / trained on shapes / upload).
 
     Args:
         key: widget key prefix (unique per page).
         default: a :attr:`ModelChoice.spec` to preselect (e.g. from a reopened run).
+        seed_recipe: also offer "seed recipe (CIFAR-10)" for the SimpleCNN when a local CIFAR-10
+            copy exists; its first use trains inside ``st.status`` with a progress bar.
 
     Raises (inside ``state.guard()``): WeightsMismatchError, UnsafeCheckpointError, ...
     """
@@ -167,9 +215,12 @@ def model_picker(key: str, default: dict[str, Any] | None = None) -> ModelChoice
                         else 0, key=f"{key}_model")
     labels = {"auto": t("default", "默认"), "random": t("random", "随机"),
               "shapes": t("trained on shapes", "在 shapes 上训练"),
-              "upload": t("upload weights", "上传权重")}
+              "upload": t("upload weights", "上传权重"),
+              SEED_RECIPE: t("seed recipe (CIFAR-10)", "课程配方（CIFAR-10）")}
     options = [w for w in WEIGHT_SOURCES if w != "shapes" or (name == "simple_cnn"
                                                              and trained_available())]
+    if seed_recipe and name == "simple_cnn" and trained_available() and cifar_available():
+        options.insert(options.index("upload"), SEED_RECIPE)
     w0 = str(default.get("weights", "auto")).split(":")[0]
     src = st.radio(t("Weights", "权重"), options, index=options.index(w0) if w0 in options
                    else 0, format_func=labels.get, horizontal=True, key=f"{key}_weights")
@@ -185,8 +236,33 @@ def model_picker(key: str, default: dict[str, Any] | None = None) -> ModelChoice
         else:
             blob = up.getvalue()
             weights = "upload:" + hashlib.sha256(blob).hexdigest()[:12]
+    if weights == SEED_RECIPE and not seed_recipe_ready():
+        return _train_seed_recipe(name)
     with st.spinner(t("Loading model…", "加载模型…")):
         return load_model({"name": name, "weights": weights}, blob)
+
+
+def _train_seed_recipe(name: str) -> ModelChoice:
+    """First use of the seed-recipe model: train (or read the disk cache) with progress."""
+    with st.status(t("Training the seed's SimpleCNN on the local CIFAR-10 (one epoch, Adam, "
+                     "batch 64; once, then cached)…",
+                     "在本地 CIFAR-10 上按课程配方训练 SimpleCNN（1 个 epoch，Adam，batch 64；"
+                     "只训练一次，之后使用缓存）…"), expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def progress(step: int, total: int, info: dict[str, float]) -> None:
+            loss = info.get("loss")
+            bar.progress(min(1.0, step / max(total, 1)),
+                         text=f"{step}/{total}" + (f" · loss {loss:.3f}" if loss is not None
+                                                   else ""))
+
+        choice = load_model({"name": name, "weights": SEED_RECIPE}, progress=progress)
+        acc = (getattr(choice.model, "hooklab_train", None) or {}).get("test_accuracy")
+        done = t("Seed-recipe SimpleCNN ready", "课程配方 SimpleCNN 已就绪")
+        if acc is not None:
+            done += t(f" (CIFAR-10 test accuracy {acc:.1%})", f"（CIFAR-10 测试准确率 {acc:.1%}）")
+        status.update(label=done, state="complete", expanded=False)
+    return choice
 
 
 # ----------------------------------------------------------------------------------------------

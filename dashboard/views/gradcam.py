@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
              "star": "星形", "diamond": "菱形"}
+SEED_TEST_INDEX = 102  # the seed's CIFAR-10 test image
 INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
 DEFAULT_METHODS = list(camlib.METHODS)  # all seven side by side (Score-CAM: ~0.1-0.7 s at 32x32)
 
@@ -335,10 +336,16 @@ def main() -> None:
 
     c1, c2 = st.columns([1, 2])
     with c1, state.guard(t("Loading the model", "加载模型")):
-        model = wrap(widgets.model_picker("gradcam"))
+        model = wrap(widgets.model_picker("gradcam", seed_recipe=True))
         spatial, auto = _layers(model.choice.key, model.net, tuple(model.info.input_shape))
     info = model.info
     names = class_names(info)
+    if st.session_state.get("gradcam_model_key") != model.choice.key:
+        st.session_state["gradcam_model_key"] = model.choice.key
+        if model.choice.weights == widgets.SEED_RECIPE:  # the seed's own model and input
+            st.session_state["gradcam_source"] = "cifar10"
+            if st.session_state.get("gradcam_index", SEED_TEST_INDEX) != SEED_TEST_INDEX:
+                st.session_state["gradcam_index"] = SEED_TEST_INDEX  # else the default is it
 
     sources = ["shapes", "cifar10", "upload", "random"] if cifar_available() else \
         ["shapes", "upload", "random"]
@@ -353,7 +360,7 @@ def main() -> None:
         source = f1.radio(t("Input", "输入"), sources, format_func=source_names.get,
                           key="gradcam_source", horizontal=True)
         index = f1.number_input(t("Sample index / random seed", "样本编号 / 随机种子"), 0, 9999,
-                                102, key="gradcam_index")
+                                SEED_TEST_INDEX, key="gradcam_index")
         with f1.expander(t("Image file (for “Upload”)", "图像文件（用于“上传”）")):
             image_file = st.file_uploader(t("Image", "图像"), key="gradcam_image")
         method = f2.selectbox(t("Method", "方法"), methods, key="gradcam_method",

@@ -350,3 +350,131 @@ def test_cifar10_sample_from_a_local_copy(store, tmp_path, monkeypatch):
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+# -- the seed's own model: SimpleCNN trained by the seed's recipe on a local CIFAR-10 -------------
+
+def _write_fake_cifar(root: Path, n_train: int = 20, n_test: int = 110,
+                      train: bool = True) -> np.ndarray:
+    """A tiny CIFAR-10 copy in torchvision's layout; returns the test pixels (N, 3, 32, 32)."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else []
+    test = None
+    for name in [*names, "test_batch"]:
+        n = n_test if name == "test_batch" else n_train
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+        if name == "test_batch":
+            test = data.reshape(n, 3, 32, 32)
+    from hooklab.data import CIFAR10_CLASSES
+
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, f)
+    return test
+
+
+@pytest.fixture
+def fresh_caches():
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def seed_cifar(store, tmp_path, monkeypatch, fresh_caches):
+    """$HOOKLAB_CIFAR10 at a fake copy with 110 test images, $HOOKLAB_CACHE in a tmp folder."""
+    pixels = _write_fake_cifar(tmp_path / "cifar")
+    monkeypatch.setenv("HOOKLAB_CIFAR10", str(tmp_path / "cifar"))
+    monkeypatch.setenv("HOOKLAB_CACHE", str(tmp_path / "cache"))
+    return pixels
+
+
+def _pick_seed_recipe(lang: str = "en") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["hooklab_lang"] = lang
+    at.run()
+    _ok(at)
+    shown = {"en": "seed recipe (CIFAR-10)", "zh": "课程配方（CIFAR-10）"}[lang]
+    assert shown in at.radio(key="gradcam_weights").options
+    at.radio(key="gradcam_weights").set_value("cifar10-seed").run()
+    return at
+
+
+def test_seed_recipe_model_on_cifar10_test_image_102(seed_cifar, tmp_path):
+    from hooklab import data as datalib
+    from hooklab.models import get_model
+
+    at = _pick_seed_recipe()
+    _ok(at)
+    # trained inside st.status with a progress bar, then marked complete
+    assert [s.state for s in at.status] == ["complete"]
+    assert at.status[0].label.startswith("Seed-recipe SimpleCNN ready")
+    assert list((tmp_path / "cache").glob("simple_cnn-cifar10-*.safetensors"))  # cached there
+    # the seed's input: CIFAR-10 test image 102, as stored
+    assert at.radio(key="gradcam_source").value == "cifar10"
+    assert at.number_input(key="gradcam_index").value == 102
+    image, heat, _ = _panels(at)
+    np.testing.assert_array_equal(image, seed_cifar[102].transpose(1, 2, 0))
+    label = int(datalib.cifar10(train=False).targets[102])
+    assert any("CIFAR-10 test #102" in m.value for m in at.markdown)
+    # the map is the seed-recipe model's Grad-CAM of that image (model read back from the cache)
+    model = get_model("simple_cnn", weights="cifar10-seed")
+    x = datalib.normalise(torch.from_numpy(seed_cifar[102]).float() / 255, (0.5,) * 3,
+                          (0.5,) * 3)[None]
+    ref = camlib.compute(model, x, method="gradcam", layer="conv3")
+    np.testing.assert_allclose(heat, ref.maps[0].numpy(), atol=1e-5)
+    pred = datalib.CIFAR10_CLASSES[int(ref.targets[0])]
+    titles = [a["text"] for a in _figure(at, "gradcam_panels")["layout"]["annotations"]][:3]
+    assert titles == [f"Original: {datalib.CIFAR10_CLASSES[label]}",
+                      f"Grad-CAM heatmap: {pred}", "Overlay"]
+    at.run()  # a rerun uses the model in memory: no training box any more
+    _ok(at)
+    assert not at.status
+
+
+def test_seed_recipe_model_in_chinese(seed_cifar):
+    from hooklab import data as datalib
+
+    at = _pick_seed_recipe("zh")
+    _ok(at)
+    label = int(datalib.cifar10(train=False).targets[102])
+    titles = [a["text"] for a in _figure(at, "gradcam_panels")["layout"]["annotations"]][:3]
+    assert titles[0] == f"原始图像: {datalib.CIFAR10_CLASSES_ZH[label]}"
+    assert titles[1].split(": ")[1] in datalib.CIFAR10_CLASSES_ZH and titles[2] == "叠加热力图"
+    assert at.status[0].label.startswith("课程配方 SimpleCNN 已就绪")
+
+
+def test_seed_recipe_without_training_split_is_one_error(store, tmp_path, monkeypatch,
+                                                         fresh_caches):
+    _write_fake_cifar(tmp_path / "cifar", train=False)  # test split only: nothing to train on
+    monkeypatch.setenv("HOOKLAB_CIFAR10", str(tmp_path / "cifar"))
+    monkeypatch.setenv("HOOKLAB_CACHE", str(tmp_path / "cache"))
+    at = _pick_seed_recipe()
+    assert not at.exception
+    assert len(at.error) == 1 and "CIFAR-10" in at.error[0].value, [e.value for e in at.error]
+    assert not at.get("plotly_chart")  # the page stopped cleanly after the message
+
+
+def test_seed_recipe_offered_only_with_a_cifar10_copy(store, tmp_path, monkeypatch,
+                                                      fresh_caches):
+    from hooklab import data as datalib
+
+    monkeypatch.setenv("HOOKLAB_CIFAR10", str(tmp_path / "nowhere"))
+    try:
+        datalib.cifar10()
+        available = True  # a copy in ./data or ~/.cache/hooklab/data on this machine
+    except datalib.DataError:
+        available = False
+    at = _app()
+    _ok(at)
+    assert ("seed recipe (CIFAR-10)" in at.radio(key="gradcam_weights").options) == available
+    assert "trained on shapes" in at.radio(key="gradcam_weights").options
