@@ -15,7 +15,9 @@ every module's hooks measures only what the code under test left behind:
   ``OSError`` (ENOSPC, "disk full") is raised: a crash in the middle of writing a run.
 
 Faults act only in the thread that entered :func:`inject`. :func:`recording_writer` is a child
-process body for kill tests: it records and saves real traces until it is killed.
+process body for kill tests: it records and saves real traces until it is killed. For a kill
+at a known moment, :func:`halt_at` stops a save at one of :data:`HALT_POINTS` (e.g. the files
+written, the rename not yet done), tells the parent where, and waits there to be killed.
 
 Example:
     >>> with inject("backward", nth=7) as fault:
@@ -31,7 +33,7 @@ import errno
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -196,6 +198,50 @@ def _failing_writes(fault: Fault) -> Iterator[None]:
                 _save_originals.clear()
 
 
+#: Where :func:`halt_at` stops :meth:`hooklab.TraceStore.save`: the store_format writer that has
+#: just returned, and the files the run's temporary folder then holds (the rename not done).
+HALT_POINTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "after_events": ("write_events", (store_format.EVENTS,)),
+    "after_tensors": ("write_tensors", (store_format.EVENTS, store_format.TENSORS)),
+    "before_commit": ("write_manifest", (store_format.EVENTS, store_format.MANIFEST,
+                                         store_format.TENSORS)),
+}
+
+
+@contextmanager
+def halt_at(point: str, on_halt: Callable[[str], None], nth: int = 0) -> Iterator[None]:
+    """Inside the block, the ``nth`` (0-based) save of this process stops at ``point``.
+
+    There ``on_halt(temp_dir)`` is called (the run's temporary folder, as a string), then the
+    calling thread blocks for good: this is for a child process that its parent SIGKILLs at
+    exactly that point. Earlier saves complete normally.
+
+    Example:
+        >>> with halt_at("before_commit", lambda d: print("HALTED", d, flush=True), nth=1):
+        ...     store.save(a); store.save(b)          # a commits; b stops before its rename
+    """
+    if point not in HALT_POINTS:
+        raise ValueError(f"halt point must be one of {tuple(HALT_POINTS)}, got {point!r}")
+    name = HALT_POINTS[point][0]
+    real = getattr(store_format, name)
+    calls = [0]
+
+    def halting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real(path, *args, **kwargs)
+        n = calls[0]
+        calls[0] = n + 1
+        if n == int(nth):
+            on_halt(str(os.path.dirname(os.fspath(path))))
+            threading.Event().wait()  # until the parent's SIGKILL
+        return result
+
+    setattr(store_format, name, halting)
+    try:
+        yield
+    finally:
+        setattr(store_format, name, real)
+
+
 def module_state(model: torch.nn.Module) -> dict[str, Any]:
     """Everything a recording must leave as it was: hook counts of every module and parameter,
     ``requires_grad`` of every parameter, ``training`` of every module, PyTorch's backward-hook
@@ -236,14 +282,17 @@ def changed_flags(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
-                     ready: Any = None) -> None:
+                     ready: Any = None, halt: tuple[str, int, Any] | None = None) -> None:
     """Child-process body for kill tests: record SimpleCNN (every leaf, an edit, parameter
     gradients) and save each trace into the store at ``root``, appending each committed run id
     to ``log_path`` (one ``os.write`` of one line: atomic); forever if ``saves`` is 0.
     ``ready`` (an Event) is set once the store is open. On start it logs ``CLEANED n``: the
     temporary folders of dead writers that opening the store removed (a kill mid-save leaves
     one). Errors are logged as ``ERROR ...``. A batch of 16 makes each run ~10 MB, so a good
-    share of the time is spent saving."""
+    share of the time is spent saving.
+
+    ``halt = (point, nth, halted)``: the ``nth`` save stops at ``point`` (:func:`halt_at`),
+    logs ``HALTED <point> <temp dir>``, sets the Event ``halted`` and waits to be killed."""
     from hooklab.edits import scale
     from hooklab.models import SimpleCNN
     from hooklab.recorder import record
@@ -265,16 +314,33 @@ def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
         if ready is not None:
             ready.set()
         i = 0
-        while saves <= 0 or i < saves:
-            x = torch.randn(16, 3, 32, 32)
-            with record(model, edits={"conv2": scale(0.5)}, param_grads=True,
-                        meta={"writer_seed": seed, "i": i}) as rec:
-                rec.run(x)
-            append(store.save(rec.trace, author="killed-writer", notes=str(i)))
-            i += 1
+        with _halting(halt, append):
+            while saves <= 0 or i < saves:
+                x = torch.randn(16, 3, 32, 32)
+                with record(model, edits={"conv2": scale(0.5)}, param_grads=True,
+                            meta={"writer_seed": seed, "i": i}) as rec:
+                    rec.run(x)
+                append(store.save(rec.trace, author="killed-writer", notes=str(i)))
+                i += 1
     except BaseException as exc:  # noqa: BLE001 - report, then exit non-zero
         append(f"ERROR {type(exc).__name__}: {exc}")
         raise SystemExit(1) from None
+
+
+@contextmanager
+def _halting(halt: tuple[str, int, Any] | None, append: Callable[[str], None]) -> Iterator[None]:
+    """:func:`halt_at` for a writer child: log ``HALTED <point> <dir>``, then set the Event."""
+    if halt is None:
+        yield
+        return
+    point, nth, halted = halt
+
+    def on_halt(temp_dir: str) -> None:
+        append(f"HALTED {point} {temp_dir}")
+        halted.set()
+
+    with halt_at(point, on_halt, nth):
+        yield
 
 
 class TinyNet(nn.Module):

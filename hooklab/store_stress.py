@@ -2,7 +2,9 @@
 
 The tests run these with small numbers; ``benchmarks/`` scripts run the long versions and
 print the figures. Writers are separate processes forked from a ``forkserver`` that has already
-imported hooklab, so each one starts in milliseconds and is really killed with SIGKILL.
+imported hooklab, so each one starts in milliseconds and is really killed with SIGKILL:
+at random moments (:func:`kill_writers`, for the benchmarks) or, deterministically, at named
+points inside a save (:func:`kill_at_points`, for the tests; :data:`hooklab.faults.HALT_POINTS`).
 
 Example:
     >>> figures = kill_writers("/tmp/store", kills=100)
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 
+from hooklab.faults import HALT_POINTS, _halting
 from hooklab.store import _TMP_PREFIX, TraceStore
 from hooklab.trace import Trace, shape_str, tensor_stats
 
@@ -52,8 +55,9 @@ def _context() -> mp.context.BaseContext:
 
 
 def _writer(root: str, numel: int, log_path: str, seed: int, saves: int,
-            ready: Any = None) -> None:
-    """Child: save ``saves`` runs (forever if 0), appending each committed id to ``log_path``."""
+            ready: Any = None, halt: tuple[str, int, Any] | None = None) -> None:
+    """Child: save ``saves`` runs (forever if 0), appending each committed id to ``log_path``;
+    with ``halt = (point, nth, event)`` the ``nth`` save stops at ``point`` to be killed."""
     try:
         store = TraceStore(root)
         if store.cleaned:  # leftovers of the previous (killed) writer
@@ -62,11 +66,12 @@ def _writer(root: str, numel: int, log_path: str, seed: int, saves: int,
         if ready is not None:
             ready.set()
         i = 0
-        while saves <= 0 or i < saves:
-            trace.meta["save"] = i
-            rid = store.save(trace, author="stress", notes=str(i))
-            _append(log_path, rid + "\n")
-            i += 1
+        with _halting(halt, lambda line: _append(log_path, line + "\n")):
+            while saves <= 0 or i < saves:
+                trace.meta["save"] = i
+                rid = store.save(trace, author="stress", notes=str(i))
+                _append(log_path, rid + "\n")
+                i += 1
     except BaseException as exc:  # report, then exit non-zero
         _append(log_path, f"ERROR {type(exc).__name__}: {exc}\n")
         raise SystemExit(1) from None
@@ -85,7 +90,7 @@ def _reported(log_path: Path) -> tuple[list[str], list[str], int]:
     if not log_path.exists():
         return [], [], 0
     lines = log_path.read_text().splitlines()
-    ids = [ln for ln in lines if ln and ln.split()[0] not in ("ERROR", "CLEANED")]
+    ids = [ln for ln in lines if ln and ln.split()[0] not in ("ERROR", "CLEANED", "HALTED")]
     cleaned = sum(int(ln.split()[1]) for ln in lines if ln.startswith("CLEANED "))
     return ids, [ln for ln in lines if ln.startswith("ERROR")], cleaned
 
@@ -145,6 +150,48 @@ def kill_writers(root: str | os.PathLike[str], kills: int = 10, numel: int = 1 <
     # kills that landed inside a save: its temp dir was found by the next writer or the reopen
     figures["killed_mid_save"] = cleaned + figures["temp_before_reopen"]
     return {"kills": kills, **figures, "errors": len(errors)}
+
+
+def kill_at_points(root: str | os.PathLike[str], points: list[str] | None = None,
+                   numel: int = 4096, seed: int = 0, timeout: float = 600.0) -> dict[str, Any]:
+    """For each point (default: every one of :data:`HALT_POINTS`), start a writer whose save
+    number ``k % 3`` stops at that point, SIGKILL it there, and record what the kill left.
+    Then reopen the store and check it.
+
+    Returns :func:`check_store`'s figures plus kills, errors, cleaned (temp dirs removed by the
+    next writers) and ``landed``: per kill the point, the saves committed before it, the files
+    in the temporary folder at the kill, and whether that folder was still there after it.
+
+    Raises:
+        RuntimeError: a writer did not reach its point within ``timeout`` seconds (a hang).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root.parent / f"{root.name}.writers.log"
+    ctx = _context()
+    landed = []
+    for k, point in enumerate(points if points is not None else list(HALT_POINTS)):
+        halted = ctx.Event()
+        p = ctx.Process(target=_writer, args=(str(root), numel, str(log_path), seed + k, 0, None,
+                                              (point, k % 3, halted)))
+        p.start()
+        reached = halted.wait(timeout)
+        temp = _halted_dirs(log_path)[-1] if reached else None
+        files = sorted(os.listdir(temp)) if temp is not None else []
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        if temp is None:
+            raise RuntimeError(f"writer {k} did not reach {point} in {timeout:.0f} s")
+        landed.append({"point": point, "committed_before": k % 3, "files": files,
+                       "temp": temp.name, "temp_after_kill": temp.is_dir()})
+    reported, errors, cleaned = _reported(log_path)
+    return {"kills": len(landed), **check_store(root, reported), "errors": len(errors),
+            "cleaned": cleaned, "landed": landed}
+
+
+def _halted_dirs(log_path: Path) -> list[Path]:
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    return [Path(ln.split(" ", 2)[2]) for ln in lines if ln.startswith("HALTED ")]
 
 
 def concurrent_saves(root: str | os.PathLike[str], processes: int = 8, saves: int = 50,

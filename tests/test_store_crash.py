@@ -14,7 +14,8 @@ from hooklab import store as store_mod
 from hooklab import store_format as fmt
 from hooklab.errors import StoreError
 from hooklab.store import _HOST, TraceStore
-from hooklab.store_stress import concurrent_saves, kill_writers, synthetic_trace
+from hooklab.faults import HALT_POINTS
+from hooklab.store_stress import concurrent_saves, kill_at_points, synthetic_trace
 
 
 def temp_dirs(store: TraceStore) -> list[str]:
@@ -97,14 +98,28 @@ def test_leftover_temp_dirs_are_cleaned_on_open(store):
 
 
 def test_sigkilled_writers_leave_only_complete_runs(tmp_path):
-    figures = kill_writers(tmp_path / "killed", kills=10, numel=1 << 18, max_delay=0.5)
-    assert figures["errors"] == 0
-    assert figures["killed_mid_save"] >= 1  # some kills really interrupted a save
-    assert figures["runs_reported"] >= 1  # the writers did commit runs between kills
-    assert figures["runs_lost"] == 0  # every committed run survived
+    """Writers SIGKILLed at each named point of a save (after the events file, after the
+    tensors file, with every file written but before the rename), after 0, 1 or 2 committed
+    saves: each kill is checked to have landed there (the temporary folder holds exactly the
+    point's files), and afterwards the store lists every committed run, no partial one, and
+    no temporary folder."""
+    root = tmp_path / "killed"
+    TraceStore(root).save(synthetic_trace(2, 8), run_id="existing")
+    points = list(HALT_POINTS) * 2
+    figures = kill_at_points(root, points, numel=1 << 12)
+    assert figures["errors"] == 0 and figures["kills"] == len(points)
+    for k, hit in enumerate(figures["landed"]):
+        assert hit["point"] == points[k]
+        assert hit["files"] == sorted(HALT_POINTS[points[k]][1]), hit  # the kill landed there
+        assert hit["temp_after_kill"], hit  # SIGKILL: nothing cleaned up behind the writer
+    assert figures["runs_reported"] == sum(k % 3 for k in range(len(points)))
+    assert figures["runs_lost"] == figures["duplicate_ids"] == 0
     assert figures["partial_visible"] == 0 and figures["unloadable"] == 0
-    assert figures["temp_left"] == 0  # leftovers of killed writers cleaned on reopen
-    assert figures["runs_listed"] >= figures["runs_reported"]
+    # each killed writer's folder was removed by the next writer, the last one by the reopen
+    assert figures["cleaned"] == len(points) - 1 and figures["temp_before_reopen"] == 1
+    assert figures["temp_left"] == 0
+    assert figures["runs_listed"] == figures["runs_reported"] + 1  # + "existing", unharmed
+    TraceStore(root).verify("existing")
 
 
 def test_concurrent_processes_all_succeed(tmp_path):
