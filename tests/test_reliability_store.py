@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import random
 import signal
 import threading
-import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,40 +128,54 @@ def test_threads_record_and_save_into_one_store(tmp_path):
                                  "grad_output"]
 
 
-def _log_lines(path) -> tuple[list[str], list[str]]:
+def _log_lines(path) -> tuple[list[str], list[str], list[str]]:
+    """Committed run ids, error lines, and the temp folders of HALTED lines, from the log."""
     if not os.path.exists(path):
-        return [], []
+        return [], [], []
     lines = [ln for ln in open(path).read().splitlines() if ln and not ln.startswith("CLEANED")]
-    return ([ln for ln in lines if not ln.startswith("ERROR")],
-            [ln for ln in lines if ln.startswith("ERROR")])
+    halted = [ln.split(" ", 2)[2] for ln in lines if ln.startswith("HALTED ")]
+    return ([ln for ln in lines if not ln.startswith(("ERROR", "HALTED"))],
+            [ln for ln in lines if ln.startswith("ERROR")], halted)
 
 
 @pytest.mark.slow
 def test_recording_writers_killed_mid_save(tmp_path):
-    """A process recording a CNN and saving each trace is SIGKILLed at random moments, four
-    times: afterwards the store lists only complete runs, every run it told us it committed is
-    there and loads intact, and the killed writers' temporary folders go on reopening."""
+    """A process recording a CNN and saving each trace is SIGKILLed inside its save, at a
+    named point reached on purpose (faults.halt_at): after the tensors file (no manifest yet)
+    and with every file written but before the rename, after 0 and 1 committed saves. Each
+    kill is checked to have landed there; afterwards the store lists only complete runs,
+    every run the writers committed is there and loads intact, the run stored before is
+    unharmed, and the killed writers' temporary folders are gone on reopening."""
     root, log = tmp_path / "runs", tmp_path / "writers.log"
     TraceStore(root).save(hooklab.Trace(meta={"model": "none"}), run_id="existing")
-    rng = random.Random(7)
     ctx = mp.get_context("forkserver")  # children fork from a server that imported hooklab
     ctx.set_forkserver_preload(["hooklab.faults", "hooklab.recorder", "hooklab.store",
                                 "hooklab.models"])
-    for k in range(4):
-        ready = ctx.Event()
-        p = ctx.Process(target=faults.recording_writer, args=(str(root), str(log), k, 0, ready))
+    plan = [("after_tensors", 0), ("before_commit", 1), ("after_tensors", 1),
+            ("before_commit", 0)]
+    for k, (point, nth) in enumerate(plan):
+        halted = ctx.Event()
+        p = ctx.Process(target=faults.recording_writer,
+                        args=(str(root), str(log), k, 0, None, (point, nth, halted)))
         p.start()
-        assert ready.wait(120), "writer did not start"
-        time.sleep(rng.uniform(0.3, 1.5))
+        reached = halted.wait(600)  # a hang guard, not a time limit
+        temp = Path(_log_lines(log)[2][-1]) if reached else None
+        files = sorted(os.listdir(temp)) if temp is not None else []
         os.kill(p.pid, signal.SIGKILL)
         p.join()
-    reported, errors = _log_lines(log)
-    assert errors == [] and len(reported) >= 1  # the writers did commit runs between kills
+        assert reached, f"writer {k} never reached {point}: {_log_lines(log)[1]}"
+        assert files == sorted(faults.HALT_POINTS[point][1]), (point, files)  # landed there
+        assert temp.is_dir()  # killed inside the save: its temporary folder is left behind
+    reported, errors, halted_dirs = _log_lines(log)
+    assert errors == [] and len(halted_dirs) == len(plan)
+    assert len(reported) == sum(nth for _, nth in plan)  # the saves before each halt committed
     figures = check_store(root, reported + ["existing"])
     assert figures["runs_lost"] == 0 and figures["duplicate_ids"] == 0
     assert figures["partial_visible"] == 0 and figures["unloadable"] == 0
     assert figures["temp_left"] == 0
     store = TraceStore(root)
+    assert sorted(store.list()["run_id"]) == sorted(reported + ["existing"])  # nothing partial
+    assert store.load("existing").meta["model"] == "none"
     for rid in reported:
         tr = store.load(rid)
         assert tr.meta["model"] == "SimpleCNN" and len(tr.select(role="edited")) > 0
