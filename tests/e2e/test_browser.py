@@ -35,6 +35,14 @@ def test_app_opens_with_five_pages(server, page, ui):
     nav = page.locator("[data-testid='stSidebarNav']")
     for title in ("Hook basics", "Inspector", "Compare edits", "Grad-CAM", "Runs"):
         nav.get_by_text(title, exact=True).wait_for(timeout=SLOW_MS)  # exactly one (strict)
+    # each page's icon is drawn from Streamlit's Material icon font (no emoji font needed)
+    icons = nav.locator("[data-testid='stIconMaterial']")
+    assert icons.count() == 5, icons.count()
+    assert icons.all_inner_texts() == ["phishing", "search", "compare_arrows",
+                                       "local_fire_department", "folder_open"]
+    # toolbarMode = "viewer": no Deploy button for the people using the dashboard
+    page.locator("[data-testid='stToolbar']").first.wait_for(state="attached", timeout=SLOW_MS)
+    assert page.locator("[data-testid='stAppDeployButton']").count() == 0
     _no_error(page)
 
 
@@ -70,8 +78,9 @@ def _three_panels(page) -> None:
     main = _main(page)
     chart = main.locator(CHART).filter(has_text="Overlay").first
     chart.wait_for(timeout=SLOW_MS)
-    for title in ("Original", "Grad-CAM heatmap", "Overlay"):
-        chart.get_by_text(title, exact=True).first.wait_for(timeout=SLOW_MS)
+    # the seed's titles: the input's class and the class whose map is shown
+    for title in (r"^Original: \w+$", r"^Grad-CAM heatmap: \w+$", r"^Overlay$"):
+        chart.get_by_text(re.compile(title)).first.wait_for(timeout=SLOW_MS)
     # two go.Image panels and one heatmap, each drawn as an <image> in the SVG
     chart.locator("image").nth(2).wait_for(state="attached", timeout=SLOW_MS)
 
