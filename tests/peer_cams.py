@@ -93,7 +93,7 @@ def captum_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, targets:
 
 @contextlib.contextmanager
 def no_grad_params(model: nn.Module):
-    """``requires_grad=False`` on every parameter for the block (the oracles need no weight grads)."""
+    """``requires_grad=False`` on every parameter for the block (no weight gradients needed)."""
     flags = [p.requires_grad for p in model.parameters()]
     try:
         for p in model.parameters():

@@ -54,8 +54,7 @@ from hooklab import cam, cam_methods
 from hooklab.cam_methods import minmax
 from hooklab.models import get_model
 from tests.conftest import total_hooks
-from tests.peer_cams import (LogProb, captum_gradcam, oracle, pgc, torchcam_raw,
-                             torchcam_scorecam)
+from tests.peer_cams import LogProb, captum_gradcam, oracle, pgc, torchcam_raw, torchcam_scorecam
 
 RTOL = 1e-4
 REL_ATOL = 1e-4  # times the map's maximum
