@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_line  # noqa: E402
-
 from PIL import Image  # noqa: E402
 
 from hooklab import data  # noqa: E402

@@ -8,7 +8,7 @@ for output.
 
 from __future__ import annotations
 
-import torch.nn as nn
+import torch.nn as nn  # noqa: PLR0402 - as the seed writes it
 import torch.nn.functional as F
 
 
@@ -16,7 +16,7 @@ class SeedSimpleModel(nn.Module):
     """The seed's forward/backward hook example (SEED_NOTES §2), verbatim."""
 
     def __init__(self):
-        super(SeedSimpleModel, self).__init__()
+        super(SeedSimpleModel, self).__init__()  # noqa: UP008 - the seed's spelling
         # conv layer: 1 input channel, 2 output channels, 3x3 kernel, padding 1 keeps the size
         self.conv = nn.Conv2d(1, 2, kernel_size=3, padding=1)
         # ReLU activation
@@ -40,7 +40,7 @@ class SeedSimpleCNN(nn.Module):
     """The seed's CIFAR-10 CNN (SEED_NOTES §5), verbatim."""
 
     def __init__(self):
-        super(SeedSimpleCNN, self).__init__()
+        super(SeedSimpleCNN, self).__init__()  # noqa: UP008 - the seed's spelling
         # first conv layer: 3 input channels (colour), 32 outputs, 3x3 kernel, padding 1
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3, padding=1)
         # second conv layer: 32 inputs, 64 outputs, 3x3 kernel, padding 1

@@ -15,9 +15,9 @@ test_cam.py) check each guard in detail; this file checks that they hold togethe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import hashlib
 import pickle
 import struct
 import zipfile

@@ -158,7 +158,7 @@ def test_store_from_the_environment_is_checked_too(scratch, capsys, monkeypatch)
                                   ["runs", "delete", "20260101-000000-00000000"]])
 def test_a_read_only_store_is_refused_before_writing_commands(scratch, capsys, argv):
     """/proc/self is an existing folder nobody can create files in (root neither)."""
-    root, work = scratch
+    _, work = scratch
     assert cli.main(["--store", "/proc/self", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: store ") and "read-only" in err and err.count("\n") == 1

@@ -13,8 +13,8 @@ import pytest
 from hooklab import store as store_mod
 from hooklab import store_format as fmt
 from hooklab.errors import StoreError
-from hooklab.store import _HOST, TraceStore
 from hooklab.faults import HALT_POINTS
+from hooklab.store import _HOST, TraceStore
 from hooklab.store_stress import concurrent_saves, kill_at_points, synthetic_trace
 
 

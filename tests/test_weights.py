@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,9 +182,8 @@ def test_save_is_atomic_no_temp_left(tmp_path, monkeypatch):
 
     def half_then_disk_full(tensors, filename, metadata=None):
         real(tensors, filename, metadata=metadata)
-        data = open(filename, "rb").read()
-        with open(filename, "wb") as fh:  # half the bytes reached the disk, then it filled up
-            fh.write(data[: len(data) // 2])
+        data = Path(filename).read_bytes()  # half of it reached the disk, then it filled up
+        Path(filename).write_bytes(data[: len(data) // 2])
         written.append(filename)
         raise OSError(28, "No space left on device", filename)
 
