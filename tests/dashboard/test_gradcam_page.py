@@ -320,7 +320,7 @@ def test_chinese_labels_and_class_names(store):
     # the seed's titles: 原始图像: <true class>, Grad-CAM热力图: <class of the map>, 叠加热力图
     assert [a["text"] for a in fig["layout"]["annotations"]][:3] == \
         ["原始图像: 十字", f"Grad-CAM热力图: {pred}", "叠加热力图"]
-    assert list(_figure(at, "gradcam_topk")["data"][0]["y"])[0] == pred
+    assert _figure(at, "gradcam_topk")["data"][0]["y"][0] == pred
 
 
 def test_cifar10_sample_from_a_local_copy(store, tmp_path, monkeypatch):
