@@ -191,6 +191,21 @@ def compute(model: Model, x: torch.Tensor, method: str, layer: str | None,
         return camlib.compute(model.net, x, method=method, layer=layer, target=target)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _method_map(model_key: str, x_digest: str, method: str, layer: str, target: int,
+                _model: Model, _x: torch.Tensor) -> np.ndarray:
+    """One method's map for the methods grid, cached per (model, input, layer, class): moving the
+    opacity slider or toggling raw maps does not recompute seven CAMs (Score-CAM is the slow one).
+    """
+    return compute(_model, _x, method, layer, int(target)).maps[0].numpy()
+
+
+def _digest(x: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def record_run(model: Model, sample: Sample, layer: str, target: int, meta: dict[str, Any]):
     """Record what the view needs to re-render without the model: the target layer's
     activation and output gradient (for ``target``) plus the model input."""
@@ -485,10 +500,11 @@ def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target:
         st.info(t("Pick at least one method.", "请至少选择一个方法。"))
         return
     maps = {}
+    digest = _digest(sample.x)
     with state.guard(t("Computing the methods", "计算各方法")):
         for m in chosen:
-            r = compute(model, sample.x, m, res.layer, int(target))
-            maps[camlib.METHODS[m].title] = r.maps[0].numpy()
+            maps[camlib.METHODS[m].title] = _method_map(model.choice.key, digest, m, res.layer,
+                                                        int(target), model, sample.x)
     st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
                     width="stretch", key="gradcam_methods_fig")
     st.caption(t(f"{len(maps)} of the {len(camlib.METHODS)} methods, all at layer {res.layer}, "
