@@ -338,7 +338,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
         raise CamError(f"input must be images (B, C, H, W), got shape {tuple(x.shape)}")
     if fuse not in ("mean", "max"):
         raise CamError(f"fuse must be 'mean' or 'max', not {fuse!r}")
-    x = x.detach()
+    # A strided view (a permuted HWC image, a crop) would reach models that call .view() on
+    # their features (the seed's SimpleCNN does) in a layout they cannot view; same values.
+    x = x.detach().contiguous()
     if layers is not None:
         layer = list(layers) if layer is None else [layer, *layers]  # type: ignore[list-item]
     names = _resolve_layers(model, layer, x)

@@ -12,7 +12,8 @@ from torch import nn
 import hooklab
 from hooklab import cam
 from hooklab.errors import HooklabError, LayerNotFoundError, NonSpatialLayerError
-from hooklab.models import SimpleCNN
+from hooklab.models import SimpleCNN, get_model
+from tests.conftest import total_hooks
 from tests.seed_reference import SeedSimpleCNN
 
 
@@ -327,3 +328,16 @@ def test_works_inside_callers_no_grad_or_inference_mode(model, images, no_leak, 
         with context():
             got = cam.compute(model, images.clone(), "gradcam").maps
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_a_strided_input_gives_the_same_maps_as_a_contiguous_one(method: str) -> None:
+    """A permuted (HWC → CHW) image is not contiguous; the seed's SimpleCNN views its features."""
+    model = get_model("simple_cnn", seed=0)
+    hwc = torch.randn(2, 32, 32, 3, generator=torch.Generator().manual_seed(3))
+    strided = hwc.permute(0, 3, 1, 2)
+    assert not strided.is_contiguous()
+    got = cam.compute(model, strided, method)
+    want = cam.compute(model, strided.contiguous(), method)
+    torch.testing.assert_close(got.maps, want.maps, rtol=0, atol=0)
+    assert total_hooks(model) == 0
