@@ -4,6 +4,7 @@ writes a consistent set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -145,13 +146,22 @@ def test_export_writes_a_consistent_reproducible_set(tmp_path, monkeypatch):
     export.export_defaults(out)
     assert {f: (out / f).read_bytes() for f in first} == first
 
-    # a failure while training leaves the previous set intact
-    def fail(config, progress=None):
-        raise RuntimeError("interrupted")
+    # a failure while training the second model leaves the previous set intact, also the
+    # first file, although its new training (another seed) gave other bytes
+    real_train, calls = T.train, []
 
-    monkeypatch.setattr(T, "train", fail)
+    def fail_second(config, progress=None):
+        calls.append(config)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return real_train(config, progress)
+
+    monkeypatch.setattr(export, "default_configs", lambda: {
+        name: dataclasses.replace(c, seed=1) for name, c in _tiny_defaults().items()})
+    monkeypatch.setattr(T, "train", fail_second)
     with pytest.raises(RuntimeError):
         export.export_defaults(out)
+    assert len(calls) == 2
     assert {f: (out / f).read_bytes() for f in first} == first
     assert sorted(p.name for p in out.iterdir()) == sorted([*first, defaults.MANIFEST])
 
