@@ -1,6 +1,8 @@
 """CAM quality on the shapes test split: every method beside a seeded random-map baseline.
 
-Model: the SimpleCNN trained on shapes by :mod:`hooklab.train` (cached after the first run).
+Model: the shipped default SimpleCNN trained on shapes (``hooklab/defaults``, the same bytes on
+every machine; the bias experiment uses the two shipped arms), so the figures differ between
+machines only by the float rounding of the CAM computation.
 Targets: each image's predicted class. Layer: the auto layer (``conv3``, the seed's).
 Columns: pointing game (max of the map inside the object mask; goal ≥ 0.95 for Grad-CAM), the
 same within ``--tolerance`` px of the mask,
@@ -13,7 +15,8 @@ model trained on biased shapes (cue names the label 95 % of the time) and one tr
 rebalanced shapes, with Grad-CAM, HiResCAM (the experiment's default) and Score-CAM.
 
 Usage: ``python benchmarks/bench_quality.py [--n 200] [--steps 16] [--tolerance 2]
-[--seeds 0 1 2 3] [--no-seeds] [--no-bias]``
+[--seeds 0 1 2 3] [--no-seeds] [--no-bias] [--threads K]`` (``--seeds`` trains one model per
+seed and recipe; ``benchmarks/seed_spread.py`` measures the recipe over seeds in full).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _machine import machine_line  # noqa: E402
 
 from hooklab import bias, cam, metrics  # noqa: E402
-from hooklab.data import make_shapes  # noqa: E402
+from hooklab.data import make_biased_shapes, make_shapes  # noqa: E402
 
 
 def shapes_model(**config):
@@ -59,6 +63,36 @@ def seed_spread(seeds, n: int, tolerance: float) -> None:
         print(f"{label:<24} " + " ".join(f"{c:>13}" for c in cells) + f" {mean:>13}")
 
 
+def bias_table(n: int, seed: int, tolerance: float, methods: list[str]) -> None:
+    """The bias experiment's arms (shipped weights): where each CAM's maximum lands."""
+    test = make_biased_shapes(n, seed=seed, split="test")
+    k = len(test.classes)
+    print()
+    print(f"Bias experiment — {n} biased-shapes test images (cue uniformly random), CAMs at "
+          f"conv3: where the CAM maximum lands (exact / within {tolerance:g} px)")
+    print(f"{'training data':<26} {'CAM':<9} {'on cue':>13} {'on object':>13} {'acc':>6} "
+          f"{'acc cue≠label':>14} {'pred = cue':>11}")
+    models = {arm: bias.train_arm(arm, p, seed=seed)
+              for arm, p in (("biased", 0.95), ("rebalanced", 1.0 / k))}
+    for method in methods:
+        for arm, model in models.items():
+            maps = torch.cat([cam.compute(model, test.images[i:i + 256], method).maps
+                              for i in range(0, n, 256)])  # batches as bias.evaluate_arm
+            fr = {tol: bias.location_fractions(maps, test.masks, test.cue_masks, tol)
+                  for tol in (0.0, tolerance)}
+            with torch.no_grad():
+                preds = model(test.images).argmax(1)
+            conflict = test.cue_labels != test.labels
+            acc = float((preds == test.labels).float().mean())
+            acc_c = float((preds[conflict] == test.labels[conflict]).float().mean())
+            follows = float((preds == test.cue_labels).float().mean())
+            label = f"{arm} ({'shipped' if 'shipped' in model.hooklab_train else 'trained'})"
+            a, t = fr[0.0], fr[tolerance]
+            print(f"{label:<26} {method:<9} {a['on_cue']:>6.3f}/{t['on_cue']:<6.3f} "
+                  f"{a['on_object']:>6.3f}/{t['on_object']:<6.3f} {acc:>6.3f} {acc_c:>14.3f} "
+                  f"{follows:>11.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="test images")
@@ -71,7 +105,11 @@ def main() -> None:
     ap.add_argument("--no-seeds", action="store_true", help="skip the training-seed spread")
     ap.add_argument("--bias-methods", nargs="+", default=["gradcam", "hirescam", "scorecam"])
     ap.add_argument("--no-bias", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(machine_line(), flush=True)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     model = shapes_model().eval()
@@ -79,7 +117,8 @@ def main() -> None:
     with torch.no_grad():
         acc = float((model(test.images).argmax(1) == test.labels).float().mean())
     layer = cam.auto_layer(model, test.images)
-    print(f"CAM quality — SimpleCNN trained on shapes (test accuracy {acc:.3f}), layer {layer!r}, "
+    print(f"CAM quality — SimpleCNN trained on shapes ({model.hooklab_info.weights}; test "
+          f"accuracy {acc:.3f}), layer {layer!r}, "
           f"{args.n} test images, predicted-class targets, deletion/insertion {args.steps} "
           f"steps, random baseline seed {args.seed}")
     table = metrics.compare_methods(model, test.images, test.masks, steps=args.steps,
@@ -97,22 +136,7 @@ def main() -> None:
     if not args.no_seeds:
         seed_spread(args.seeds, args.n, args.tolerance)
     if not args.no_bias:
-        print()
-        print(f"Bias experiment — {args.n * 2} biased-shapes test images (cue uniformly random), "
-              f"CAMs at conv3: where the CAM maximum lands (exact / within {args.tolerance:g} px)")
-        print(f"{'training data':<26} {'CAM':<9} {'on cue':>13} {'on object':>13} {'acc':>6} "
-              f"{'acc cue≠label':>14} {'pred = cue':>11}")
-        for method in args.bias_methods:
-            results = {tol: bias.run_bias_experiment(n_test=args.n * 2, seed=args.seed,
-                                                     tolerance=tol, method=method)
-                       for tol in (0.0, args.tolerance)}
-            res, res_tol = results[0.0], results[args.tolerance]
-            for name, arm in res.arms.items():
-                t = res_tol.arms[name]
-                label = f"{name} (cue_prob {arm.cue_prob:.2f})"
-                print(f"{label:<26} {method:<9} {arm.on_cue:>6.3f}/{t.on_cue:<6.3f} "
-                      f"{arm.on_object:>6.3f}/{t.on_object:<6.3f} {arm.accuracy:>6.3f} "
-                      f"{arm.accuracy_conflict:>14.3f} {arm.follows_cue:>11.3f}")
+        bias_table(args.n * 2, args.seed, args.tolerance, args.bias_methods)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -26,36 +25,29 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.mark.slow
-def test_default_config_reaches_goal_and_caches(cache):
-    """The default: SimpleCNN on shapes, test accuracy >= 0.85; the second call reads the file."""
+def test_trained_model_caches_configs_that_are_not_shipped(cache, monkeypatch):
+    """A config without shipped weights trains once; the second call reads the file (the
+    training loop is then made to fail, so a retraining would show)."""
+    cfg = T.TrainConfig(**{**TINY, "n_test": 64})
     calls = []
-    t0 = time.perf_counter()
-    model = T.trained_model(progress=lambda s, n, m: calls.append((s, n)))
-    first = time.perf_counter() - t0
-    cfg = T.TrainConfig()
-    assert model.hooklab_train["test_accuracy"] >= 0.85
+    model = T.trained_model(cfg, progress=lambda s, n, m: calls.append((s, n)))
     assert calls[0] == (1, cfg.steps) and calls[-1] == (cfg.steps, cfg.steps)
     path = T.cache_path(cfg)
-    assert path.is_file() and path.parent == cache
-    # an independent accuracy on a fresh test sample (images 1000..1499 were never seen)
-    test = D.make_shapes(1500, split="test")
-    with torch.no_grad():
-        acc = (model(test.images[1000:]).argmax(1) == test.labels[1000:]).float().mean()
-    assert float(acc) >= 0.85
+    assert path.is_file() and path.parent == cache and model.hooklab_train["cached"] is None
+    assert "shipped" not in model.hooklab_train
 
-    t0 = time.perf_counter()
-    again = T.trained_model()
-    second = time.perf_counter() - t0
-    assert second < 2.0 and second < first / 5
+    def no_training(*_a, **_k):
+        raise AssertionError("retrained although the cache holds the weights")
+
+    monkeypatch.setattr(T, "_loop", no_training)
+    again = T.trained_model(cfg)
     assert again.hooklab_train["cached"] == str(path)
+    assert again.hooklab_train["test_accuracy"] == model.hooklab_train["test_accuracy"]
     for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     assert again.hooklab_info.class_names == D.SHAPE_CLASSES
     assert again.hooklab_info.mean == (0.5, 0.5, 0.5)
-    # the zoo's weights="shapes" is this cached model
-    zoo = get_model("simple_cnn", weights="shapes")
-    assert torch.equal(zoo.fc2.weight, model.fc2.weight)
+    assert again.hooklab_info.weights == f"trained(shapes, {T.config_key(cfg)})"
 
 
 def _reference_step0(cfg: T.TrainConfig, halve_conv2: bool) -> dict[str, float]:
@@ -387,3 +379,56 @@ def test_seed_recipe_without_a_local_copy_says_how_to_give_one(tmp_path, monkeyp
         get_model("simple_cnn", weights="cifar10-seed")
     with pytest.raises(D.DataError, match="no local CIFAR-10 copy"):
         T.seed_recipe_config()
+
+
+# --------------------------------------------------------------------------------------------
+# The training recipe over seeds: bounds that every measured seed clears by more than 0.03.
+# --------------------------------------------------------------------------------------------
+
+#: The default recipe shortened to stay fast (48 steps of 64 images from 1536, two epochs); the
+#: shipped weights (150 steps) are tested in tests/test_cam_quality.py.
+RECIPE = dict(steps=48, n_train=1536, n_test=300, record_every=0)
+#: The seed trained here; it is one of the measured seeds.
+RECIPE_SEED = 1
+#: Spread of that configuration over training seeds 0-7 (``python benchmarks/seed_spread.py
+#: --seeds 0 1 2 3 4 5 6 7 --threads 1 --steps 48 --n-train 1536 --n-test 300``, AMD EPYC,
+#: AVX2, torch 2.14.1; 300 test images), min / mean / max over the 8 seeds:
+#:   shapes:     test accuracy 0.380 / 0.540 / 0.793, Grad-CAM pointing 0.547 / 0.735 / 0.927
+#:   biased:     predictions follow the cue 1.000 (every seed), HiResCAM max on the cue
+#:               0.567 / 0.828 / 1.000
+#:   rebalanced: accuracy 0.307 / 0.398 / 0.490, follows the cue 0.160 / 0.182 / 0.200,
+#:               HiResCAM max on the object 0.443 / 0.632 / 0.753, on the cue 0 / 0 / 0.003
+#: Each bound is more than 0.03 beyond the worst seed (chance: accuracy 1/6, pointing ~0.07).
+BOUNDS = {"accuracy": 0.34, "pointing": 0.51, "biased_follows_cue": 0.96,
+          "biased_on_cue": 0.53, "rebalanced_accuracy": 0.27,
+          "rebalanced_follows_cue_below": 0.24, "rebalanced_on_object": 0.40,
+          "rebalanced_on_cue_below": 0.04}
+
+
+@pytest.mark.slow
+def test_recipe_learns_the_shapes_and_gradcam_points_at_them():
+    from hooklab import cam, metrics
+
+    model, history = T.train(T.TrainConfig(seed=RECIPE_SEED, **RECIPE))
+    assert history.attrs["test_accuracy"] >= BOUNDS["accuracy"]
+    test = D.make_shapes(300, split="test")
+    maps = cam.compute(model, test.images, "gradcam").maps
+    assert metrics.pointing_game(maps, test.masks) >= BOUNDS["pointing"]
+
+
+@pytest.mark.slow
+def test_recipe_bias_arms_follow_the_cue_then_the_shape():
+    from hooklab import bias
+
+    test = D.make_biased_shapes(300, split="test")
+    arms = {}
+    for arm in ("biased", "rebalanced"):
+        model, _ = T.train(bias.arm_config(arm, seed=RECIPE_SEED, **RECIPE))
+        arms[arm] = bias.evaluate_arm(arm, model, test, method="hirescam")
+    biased, rebalanced = arms["biased"], arms["rebalanced"]
+    assert biased.follows_cue >= BOUNDS["biased_follows_cue"]
+    assert biased.on_cue >= BOUNDS["biased_on_cue"]
+    assert rebalanced.accuracy >= BOUNDS["rebalanced_accuracy"]
+    assert rebalanced.follows_cue <= BOUNDS["rebalanced_follows_cue_below"]
+    assert rebalanced.on_object >= BOUNDS["rebalanced_on_object"]
+    assert rebalanced.on_cue <= BOUNDS["rebalanced_on_cue_below"]
