@@ -4,6 +4,8 @@ Two SimpleCNNs are trained on the *biased shapes* (:func:`hooklab.data.make_bias
 where a coloured corner marker (the cue) names the label with probability ``cue_prob`` (0.95 by
 default), one on *rebalanced* data where the cue is independent of the label
 (``cue_prob = 1 / classes``). Both are tested on the test split, where the cue is uniformly random.
+The default arms (:func:`arm_config`) are shipped trained (:mod:`hooklab.defaults`), so the
+experiment gives the same answer on every machine.
 For every test image the CAM of the predicted class is computed, and its maximum is located:
 
 * ``on_cue``: fraction of CAM maxima inside the cue marker,

@@ -1,9 +1,16 @@
 """Short training loops on the shapes data set, optionally under gradient edits, with history.
 
 The default trains the seed's SimpleCNN on :func:`hooklab.data.make_shapes` in about 13 s on
-two CPU cores (test accuracy 1.0). :func:`trained_model` caches the weights as
+two CPU cores (test accuracy 1.0). Its weights, and those of the bias experiment's two arms, are
+shipped in :mod:`hooklab.defaults` (the same bytes on every machine; CPUs and thread counts
+round differently, so a local training differs): :func:`trained_model` returns them for those
+configurations, checking their sha256. Other configurations are trained once and cached as
 safetensors under ``$HOOKLAB_CACHE`` (default ``./.hooklab-cache``), keyed by a hash of the
-configuration, so the second call only reads a file.
+configuration. :func:`train` and :func:`train_run` always train.
+
+**The seed's own recipe.** :func:`seed_recipe_config` is the seed's CIFAR-10 training exactly
+(``recipe="seed"``: ``torch.manual_seed(42)``, the 10-class SimpleCNN, one epoch of
+``DataLoader(shuffle=True)`` batches of 64, Adam lr 1e-3, no penalty) on a local CIFAR-10 copy.
 
 Every step runs inside :func:`hooklab.record` (statistics only, ``keep_tensors=False``), which
 applies the configured edits (e.g. halve the gradient at ``conv2``) and yields the per-layer
@@ -37,7 +44,8 @@ its events are the recorder's per-step events (``step`` column = training step) 
 Example:
     >>> model, history = train(TrainConfig(edits=["conv2=scale(0.5)"], steps=50))
     >>> history[["step", "loss", "accuracy", "grad_norm/conv1"]].tail(3)
-    >>> model = trained_model()            # cached after the first call
+    >>> model = trained_model()            # the shipped default weights
+    >>> seed_cnn = trained_model(seed_recipe_config())   # needs a local CIFAR-10 copy
 """
 
 from __future__ import annotations
