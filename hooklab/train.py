@@ -572,7 +572,7 @@ def trained_model(config: TrainConfig | None = None, progress: Progress | None =
                 return model
         # Recording does not change the weights; training for the cache skips it (faster).
         fast = dataclasses.replace(config, record_every=0)
-        model, history, _, summary = _loop(fast, progress, keep_events=False)
+        model, _, _, summary = _loop(fast, progress, keep_events=False)
         try:
             weights_mod.save_safetensors(model, path, metadata={
                 "key": summary["key"], "summary": json.dumps(summary),

@@ -20,7 +20,7 @@ from hooklab.cli import main
 from hooklab.defaults import export
 from hooklab.models import SimpleCNN, get_model
 
-TINY = dict(n_train=128, n_test=32, steps=2, batch_size=16)
+TINY = {"n_train": 128, "n_test": 32, "steps": 2, "batch_size": 16}
 
 
 @pytest.fixture

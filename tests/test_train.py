@@ -285,7 +285,7 @@ def _seed_script(root):
     import pickle
 
     import numpy as np
-    import torchvision.transforms as transforms
+    from torchvision import transforms
     from PIL import Image
 
     transform = transforms.Compose([transforms.ToTensor(),
@@ -387,7 +387,7 @@ def test_seed_recipe_without_a_local_copy_says_how_to_give_one(tmp_path, monkeyp
 
 #: The default recipe shortened to stay fast (48 steps of 64 images from 1536, two epochs); the
 #: shipped weights (150 steps) are tested in tests/test_cam_quality.py.
-RECIPE = dict(steps=48, n_train=1536, n_test=300, record_every=0)
+RECIPE = {"steps": 48, "n_train": 1536, "n_test": 300, "record_every": 0}
 #: The seed trained here; it is one of the measured seeds.
 RECIPE_SEED = 1
 #: Spread of that configuration over training seeds 0-7 (``python benchmarks/seed_spread.py

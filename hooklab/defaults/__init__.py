@@ -27,8 +27,18 @@ import torch
 
 from hooklab.errors import HooklabError
 
-__all__ = ["DEFAULTS_DIR", "MANIFEST", "FORMAT", "DefaultWeightsError", "manifest", "entries",
-           "entry_for_key", "entry_path", "sha256_file", "load_entry"]
+__all__ = [
+    "DEFAULTS_DIR",
+    "FORMAT",
+    "MANIFEST",
+    "DefaultWeightsError",
+    "entries",
+    "entry_for_key",
+    "entry_path",
+    "load_entry",
+    "manifest",
+    "sha256_file",
+]
 
 log = logging.getLogger(__name__)
 

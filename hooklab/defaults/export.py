@@ -30,7 +30,7 @@ import torch
 
 from hooklab import defaults
 
-__all__ = ["default_configs", "export_defaults", "FILE_FORMAT"]
+__all__ = ["FILE_FORMAT", "default_configs", "export_defaults"]
 
 log = logging.getLogger(__name__)
 
