@@ -128,6 +128,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.export_defaults:
         return _export(args)
+    if args.out is not None:
+        from hooklab.errors import HooklabError
+
+        raise HooklabError("--out names the folder of --export-defaults; to keep the weights "
+                           "of this run use --save-weights PATH")
     config = _config(args)
     store = None if args.no_save else _store(args, write=True)
     marks = {max(1, round(config.steps * f / 10)) for f in range(1, 11)}

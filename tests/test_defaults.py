@@ -174,3 +174,8 @@ def test_cli_export_defaults(tmp_path, monkeypatch, capsys):
     for e in defaults.entries(out):
         assert f"{e['file']}  sha256 {e['sha256']}" in text
     assert f"in {out}" in text
+
+
+def test_cli_out_without_export_is_an_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "d"), "--no-save"]) == 2
+    assert "--export-defaults" in capsys.readouterr().err
