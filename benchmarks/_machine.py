@@ -1,4 +1,4 @@
-"""The machine line every benchmark prints first (one helper: :mod:`hooklab.defaults.machine`)."""
+"""The machine line every benchmark prints first (one helper: :mod:`hooklab.core.machine`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hooklab.defaults.machine import cpu_model, machine_info, machine_line  # noqa: E402,F401
+from hooklab.core.machine import cpu_model, machine_info, machine_line  # noqa: E402,F401
 
 __all__ = ["cpu_model", "machine_info", "machine_line"]

@@ -1,7 +1,7 @@
 """CAM cost as a ratio over one ``torch.no_grad()`` forward of the same batch, measured here.
 
 ResNet-18 (torchvision, random weights, eval), batch 16, 224×224, CPU, target layer ``layer4``
-(what ``hooklab.cam.auto_layer`` picks). Each method is timed right after a baseline forward, in
+(what ``hooklab.cam.engine.auto_layer`` picks). Each method is timed right after a baseline forward, in
 interleaved rounds after a warm-up; the figure is the median over rounds of (method time /
 that round's forward time), which cancels most of the drift of a shared machine. The goal for
 Grad-CAM is ≤ 1.15×.
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
-
-from hooklab import cam  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
+
+from hooklab.cam import engine as cam  # noqa: E402
 
 
 def seed_style_gradcam(model: torch.nn.Module, x: torch.Tensor, layer: torch.nn.Module) -> None:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_line  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from hooklab import data  # noqa: E402
-from hooklab.errors import ImageError  # noqa: E402
-from hooklab.images import load_image  # noqa: E402
+from hooklab.core.errors import ImageError  # noqa: E402
+from hooklab.data import datasets as data  # noqa: E402
+from hooklab.data.images import load_image  # noqa: E402
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

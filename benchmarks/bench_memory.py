@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +60,8 @@ def child(mode: str, model_name: str, batch: int, size: int, budget: int) -> dic
 
     sys.path.insert(0, str(ROOT))
     import hooklab
-    from hooklab.models import get_model
-    from hooklab.recorder import scalar_loss
+    from hooklab.models.zoo import get_model
+    from hooklab.recording.recorder import scalar_loss
 
     warnings.filterwarnings("ignore")
     model = get_model(model_name, seed=0)

@@ -9,7 +9,7 @@ same within ``--tolerance`` px of the mask,
 Average Drop % (lower is better), Increase in Confidence % (higher is better), deletion AUC
 (lower is better), insertion AUC (higher is better), seconds to compute the maps.
 Then Grad-CAM's pointing game over several training seeds, with the default training (which
-adds a small penalty on conv3's activations, see :mod:`hooklab.train`) and without it.
+adds a small penalty on conv3's activations, see :mod:`hooklab.studies.train`) and without it.
 Then the bias experiment: fraction of CAM maxima on the spurious cue vs on the object, for a
 model trained on biased shapes (cue names the label 95 % of the time) and one trained on
 rebalanced shapes, with Grad-CAM, HiResCAM (the experiment's default) and Score-CAM.
@@ -32,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from _machine import machine_line  # noqa: E402
 
-from hooklab import bias, cam, metrics  # noqa: E402
-from hooklab.data import make_biased_shapes, make_shapes  # noqa: E402
+from hooklab.cam import engine as cam  # noqa: E402
+from hooklab.cam import metrics  # noqa: E402
+from hooklab.data.datasets import make_biased_shapes, make_shapes  # noqa: E402
+from hooklab.studies import bias  # noqa: E402
 
 
 def shapes_model(**config):
-    from hooklab import train
+    from hooklab.studies import train
 
     return train.trained_model(train.TrainConfig(**config))
 

@@ -24,9 +24,10 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import hooklab  # noqa: E402
-from hooklab.store import TraceStore  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
+
+import hooklab  # noqa: E402
+from hooklab.store.runs import TraceStore  # noqa: E402
 
 
 def step(model, x, mode):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from _machine import machine_line  # noqa: E402
 
-from hooklab import train  # noqa: E402
+from hooklab.studies import train  # noqa: E402
 
 
 def main() -> None:

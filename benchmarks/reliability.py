@@ -33,15 +33,16 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import hooklab  # noqa: E402
-from hooklab import faults  # noqa: E402
-from hooklab.errors import StoreError  # noqa: E402
-from hooklab.faults import InjectedFault, inject  # noqa: E402
-from hooklab.models import SimpleCNN  # noqa: E402
-from hooklab.recorder import EditSpec  # noqa: E402
-from hooklab.store import TraceStore  # noqa: E402
-from hooklab.store_stress import check_store, concurrent_saves, kill_writers  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
+
+import hooklab  # noqa: E402
+from hooklab.core.errors import StoreError  # noqa: E402
+from hooklab.models.zoo import SimpleCNN  # noqa: E402
+from hooklab.recording.recorder import EditSpec  # noqa: E402
+from hooklab.store.runs import TraceStore  # noqa: E402
+from hooklab.testing import faults  # noqa: E402
+from hooklab.testing.faults import InjectedFault, inject  # noqa: E402
+from hooklab.testing.store_stress import check_store, concurrent_saves, kill_writers  # noqa: E402
 
 COLUMNS = ("check", "attempts", "failures injected", "hooks leaked", "runs lost",
            "partial runs visible", "memory growth", "seconds", "notes")
@@ -152,8 +153,8 @@ def check_kill_recording_writers(work: Path, kills: int) -> dict:
     root, log = work / "killed-rec", work / "killed-rec.log"
     TraceStore(root)
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["hooklab.faults", "hooklab.recorder", "hooklab.store",
-                                "hooklab.models"])
+    ctx.set_forkserver_preload(["hooklab.testing.faults", "hooklab.recording.recorder", "hooklab.store.runs",
+                                "hooklab.models.zoo"])
     rng = random.Random(11)
     t0 = time.perf_counter()
     for k in range(kills):

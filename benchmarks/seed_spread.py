@@ -37,8 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _machine import machine_line  # noqa: E402
 
-from hooklab import bias, cam, metrics, train  # noqa: E402
-from hooklab.data import make_biased_shapes, make_shapes  # noqa: E402
+from hooklab.cam import engine as cam  # noqa: E402
+from hooklab.cam import metrics  # noqa: E402
+from hooklab.data.datasets import make_biased_shapes, make_shapes  # noqa: E402
+from hooklab.studies import (
+    bias,  # noqa: E402
+    train,  # noqa: E402
+)
 
 COLUMNS = ("acc", "pg", "pg2", "b_acc", "b_conf", "b_follow", "b_cue", "b_obj", "b_gc_cue",
            "r_acc", "r_follow", "r_obj", "r_cue")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from hooklab.errors import HooklabError
+from hooklab.core.errors import HooklabError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def model_lock(name: str) -> threading.Lock:
 @st.cache_resource(show_spinner=False)
 def store():
     """The trace store at $HOOKLAB_STORE (default ./hooklab-runs)."""
-    from hooklab.store import TraceStore
+    from hooklab.store.runs import TraceStore
 
     return TraceStore(os.environ.get("HOOKLAB_STORE") or None)
 

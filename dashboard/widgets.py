@@ -13,7 +13,7 @@ Pages import these so every page offers the same choices. Signatures are stable:
   ``layers=`` argument for :func:`hooklab.record` (``None`` = every leaf module).
 * :func:`hook_kind_picker` ``(key, default=()) -> list[str]`` — extra PyTorch hook kinds.
 * :func:`edit_picker` ``(key, default="", label=None, placeholder=None) -> str`` — edit
-  lines ``LAYER=EDIT``; parse with :func:`hooklab.compare.normalise_config` inside
+  lines ``LAYER=EDIT``; parse with :func:`hooklab.studies.compare.normalise_config` inside
   ``state.guard()``.
 * :func:`run_from_query` ``() -> tuple[str, Trace] | None`` — the run named by ``?run=<id>``.
 * :func:`save_run` ``(trace, key, default_tags=()) -> str | None`` — notes/tags + "Save run".
@@ -40,7 +40,7 @@ from torch import nn
 
 from dashboard import state
 from dashboard.i18n import lang, t
-from hooklab.errors import DataError, HooklabError
+from hooklab.core.errors import DataError, HooklabError
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ class ModelChoice:
 
 
 def trained_available() -> bool:
-    """True when :mod:`hooklab.train` exists (the SimpleCNN trained on shapes)."""
-    return importlib.util.find_spec("hooklab.train") is not None
+    """True when :mod:`hooklab.studies.train` exists (the SimpleCNN trained on shapes)."""
+    return importlib.util.find_spec("hooklab.studies.train") is not None
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Module:
-    from hooklab.models import get_model
+    from hooklab.models.zoo import get_model
 
     if weights == "shapes":
         return get_model(name, weights="shapes")
@@ -125,7 +125,7 @@ def _seed_recipe_slot(cifar_root: str) -> dict[str, nn.Module]:
 
 
 def _slot() -> dict[str, nn.Module]:
-    from hooklab.data import CIFAR10_ENV
+    from hooklab.data.datasets import CIFAR10_ENV
 
     return _seed_recipe_slot(os.environ.get(CIFAR10_ENV, ""))
 
@@ -146,7 +146,7 @@ def _seed_recipe_model(name: str, progress: Any = None) -> nn.Module:
     slot = _slot()
     with state.model_lock(f"{name}|{SEED_RECIPE}"):
         if "model" not in slot:
-            from hooklab.train import seed_recipe_config, trained_model
+            from hooklab.studies.train import seed_recipe_config, trained_model
 
             slot["model"] = trained_model(seed_recipe_config(), progress=progress).eval()
     return slot["model"]
@@ -161,13 +161,13 @@ def _class_names(model: nn.Module, name: str) -> tuple[str, ...]:
 
 
 def _cifar_names() -> tuple[str, ...]:
-    from hooklab import data
+    from hooklab.data import datasets as data
 
     return data.CIFAR10_CLASSES_ZH if lang() == "zh" else data.CIFAR10_CLASSES
 
 
 def default_weights(name: str) -> str:
-    """``"shapes"`` for the SimpleCNN when hooklab.train exists, else ``"random"``."""
+    """``"shapes"`` for the SimpleCNN when hooklab.studies.train exists, else ``"random"``."""
     return "shapes" if name == "simple_cnn" and trained_available() else "random"
 
 
@@ -179,7 +179,7 @@ def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
     ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights. ``progress``:
     ``(step, total, info)`` callback while the seed-recipe model trains (first use only).
     """
-    from hooklab.models import input_shape
+    from hooklab.models.zoo import input_shape
 
     spec = dict(spec or {})
     name = str(spec.get("name") or "simple_cnn")
@@ -306,7 +306,7 @@ def fit_input(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _display(x: torch.Tensor) -> np.ndarray:
-    from hooklab.data import denormalise
+    from hooklab.data.datasets import denormalise
 
     img = denormalise(x[0]).permute(1, 2, 0).numpy().astype(np.float32)
     return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
@@ -327,7 +327,7 @@ def cifar_available() -> bool:
 
 @st.cache_resource(show_spinner=False)
 def _cifar_cached():
-    from hooklab import data
+    from hooklab.data import datasets as data
 
     return data.cifar10()
 
@@ -335,7 +335,7 @@ def _cifar_cached():
 def make_input(spec: dict[str, Any], model: ModelChoice, upload: bytes | None = None
                ) -> InputChoice:
     """Build an input from its spec (no UI). Raises DataError / ImageError on bad input."""
-    from hooklab import data
+    from hooklab.data import datasets as data
 
     source = spec.get("source", "shapes")
     shape = tuple(model.input_shape)
@@ -449,7 +449,7 @@ def layer_picker(key: str, model: ModelChoice, default: Any = None, label: str |
 
 def hook_kind_picker(key: str, default: tuple[str, ...] | list[str] = ()) -> list[str]:
     """Extra PyTorch hook kinds to attach to the chosen layers (besides the recording)."""
-    from hooklab.recorder import HOOK_KIND_HELP, HOOK_KINDS
+    from hooklab.recording.recorder import HOOK_KIND_HELP, HOOK_KINDS
 
     return st.multiselect(t("Extra hook kinds", "额外的钩子类型"), list(HOOK_KINDS),
                           default=[k for k in default if k in HOOK_KINDS],
@@ -466,7 +466,7 @@ def edit_picker(key: str, default: str = "", label: str | None = None,
                 placeholder: str | None = None) -> str:
     """A text area of edit lines (``conv2=scale(0.5)``); returns the text.
 
-    Parse it with :func:`hooklab.compare.normalise_config` inside ``state.guard()``.
+    Parse it with :func:`hooklab.studies.compare.normalise_config` inside ``state.guard()``.
     """
     return st.text_area(label or t("Edits", "梯度/激活修改"), value=default, height=80,
                         placeholder=placeholder if placeholder is not None else

@@ -1,5 +1,5 @@
 """``python -m hooklab``: the command-line interface."""
 
-from hooklab.cli import main
+from hooklab.cli.main import main
 
 raise SystemExit(main())

@@ -1,7 +1,7 @@
 """The seed's two models, copied literally from seed/000_26329528ebf1271c.txt (the lesson's code,
 comments translated), so tests can pin hooklab's models to the lesson and not to themselves.
 
-Do not "tidy" these classes: they are the reference. hooklab.models must match them parameter
+Do not "tidy" these classes: they are the reference. hooklab.models.zoo must match them parameter
 for parameter (names, shapes, initial values after the same ``torch.manual_seed``) and output
 for output.
 """

@@ -53,7 +53,7 @@ def test_console_script_is_the_cli(tmp_path: Path) -> None:
 
 def test_entry_point_is_declared() -> None:
     eps = metadata.entry_points(group="console_scripts", name="hooklab")
-    assert [ep.value for ep in eps] == ["hooklab.cli:main"]
+    assert [ep.value for ep in eps] == ["hooklab.cli.main:main"]
 
 
 @pytest.mark.slow

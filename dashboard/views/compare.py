@@ -6,8 +6,8 @@ import streamlit as st
 
 from dashboard import state, widgets
 from dashboard.i18n import t
-from hooklab import compare as cmp_mod
 from hooklab.charts import compare as charts
+from hooklab.studies import compare as cmp_mod
 
 PAGE = "compare"
 RESULT_KEY = "compare_result"
@@ -16,7 +16,7 @@ DEFAULT_B = "conv2=scale(0.5)"
 
 def _train_config(specs: list, steps: int):
     """The seed's SimpleCNN on the shapes data, same seed for A and B, under these edits."""
-    from hooklab import train
+    from hooklab.studies import train
 
     return train.TrainConfig(steps=steps, edits=[e.spec() for e in specs], seed=0)
 
@@ -134,10 +134,10 @@ if go:
             meta_settings = {**base_settings, "input": inp.spec, "cam_layer": cam_layer}
         else:
             if not widgets.trained_available():
-                from hooklab.errors import HooklabError
+                from hooklab.core.errors import HooklabError
 
-                raise HooklabError(t("Training needs hooklab.train, which is not installed.",
-                                     "训练需要 hooklab.train，当前不可用。"))
+                raise HooklabError(t("Training needs hooklab.studies.train, which is not installed.",
+                                     "训练需要 hooklab.studies.train，当前不可用。"))
             bar = st.progress(0.0, text=t("Training A…", "训练 A…"))
             result = cmp_mod.compare_training(
                 _train_config(specs_a, steps), _train_config(specs_b, steps),

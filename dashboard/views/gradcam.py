@@ -6,7 +6,7 @@ slider), several CAM methods side by side, target layer (automatic by default) a
 downloads, and "Save run". ``/gradcam?run=<id>`` shows a saved run, re-rendered from its stored
 activations and gradients (no model needed except for Score-CAM).
 
-Layout only: CAMs come from :mod:`hooklab.cam`, figures from :mod:`hooklab.charts.cam`.
+Layout only: CAMs come from :mod:`hooklab.cam.engine`, figures from :mod:`hooklab.charts.cam`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import torch.nn.functional as F  # noqa: E402
 
 from dashboard import state  # noqa: E402
 from dashboard.i18n import lang, t  # noqa: E402
-from hooklab import cam as camlib  # noqa: E402
-from hooklab import data as datalib  # noqa: E402
-from hooklab import models as zoo  # noqa: E402
+from hooklab.cam import engine as camlib  # noqa: E402
 from hooklab.charts import cam as charts  # noqa: E402
 from hooklab.charts import runs as run_charts  # noqa: E402
-from hooklab.errors import HooklabError, ImageError  # noqa: E402
-from hooklab.trace import shape_str, tensor_stats  # noqa: E402
+from hooklab.core.errors import HooklabError, ImageError  # noqa: E402
+from hooklab.core.trace import shape_str, tensor_stats  # noqa: E402
+from hooklab.data import datasets as datalib  # noqa: E402
+from hooklab.models import zoo  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +464,7 @@ def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: in
     """Notes/tags, "Save run" and, after a save, the run id with its share link.
 
     The run stores the target layer's activation and output gradient for the shown class and
-    the model input, so :func:`hooklab.cam.cam_from_trace` re-renders the view without the
+    the model input, so :func:`hooklab.cam.engine.cam_from_trace` re-renders the view without the
     model; ``meta["settings"]`` keeps the page's controls.
     """
     with st.expander(t("Notes and tags for “Save run”", "“保存运行”的备注和标签")):
@@ -562,7 +562,7 @@ def class_samples(info: zoo.ModelInfo) -> list[Sample]:
 
 def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: int) -> None:
     """Faithfulness of the shown map (and of a random map, the baseline) on this image."""
-    from hooklab import metrics
+    from hooklab.cam import metrics
 
     steps = st.select_slider(t("Curve steps", "曲线步数"), [8, 16, 32, 64], value=32,
                              key="gradcam_steps")
@@ -615,8 +615,8 @@ def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: i
 def bias_section(alpha: float) -> None:
     """The seed's bias remark, runnable: a model trained where a corner marker gives the class
     away vs one trained on rebalanced data; where do their CAMs point?"""
-    from hooklab import bias
-    from hooklab.data import SHAPE_CLASSES, make_biased_shapes
+    from hooklab.data.datasets import SHAPE_CLASSES, make_biased_shapes
+    from hooklab.studies import bias
 
     st.markdown(t("Two SimpleCNNs learn the shapes with a coloured **corner marker** (the cue). "
                   "In the *biased* training set the marker names the class most of the time; in "

@@ -6,9 +6,9 @@ import streamlit as st
 
 from dashboard import state, widgets
 from dashboard.i18n import lang, t
-from hooklab import lessons
 from hooklab.charts import basics as charts
 from hooklab.charts import trace as trace_charts
+from hooklab.studies import lessons
 
 PAGE = "hook_basics"
 
@@ -31,8 +31,8 @@ def _replace():
 def _record_seed(k: float):
     """The seed's SimpleModel recorded with the conv output gradient scaled by k (for saving)."""
     import hooklab
-    from hooklab import edits
-    from hooklab.models import seed_model
+    from hooklab.core import edits
+    from hooklab.models.zoo import seed_model
 
     fwd = _forward()
     model = seed_model(42)

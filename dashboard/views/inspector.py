@@ -8,8 +8,8 @@ import hooklab
 from dashboard import state, widgets
 from dashboard.i18n import t
 from hooklab.charts import trace as charts
-from hooklab.compare import config_text, normalise_config
-from hooklab.layers import leaf_names
+from hooklab.core.layers import leaf_names
+from hooklab.studies.compare import config_text, normalise_config
 
 PAGE = "inspector"
 TRACE_KEY = "inspector_trace"

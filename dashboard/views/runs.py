@@ -27,7 +27,7 @@ import streamlit as st  # noqa: E402
 from dashboard import state  # noqa: E402
 from dashboard.i18n import t  # noqa: E402
 from hooklab.charts import runs as charts  # noqa: E402
-from hooklab.errors import HooklabError  # noqa: E402
+from hooklab.core.errors import HooklabError  # noqa: E402
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -229,7 +229,7 @@ def run_detail(store, rid: str) -> None:
 
 
 def compare_section(store, table: pd.DataFrame) -> None:
-    """Two runs side by side: hooklab.compare.compare_runs, else per-layer gradient norms."""
+    """Two runs side by side: hooklab.studies.compare.compare_runs, else per-layer gradient norms."""
     ids = list(table["run_id"])
     if len(ids) < 2:
         st.caption(t("Save at least two runs to compare them.", "至少保存两个运行才能比较。"))
@@ -242,7 +242,7 @@ def compare_section(store, table: pd.DataFrame) -> None:
     with state.guard(t("Comparing runs", "比较运行")):
         ta, tb = store.load(a), store.load(b)
         try:
-            from hooklab.compare import compare_runs
+            from hooklab.studies.compare import compare_runs
         except ImportError:  # older hooklab: per-layer output-gradient norms only
             compare_runs = None
         if compare_runs is not None:

@@ -1,7 +1,7 @@
-"""Figures for the "Hook basics" page: the seed's lessons (:mod:`hooklab.lessons`).
+"""Figures for the "Hook basics" page: the seed's lessons (:mod:`hooklab.studies.lessons`).
 
 Example:
-    >>> r = hooklab.lessons.forward_hook_lesson()
+    >>> r = hooklab.studies.lessons.forward_hook_lesson()
     >>> fig = forward_panels(r.input_map, r.channel_maps)   # the seed's three grayscale panels
 """
 

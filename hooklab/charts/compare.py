@@ -1,8 +1,8 @@
-"""Figures for A/B comparisons (:mod:`hooklab.compare`): norm ratios, input gradients, CAMs,
+"""Figures for A/B comparisons (:mod:`hooklab.studies.compare`): norm ratios, input gradients, CAMs,
 training curves.
 
 Example:
-    >>> cmp = hooklab.compare.compare_edits(model, x, None, {"conv2": "scale(0.5)"})
+    >>> cmp = hooklab.studies.compare.compare_edits(model, x, None, {"conv2": "scale(0.5)"})
     >>> fig = ratio_bars(cmp.table)                  # conv1 0.5, conv2 0.5, conv3 1.0, ...
     >>> fig = input_grad_maps(cmp.input_grad_a, cmp.input_grad_b)
 """
@@ -20,8 +20,17 @@ from plotly.subplots import make_subplots
 
 from hooklab.charts.cam import JET_COLORSCALE
 from hooklab.charts.common import (
-    AB_COLORS, MAX_VALUES, add_flag, base_layout, budget_note, downsample2d, grid, heatmap,
-    nonfinite_counts, robust_signed_range, to_f32,
+    AB_COLORS,
+    MAX_VALUES,
+    add_flag,
+    base_layout,
+    budget_note,
+    downsample2d,
+    grid,
+    heatmap,
+    nonfinite_counts,
+    robust_signed_range,
+    to_f32,
 )
 
 QUANTITY_TITLES = {"param_grad": "parameter gradients", "grad_output": "output gradients",
@@ -33,7 +42,7 @@ def ratio_bars(table: pd.DataFrame, quantity: str | Sequence[str] = ("input_grad
     """Per-layer gradient-norm ratio ``B / A`` as bars, with a reference line at 1.
 
     Args:
-        table: :func:`hooklab.compare.norm_table` output.
+        table: :func:`hooklab.studies.compare.norm_table` output.
         quantity: which rows (``"param_grad"``, ``"grad_output"``, ``"input_grad"``, or several).
         names: the two configurations' names (for the title and hover).
 
@@ -135,7 +144,7 @@ def cam_difference(cam_a: Any, cam_b: Any, names: Sequence[str] = ("A", "B"),
 def grad_norm_columns(history: pd.DataFrame, prefix: str = "grad_norm") -> dict[str, str]:
     """``{layer: column}`` for per-layer columns ``<prefix>/<layer>`` (also ``:`` or ``.``).
 
-    ``hooklab.train`` writes ``grad_norm/<layer>`` (output gradient) and
+    ``hooklab.studies.train`` writes ``grad_norm/<layer>`` (output gradient) and
     ``param_grad_norm/<layer>`` (parameter gradients).
     """
     pat = re.compile(rf"^{re.escape(prefix)}[/:.](?P<layer>.+)$")

@@ -197,7 +197,7 @@ def layer_norms(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "gra
 
 
 def from_norm_table(table: pd.DataFrame, quantity: str = "grad_output") -> pd.DataFrame:
-    """:func:`hooklab.compare.norm_table` rows of one ``quantity`` in :func:`layer_norms` form
+    """:func:`hooklab.studies.compare.norm_table` rows of one ``quantity`` in :func:`layer_norms` form
     (``layer, a, b, ratio``; ``layer`` is the table's label, e.g. ``"conv (call 1)"``)."""
     sel = table[table["quantity"] == quantity] if len(table) else table
     return pd.DataFrame({"layer": list(sel.get("label", sel.get("layer", []))),

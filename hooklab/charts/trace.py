@@ -1,6 +1,6 @@
 """Figures and table data for a recorded trace: timeline, event table, tensor views.
 
-Inputs are a trace's events table (:data:`hooklab.trace.EVENT_COLUMNS`) and stored tensors.
+Inputs are a trace's events table (:data:`hooklab.core.trace.EVENT_COLUMNS`) and stored tensors.
 
 Example:
     >>> fig = timeline(trace.events)               # x = firing order, y = layer, colour = kind
@@ -20,9 +20,22 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hooklab.charts.common import (
-    KIND_COLORS, MAX_FACETS, MAX_VALUES, add_flag, base_layout, budget_note, downsample1d,
-    downsample2d, finite, flag_text, grid, heatmap, image_axes, nonfinite_counts,
-    robust_signed_range, to_f32,
+    KIND_COLORS,
+    MAX_FACETS,
+    MAX_VALUES,
+    add_flag,
+    base_layout,
+    budget_note,
+    downsample1d,
+    downsample2d,
+    finite,
+    flag_text,
+    grid,
+    heatmap,
+    image_axes,
+    nonfinite_counts,
+    robust_signed_range,
+    to_f32,
 )
 
 #: Marker symbol per event role in the timeline.
@@ -259,7 +272,7 @@ def stats_table(tensor: Any) -> pd.DataFrame:
     """Statistics of a tensor as a two-column table (statistic, value)."""
     import torch
 
-    from hooklab.trace import tensor_stats
+    from hooklab.core.trace import tensor_stats
 
     t = tensor if isinstance(tensor, torch.Tensor) else torch.as_tensor(to_f32(tensor))
     s = tensor_stats(t)

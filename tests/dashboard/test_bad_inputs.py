@@ -27,9 +27,9 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 import hooklab
-from hooklab.models import SimpleCNN
-from hooklab.store import TraceStore
-from tests.test_bad_input_corpus import BAD_IMAGES, _RunsCode
+from hooklab.models.zoo import SimpleCNN
+from hooklab.store.runs import TraceStore
+from tests.data.test_bad_input_corpus import BAD_IMAGES, _RunsCode
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ROOT / "dashboard" / "views"

@@ -83,7 +83,7 @@ def test_save_and_reopen(app, store_dir):
     app.button(key="compare_save").click().run()
     assert not app.exception and not app.error
     run_id = app.success[0].value.split()[-1]
-    from hooklab.store import TraceStore
+    from hooklab.store.runs import TraceStore
 
     trace = TraceStore(store_dir).load(run_id)
     assert trace.meta["page"] == "compare"

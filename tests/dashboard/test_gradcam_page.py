@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import run_page
-
-from hooklab import cam as camlib
+from hooklab.cam import engine as camlib
 from hooklab.charts import cam as C
-from hooklab.store import TraceStore
+from hooklab.store.runs import TraceStore
+from hooklab.studies.train import seed_recipe_model
+from tests.dashboard.conftest import run_page
 
 PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "gradcam.py")
 TIMEOUT = 120
@@ -33,7 +33,7 @@ def cache_dir() -> str:
     old = os.environ.get("HOOKLAB_CACHE")
     os.environ["HOOKLAB_CACHE"] = path
     try:  # train once here, outside any AppTest timeout
-        from hooklab.train import trained_model
+        from hooklab.studies.train import trained_model
 
         trained_model()
     finally:
@@ -101,7 +101,7 @@ def test_default_view_draws_the_seed_panels(store):
     logits = _default_logits(at)
     softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     order = np.argsort(-softmax, kind="stable")[:5]
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     assert list(bar["y"]) == [datalib.SHAPE_CLASSES[i] for i in order]
     np.testing.assert_allclose(probs, softmax[order], rtol=1e-5, atol=1e-7)
@@ -117,7 +117,7 @@ def _default_model(at: AppTest):
 
 def _default_logits(at: AppTest) -> np.ndarray:
     """The model's output on the page's default input (shapes test image 102), in float64."""
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     img, _, _ = datalib.shapes_sample(102)
     with torch.no_grad():
@@ -129,7 +129,7 @@ def test_panels_show_the_cam_hooklab_computes(store):
     _ok(at)
     _, heat, _ = _panels(at)
     from dashboard import widgets
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     weights = at.radio(key="gradcam_weights").value
     choice = widgets.load_model({"name": "simple_cnn", "weights": weights})
@@ -168,7 +168,7 @@ def test_methods_side_by_side_and_metrics(store):
     at.toggle(key="gradcam_raw").set_value(True).run()  # raw maps: each one hooklab's map
     _ok(at)
     fig = _figure(at, "gradcam_methods_fig")
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     img, _, _ = datalib.shapes_sample(102)
     model = _default_model(at)
@@ -230,7 +230,7 @@ def test_bad_upload_is_one_error_and_page_keeps_working(store):
 def test_upload_handler_with_bad_bytes_shows_one_error(store):
     def script():
         from dashboard.views.gradcam import handle_upload
-        from hooklab.models import model_info
+        from hooklab.models.zoo import model_info
 
         handle_upload(b"\x89PNG\r\n\x1a\nbroken", "x.png", model_info("simple_cnn"))
         import streamlit as st
@@ -267,9 +267,9 @@ def test_mismatched_weights_are_one_error(store):
 
 def test_bias_experiment_wiring(store, monkeypatch):
     """The page trains both arms with progress, shows where their CAMs point and both CAMs side
-    by side. (Training is replaced by seeded random models here; hooklab.bias has its own tests.)"""
-    from hooklab import bias
-    from hooklab.models import get_model
+    by side. (Training is replaced by seeded random models here; hooklab.studies.bias has its own tests.)"""
+    from hooklab.models.zoo import get_model
+    from hooklab.studies import bias
 
     calls = []
 
@@ -298,7 +298,7 @@ def test_bias_experiment_wiring(store, monkeypatch):
 def test_english_titles_name_the_classes(store):
     at = _app()
     _ok(at)
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     pred = datalib.SHAPE_CLASSES[int(np.argmax(_default_logits(at)))]
     assert [a["text"] for a in _figure(at, "gradcam_panels")["layout"]["annotations"]][:3] == \
@@ -307,7 +307,7 @@ def test_english_titles_name_the_classes(store):
 
 def test_chinese_labels_and_class_names(store):
     from dashboard.views.gradcam import SHAPES_ZH
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.session_state["hooklab_lang"] = "zh"
@@ -371,7 +371,7 @@ def _write_fake_cifar(root: Path, n_train: int = 20, n_test: int = 110,
             pickle.dump({b"data": data, b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
         if name == "test_batch":
             test = data.reshape(n, 3, 32, 32)
-    from hooklab.data import CIFAR10_CLASSES
+    from hooklab.data.datasets import CIFAR10_CLASSES
 
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, f)
@@ -410,8 +410,8 @@ def _pick_seed_recipe(lang: str = "en") -> AppTest:
 
 
 def test_seed_recipe_model_on_cifar10_test_image_102(seed_cifar, tmp_path):
-    from hooklab import data as datalib
-    from hooklab.models import get_model
+    from hooklab.data import datasets as datalib
+    from hooklab.models.zoo import get_model
 
     at = _pick_seed_recipe()
     _ok(at)
@@ -427,7 +427,7 @@ def test_seed_recipe_model_on_cifar10_test_image_102(seed_cifar, tmp_path):
     label = int(datalib.cifar10(train=False).targets[102])
     assert any("CIFAR-10 test #102" in m.value for m in at.markdown)
     # the map is the seed-recipe model's Grad-CAM of that image (model read back from the cache)
-    model = get_model("simple_cnn", weights="cifar10-seed")
+    model = seed_recipe_model()
     x = datalib.normalise(torch.from_numpy(seed_cifar[102]).float() / 255, (0.5,) * 3,
                           (0.5,) * 3)[None]
     ref = camlib.compute(model, x, method="gradcam", layer="conv3")
@@ -442,7 +442,7 @@ def test_seed_recipe_model_on_cifar10_test_image_102(seed_cifar, tmp_path):
 
 
 def test_seed_recipe_model_in_chinese(seed_cifar):
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     at = _pick_seed_recipe("zh")
     _ok(at)
@@ -466,7 +466,7 @@ def test_seed_recipe_without_training_split_is_one_error(store, tmp_path, monkey
 
 def test_seed_recipe_offered_only_with_a_cifar10_copy(store, tmp_path, monkeypatch,
                                                       fresh_caches):
-    from hooklab import data as datalib
+    from hooklab.data import datasets as datalib
 
     monkeypatch.setenv("HOOKLAB_CIFAR10", str(tmp_path / "nowhere"))
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from hooklab import lessons
+from hooklab.studies import lessons
 
 PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "hook_basics.py")
 TIMEOUT = 90
@@ -77,7 +77,7 @@ def test_save_run_then_open_it(app, tmp_path):
     ok = [s.value for s in app.success]
     assert ok and "Saved as run" in ok[0]
     run_id = ok[0].split()[-1]
-    from hooklab.store import TraceStore
+    from hooklab.store.runs import TraceStore
 
     store = TraceStore(tmp_path / "runs")
     trace = store.load(run_id)

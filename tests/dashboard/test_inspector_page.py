@@ -92,7 +92,7 @@ def test_save_and_reopen_same_view(app, store_dir):
     app.button(key="inspector_save").click().run()
     assert not app.exception and not app.error
     run_id = app.success[0].value.split()[-1]
-    from hooklab.store import TraceStore
+    from hooklab.store.runs import TraceStore
 
     trace = TraceStore(store_dir).load(run_id)
     assert trace.meta["page"] == "inspector"
@@ -117,8 +117,8 @@ def test_uploads_bad_image_and_mismatched_weights_are_one_error(app, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hooklab.models import SimpleModel
-    from hooklab.weights import save_safetensors
+    from hooklab.models.weights import save_safetensors
+    from hooklab.models.zoo import SimpleModel
 
     app.radio(key="inspector_source").set_value("upload").run()
     app.file_uploader(key="inspector_image").set_value(

@@ -10,12 +10,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import plotly_array, run_page
-
 import hooklab
-from hooklab import edits
-from hooklab.models import seed_model
-from hooklab.store import TraceStore
+from hooklab.core import edits
+from hooklab.models.zoo import seed_model
+from hooklab.store.runs import TraceStore
+from tests.dashboard.conftest import plotly_array, run_page
 
 PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "runs.py")
 TIMEOUT = 90

@@ -150,7 +150,7 @@ def warm_default_model() -> None:
     cwd = os.getcwd()
     os.chdir(ROOT)  # the default cache path is relative to the server's working directory
     try:
-        from hooklab.train import trained_model
+        from hooklab.studies.train import trained_model
 
         trained_model()
     finally:

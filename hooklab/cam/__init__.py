@@ -1,0 +1,27 @@
+"""The CAM family: methods as pure functions, computing them on a model or a trace, metrics."""
+
+from __future__ import annotations
+
+from hooklab.cam.engine import (
+    METHODS,
+    CamError,
+    CamResult,
+    NonSpatialLayerError,
+    auto_layer,
+    cam_from_trace,
+    compute,
+    frozen,
+    resize,
+)
+
+__all__ = [
+    "CamError",
+    "CamResult",
+    "METHODS",
+    "NonSpatialLayerError",
+    "auto_layer",
+    "cam_from_trace",
+    "compute",
+    "frozen",
+    "resize",
+]

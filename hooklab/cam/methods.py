@@ -1,0 +1,209 @@
+"""The CAM family as pure functions of a layer's activations and gradients.
+
+Every function here takes the target layer's activation ``A`` of shape ``(B, C, h, w)`` and,
+for gradient methods, the gradient ``G = dS/dA`` of each sample's target score ``S`` (same
+shape), and returns the raw class activation map ``(B, h, w)`` *after* the final ReLU and
+*before* resizing and min-max normalisation (those are done by :mod:`hooklab.cam.engine`).
+
+Formulas (``Σ_c`` over channels, ``Σ_ij`` over spatial positions, ``Z = h·w``):
+
+========== ==================================================================================
+gradcam    ``w_c = (1/Z) Σ_ij G_cij``;  ``L = ReLU(Σ_c w_c A_c)``  (Selvaraju et al. 2017)
+gradcam++  ``α_cij = G² / (2 G² + Σ_ab A_cab · G³)`` (0 where G = 0);
+           ``w_c = Σ_ij α_cij ReLU(G_cij)``; ``L = ReLU(Σ_c w_c A_c)``  (Chattopadhyay et al.
+           2018, with the exponential-score derivatives approximated by powers of G)
+xgradcam   ``w_c = Σ_ij G_cij A_cij / Σ_ij A_cij``; ``L = ReLU(Σ_c w_c A_c)``  (Fu et al. 2020)
+hirescam   ``L = ReLU(Σ_c G_c ⊙ A_c)``  (Draelos & Carin 2020)
+layercam   ``L = ReLU(Σ_c ReLU(G_c) ⊙ A_c)``  (Jiang et al. 2021)
+scorecam   ``H_k = minmax(up(A_k))``; ``w_k = softmax(f(X ⊙ H_k))_t``; ``L = ReLU(Σ_k w_k A_k)``
+           (Wang et al. 2020, as in the authors' code: the class-softmax probability of the
+           target on the masked input)
+eigencam   ``L = ReLU(Ā v₁)`` with ``Ā`` the ``(h·w, C)`` activation matrix centred over
+           positions and ``v₁`` its first right singular vector, signed so that the projection
+           has positive skew  (Muhammad & Yeasin 2020)
+========== ==================================================================================
+
+Example:
+    >>> raw = gradcam(activations, gradients)       # (B, h, w)
+    >>> METHODS["layercam"].fn(activations, gradients)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_EPS = 1e-7
+
+
+def _weighted(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``ReLU(Σ_c w_c A_c)`` for weights ``(B, C)`` and activations ``(B, C, h, w)``."""
+    return F.relu(torch.einsum("bc,bchw->bhw", weights, acts))
+
+
+def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM: channel weights are the spatial mean of the gradients.
+
+    ``w_c = mean_ij G_cij``, ``L = ReLU(Σ_c w_c A_c)``.
+    """
+    return _weighted(grads.mean(dim=(2, 3)), acts)
+
+
+def gradcampp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++: pixel-wise weighted positive gradients.
+
+    ``α = G² / (2 G² + Σ_ab A_ab · G³)`` (0 where ``G = 0``), ``w_c = Σ_ij α_ij ReLU(G_ij)``,
+    ``L = ReLU(Σ_c w_c A_c)``.
+    """
+    g2 = grads.pow(2)
+    g3 = grads.pow(3)
+    sum_a = acts.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    weights = (alpha * F.relu(grads)).sum(dim=(2, 3))
+    return _weighted(weights, acts)
+
+
+def xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM: ``w_c = Σ_ij G_cij A_cij / (Σ_ij A_cij + ε)``, ``L = ReLU(Σ_c w_c A_c)``."""
+    weights = (grads * acts).sum(dim=(2, 3)) / (acts.sum(dim=(2, 3)) + _EPS)
+    return _weighted(weights, acts)
+
+
+def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """HiResCAM: element-wise gradient times activation, summed over channels, then ReLU."""
+    return F.relu((grads * acts).sum(dim=1))
+
+
+def layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """LayerCAM: ``L = ReLU(Σ_c ReLU(G_c) ⊙ A_c)``."""
+    return F.relu((F.relu(grads) * acts).sum(dim=1))
+
+
+def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Tensor:
+    """EigenCAM: projection on the first principal component of the activations (class-agnostic).
+
+    For each sample, ``M`` = the ``(h·w, C)`` activation matrix centred over positions;
+    ``v₁`` = first right singular vector of ``M``; ``L = ReLU(M v₁)``. The sign of ``v₁`` is
+    arbitrary in an SVD; it is chosen so that ``M v₁`` has positive skew (``Σ (M v₁)³ > 0``):
+    the few positions that deviate strongly from the bulk (the object rather than the
+    background) come out positive.
+    """
+    b, c, h, w = acts.shape
+    m = acts.reshape(b, c, h * w).transpose(1, 2).double()  # (B, hw, C)
+    m = m - m.mean(dim=1, keepdim=True)
+    # M v1 = sigma1 u1: take the top eigenvector of the smaller Gram matrix (much faster than
+    # an SVD of M on CPU).
+    if h * w <= c:
+        vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, hw, hw), ascending
+        proj = vecs[..., -1] * vals[..., -1:].clamp(min=0).sqrt()
+    else:
+        _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
+        proj = torch.einsum("bpc,bc->bp", m, vecs[..., -1])
+    # An SVD's sign is arbitrary: orient the projection to positive skew, so the small region
+    # that deviates strongly from the bulk (the object, not the background) comes out positive.
+    sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
+    return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
+
+
+def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
+    """Min-max normalise over ``dims`` to [0, 1]; a constant slice becomes all zeros.
+
+    ``(x - min) / (max - min)``, as the seed does (``cam - cam.min()``, then ``/ cam.max()``
+    when it is positive).
+    """
+    lo = x.amin(dim=dims, keepdim=True)
+    x = x - lo
+    hi = x.amax(dim=dims, keepdim=True)
+    safe = torch.where(hi > 0, hi, torch.ones_like(hi))
+    return torch.where(hi > 0, x / safe, torch.zeros_like(x))
+
+
+def scorecam_weights(acts: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,
+                     score_fn: Callable[[torch.Tensor], torch.Tensor],
+                     batch_size: int = 128) -> torch.Tensor:
+    """Score-CAM channel weights ``w_k = softmax(f(X ⊙ H_k))_t`` for every sample and channel.
+
+    Args:
+        acts: activations ``(B, C, h, w)``.
+        x: inputs ``(B, 3, H, W)``.
+        targets: target class per sample ``(B,)``.
+        score_fn: the model (logits out); called under ``torch.no_grad`` on batches of masked
+            inputs (``batch_size`` at a time).
+        batch_size: masked inputs per forward.
+
+    Returns:
+        ``(B, C)`` weights.
+    """
+    b, c = acts.shape[:2]
+    size = x.shape[-2:]
+    weights = torch.empty(b, c, dtype=torch.float32, device=acts.device)
+    for i in range(b):
+        up = F.interpolate(acts[i:i + 1].float(), size=size, mode="bilinear",
+                           align_corners=False)[0]  # (C, H, W)
+        masks = minmax(up)  # per channel
+        t = int(targets[i])
+        for s in range(0, c, batch_size):
+            chunk = masks[s:s + batch_size]
+            masked = x[i:i + 1] * chunk[:, None].to(x.dtype)
+            out = score_fn(masked)
+            weights[i, s:s + chunk.shape[0]] = torch.softmax(out.float(), dim=1)[:, t]
+    return weights
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    """One CAM method of the registry.
+
+    Attributes:
+        name: canonical name (``"gradcam"``).
+        fn: ``fn(acts, grads) -> (B, h, w)`` raw map (``None`` for Score-CAM, which needs the
+            model; :mod:`hooklab.cam.engine` runs it).
+        needs_grad: whether the gradient of the target score is needed.
+        class_specific: whether the map depends on the target class.
+        title: display name.
+        reference: the paper.
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor] | None
+    needs_grad: bool
+    class_specific: bool
+    title: str
+    reference: str
+
+
+METHODS: dict[str, CamMethod] = {
+    "gradcam": CamMethod("gradcam", gradcam, True, True, "Grad-CAM",
+                         "Selvaraju et al., ICCV 2017"),
+    "gradcam++": CamMethod("gradcam++", gradcampp, True, True, "Grad-CAM++",
+                           "Chattopadhyay et al., WACV 2018"),
+    "xgradcam": CamMethod("xgradcam", xgradcam, True, True, "XGrad-CAM",
+                          "Fu et al., BMVC 2020"),
+    "hirescam": CamMethod("hirescam", hirescam, True, True, "HiResCAM",
+                          "Draelos & Carin, 2020"),
+    "layercam": CamMethod("layercam", layercam, True, True, "LayerCAM",
+                          "Jiang et al., IEEE TIP 2021"),
+    "scorecam": CamMethod("scorecam", None, False, True, "Score-CAM",
+                          "Wang et al., CVPR-W 2020"),
+    "eigencam": CamMethod("eigencam", eigencam, False, False, "EigenCAM",
+                          "Muhammad & Yeasin, IJCNN 2020"),
+}
+
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
+
+
+def method_name(name: str) -> str:
+    """Canonical method name: case, ``-``, ``_`` and spaces ignored (``"Grad-CAM++"`` works).
+
+    Raises:
+        KeyError: unknown method (:mod:`hooklab.cam.engine` turns it into a ``CamError``).
+    """
+    key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in METHODS:
+        raise KeyError(key)
+    return key

@@ -1,0 +1,428 @@
+"""Model zoo addressed by name, layer listing and the automatic Grad-CAM target layer.
+
+The seed's :class:`SimpleModel` and :class:`SimpleCNN` exactly as in the lesson, plus torchvision
+architectures (:data:`TORCHVISION_MODELS`) built with random weights; weights come only from files
+the user gives (loaded safely, :mod:`hooklab.models.weights`) or from torchvision's files already in the
+local torch hub cache. Nothing downloads unless ``allow_download=True``.
+
+Example:
+    >>> model = get_model("resnet18")                   # random weights, offline
+    >>> auto_target_layer(model)
+    'layer4'
+    >>> list_layers(model).head()                       # name, type, output_shape, params, ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hooklab.core.errors import HooklabError, NonSpatialLayerError
+from hooklab.data.datasets import CIFAR10_CLASSES, IMAGE_SIZE, SEED_MEAN, SEED_STD, SHAPE_CLASSES
+from hooklab.models import defaults
+from hooklab.models import weights as weights_mod
+
+log = logging.getLogger(__name__)
+
+
+class SimpleModel(nn.Module):
+    """The seed's hook example: ``Conv2d(1, 2, 3, padding=1) -> ReLU -> view(-1, 32) -> Linear(32, 10)``.
+
+    Input ``(N, 1, 4, 4)``.
+    """
+
+    input_shape = (1, 4, 4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.relu(x)
+        x = x.view(-1, 2 * 4 * 4)
+        return self.fc(x)
+
+
+class SimpleCNN(nn.Module):
+    """The seed's CIFAR-10 CNN: three conv/ReLU/max-pool blocks (3→32→64→128), fc 2048→512→10.
+
+    Input ``(N, 3, 32, 32)``. ReLU is functional, exactly as in the seed, so the conv3 output a
+    forward hook sees is the pre-ReLU activation the seed's Grad-CAM uses.
+    """
+
+    input_shape = (3, 32, 32)
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(128 * 4 * 4, 512)
+        self.fc2 = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = x.view(-1, 128 * 4 * 4)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+def seed_model(seed: int = 42) -> SimpleModel:
+    """SimpleModel built right after ``torch.manual_seed(seed)``, as in the seed."""
+    torch.manual_seed(seed)
+    return SimpleModel()
+
+
+def input_shape(model: nn.Module) -> tuple[int, ...]:
+    """(C, H, W) the model expects, when it declares one."""
+    shape = getattr(model, "input_shape", None)
+    return tuple(shape) if shape else (3, 224, 224)
+
+
+# --------------------------------------------------------------------------------------------
+# The full zoo: seed models plus torchvision architectures (random weights unless given).
+# --------------------------------------------------------------------------------------------
+
+#: Torchvision architectures the zoo offers; built with ``weights=None`` (never downloads).
+TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg11_bn", "mobilenet_v3_small", "densenet121",
+                      "efficientnet_b0")
+#: Every name :func:`get_model` accepts.
+MODEL_NAMES = ("simple_model", "simple_cnn", *TORCHVISION_MODELS)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: ``weights=`` words naming a shipped default (:mod:`hooklab.models.defaults`) per model.
+SHIPPED_WEIGHTS = {("simple_cnn", "shapes"): "simple_cnn_shapes"}
+#: Keywords for ``weights=`` meaning "torchvision's own ImageNet weights, from the local hub cache".
+HUB_WEIGHT_WORDS = ("imagenet", "default", "pretrained", "torchvision")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a caller needs to feed a zoo model and read its output.
+
+    Attributes:
+        name: zoo name.
+        input_shape: ``(C, H, W)`` of one input.
+        mean, std: per-channel normalisation after scaling pixels to [0, 1].
+        class_names: one name per output logit (as in the weights' training data).
+        weights: where the weights came from: ``"random(seed=0)"``, a file path, ``"hub:<file>"``.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    weights: str = "random"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _norm_name(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in MODEL_NAMES:
+        close = difflib.get_close_matches(key, MODEL_NAMES, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}.{hint}")
+    return key
+
+
+class UnknownModelError(HooklabError, ValueError):
+    """A model name that is not in the zoo."""
+
+
+def _imagenet_classes(name: str) -> tuple[str, ...]:
+    from torchvision.models import get_model_weights
+
+    return tuple(get_model_weights(name).DEFAULT.meta["categories"])
+
+
+def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
+    """Input shape, normalisation and class names of a zoo model (no model is built).
+
+    Example:
+        >>> model_info("simple_cnn").mean
+        (0.5, 0.5, 0.5)
+    """
+    key = _norm_name(name)
+    if key == "simple_model":
+        classes: tuple[str, ...] = tuple(str(i) for i in range(10))
+        info = ModelInfo(key, SimpleModel.input_shape, (0.0,), (1.0,), classes)
+    elif key == "simple_cnn":
+        info = ModelInfo(key, SimpleCNN.input_shape, SEED_MEAN, SEED_STD, CIFAR10_CLASSES)
+    else:
+        info = ModelInfo(key, (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(key))
+    if num_classes is not None and num_classes != info.num_classes:
+        info = replace(info, class_names=tuple(f"class_{i}" for i in range(num_classes)))
+    return info
+
+
+def _build(key: str, num_classes: int | None) -> nn.Module:
+    if key == "simple_model":
+        if num_classes not in (None, 10):
+            raise HooklabError("simple_model has a fixed 10-way output (the seed's Linear(32, 10))")
+        return SimpleModel()
+    if key == "simple_cnn":
+        return SimpleCNN(num_classes or 10)
+    from torchvision.models import get_model as tv_get_model
+
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    model = tv_get_model(key, weights=None, **kwargs)
+    model.input_shape = (3, 224, 224)
+    return model
+
+
+def _hub_weights(key: str, spec: Any, allow_download: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """torchvision's own weights for ``key``: from the torch hub cache, or downloaded on opt-in."""
+    from torchvision.models import WeightsEnum, get_model_weights
+
+    if key not in TORCHVISION_MODELS:
+        raise HooklabError(f"{key} has no torchvision weights; pass a .safetensors/.pt file"
+                           + (" or weights='shapes'" if key == "simple_cnn" else ""))
+    enum = get_model_weights(key)
+    if isinstance(spec, WeightsEnum):
+        w = spec
+    elif str(spec).lower() in HUB_WEIGHT_WORDS:
+        w = enum.DEFAULT
+    else:
+        try:
+            w = enum[str(spec).split(".")[-1]]
+        except KeyError as exc:
+            raise HooklabError(f"unknown weights {spec!r} for {key}; known: "
+                               f"{', '.join(e.name for e in enum)}") from exc
+    path = weights_mod.hub_checkpoint_path(w.url)
+    if not path.is_file():
+        if not allow_download:
+            raise weights_mod.CheckpointError(
+                f"torchvision weights {w} are not in the local cache (looked for {path}); "
+                "nothing is downloaded by default. Put the file there, pass a weights file "
+                "(weights='path/to/file.pth'), or opt in with allow_download=True.")
+        log.info("downloading %s to %s (allow_download=True)", w.url, path)
+        torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=True,
+                                           weights_only=True)
+    sd = weights_mod.load_state_dict(path)
+    return weights_mod.remap_torchvision_keys(key, sd), f"hub:{path.name}"
+
+
+def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
+              allow_download: bool = False, num_classes: int | None = None) -> nn.Module:
+    """Build a zoo model by name, in eval mode.
+
+    Args:
+        name: one of :data:`MODEL_NAMES` (``-`` and case are ignored).
+        seed: seed for the random initialisation (``None``: leave the global RNG alone).
+        weights: ``None`` for random weights; a path to a ``.safetensors``/``.pt``/``.pth`` state
+            dict (loaded safely, see :mod:`hooklab.models.weights`); a mapping (a state dict);
+            ``"imagenet"`` (or a torchvision weights enum/name) for torchvision's own weights
+            from the local torch hub cache; ``"shapes"`` for the SimpleCNN trained on the shapes
+            data set (the shipped default, :func:`shipped_model`). The seed's own CIFAR-10
+            training is :func:`hooklab.studies.train.seed_recipe_model` (it trains).
+        allow_download: allow torchvision weights to be downloaded when not cached.
+        num_classes: output size when it differs from the default (10 or 1000).
+
+    The model carries ``model.hooklab_info`` (:class:`ModelInfo`).
+
+    Example:
+        >>> m = get_model("resnet18")                          # random weights, offline
+        >>> m = get_model("simple_cnn", weights="cnn.safetensors")
+    """
+    key = _norm_name(name)
+    if isinstance(weights, str) and (key, weights.lower()) in SHIPPED_WEIGHTS:
+        # the shipped default: the same bytes on every machine
+        return shipped_model(SHIPPED_WEIGHTS[key, weights.lower()])
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = _build(key, num_classes)
+    info = model_info(key, num_classes)
+    source = f"random(seed={seed})"
+    if weights is not None:
+        if isinstance(weights, Mapping):
+            sd, source = weights_mod.unwrap_state_dict(weights, "state dict"), "state dict"
+        elif _is_hub_spec(weights):
+            sd, source = _hub_weights(key, weights, allow_download)
+        elif isinstance(weights, (str, os.PathLike)):
+            sd, source = weights_mod.load_state_dict(weights), str(weights)
+        else:
+            raise TypeError(f"weights must be None, a path, a state dict or 'imagenet', "
+                            f"got {type(weights).__name__}")
+        weights_mod.apply_state_dict(model, sd, source=f"weights from {source}")
+    model.hooklab_info = replace(info, weights=source)
+    return model.eval()
+
+
+def shipped_model(name: str) -> nn.Module:
+    """The shipped default ``name`` (:mod:`hooklab.models.defaults`), sha256-checked, in eval mode.
+
+    ``model.hooklab_info.weights`` reads ``shipped(<data>, <key>)``; ``model.hooklab_train``
+    holds the manifest's record (config, key, test accuracy, sha256, machine, torch).
+
+    Raises:
+        DefaultWeightsError: no such entry, or the file's bytes are not the recorded ones.
+    """
+    entry = defaults.entry_named(name)
+    config = entry["config"]
+    classes = CIFAR10_CLASSES if config["data"] == "cifar10" else SHAPE_CLASSES
+    model = _build(_norm_name(config["model"]), len(classes))
+    path = defaults.entry_path(entry)
+    weights_mod.apply_state_dict(model, defaults.load_entry(entry), f"shipped default {path}")
+    info = model_info(config["model"], num_classes=len(classes))
+    model.hooklab_info = replace(info, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), mean=SEED_MEAN,
+                                 std=SEED_STD, class_names=tuple(classes),
+                                 weights=f"shipped({config['data']}, {entry['key']})")
+    model.hooklab_train = {
+        "config": config, "key": entry["key"], "test_accuracy": entry["test_accuracy"],
+        "classes": list(classes), "shipped": str(path), "name": entry["name"],
+        "sha256": entry["sha256"], "machine": entry.get("machine"), "torch": entry.get("torch"),
+        "cached": None}
+    log.info("loaded the shipped default %s (sha256 %s…)", entry["name"], entry["sha256"][:12])
+    return model.eval()
+
+
+def _is_hub_spec(weights: Any) -> bool:
+    try:
+        from torchvision.models import WeightsEnum
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(weights, WeightsEnum):
+        return True
+    if not isinstance(weights, str) or os.path.exists(weights):
+        return False
+    w = weights.lower()
+    return w in HUB_WEIGHT_WORDS or w.split(".")[-1].startswith("imagenet1k")
+
+
+# --------------------------------------------------------------------------------------------
+# Layer listing and the automatic Grad-CAM target.
+# --------------------------------------------------------------------------------------------
+
+LAYER_COLUMNS = ("name", "type", "output_shape", "params", "leaf", "calls", "spatial")
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((t for t in map(_first_tensor, out) if t is not None), None)
+    if isinstance(out, Mapping):
+        return next((t for t in map(_first_tensor, out.values()) if t is not None), None)
+    return None
+
+
+def _dry_run(model: nn.Module, shape: tuple[int, ...] | None) -> tuple[dict[str, dict], list[str]]:
+    """One forward of a zero batch of 1 under no_grad; returns per-module call records."""
+    shape = tuple(shape) if shape else input_shape(model)
+    param = next(model.parameters(), None)
+    x = torch.zeros((1, *shape), dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")
+    rec: dict[str, dict] = {}
+    clock = [0]
+    me = threading.get_ident()
+
+    def make_hook(name: str):
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if threading.get_ident() != me:  # another thread's forward on a shared model
+                return
+            clock[0] += 1
+            t = _first_tensor(out)
+            r = rec.setdefault(name, {"calls": 0, "shape": None})
+            r["calls"] += 1
+            r["end"] = clock[0]
+            if r["shape"] is None and t is not None:
+                r["shape"] = tuple(t.shape)
+        return hook
+
+    names = [n for n, _ in model.named_modules() if n]
+    handles = []
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for name, m in model.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(make_hook(name)))
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        raise HooklabError(f"a dry forward of {type(model).__name__} with input {tuple(x.shape)} "
+                           f"failed: {exc}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode
+    return rec, names
+
+
+def _is_spatial(shape: tuple[int, ...] | None) -> bool:
+    return shape is not None and len(shape) == 4 and shape[2] > 1 and shape[3] > 1
+
+
+def list_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Every named module with its type, output shape and parameter count, from one dry forward.
+
+    The forward runs on a zero batch of one under ``torch.no_grad()`` in eval mode; its hooks are
+    removed and the modules' ``training`` flags restored in ``finally``. The hooks ignore other
+    threads' forwards, but the eval switch is visible to them: hold the model's lock when it is
+    shared.
+
+    Returns:
+        DataFrame with columns :data:`LAYER_COLUMNS`: ``output_shape`` is the first output
+        tensor's shape with batch 1 (``None`` if the module never ran), ``params`` counts the
+        module's parameters including its children, ``calls`` how often it ran, ``spatial``
+        whether the output is ``(N, C, H, W)`` with ``H, W > 1``.
+
+    Example:
+        >>> list_layers(SimpleCNN()).query("name == 'conv3'").output_shape.item()
+        (1, 128, 8, 8)
+    """
+    rec, names = _dry_run(model, input_shape)
+    mods = dict(model.named_modules())
+    rows = []
+    for n in names:
+        m, r = mods[n], rec.get(n, {"calls": 0, "shape": None})
+        rows.append({"name": n, "type": type(m).__name__, "output_shape": r["shape"],
+                     "params": sum(p.numel() for p in m.parameters()),
+                     "leaf": next(m.children(), None) is None, "calls": r["calls"],
+                     "spatial": _is_spatial(r["shape"])})
+    return pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
+
+
+def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> str:
+    """Name of the layer Grad-CAM users expect: the last module with a spatial output.
+
+    "Last" is by the time the module's forward ends, so a block that wraps the final
+    convolutions wins over its children (ResNet: ``layer4``; VGG/MobileNet/DenseNet/EfficientNet:
+    ``features``; the seed's SimpleCNN: ``conv3``). Parameter-free modules (pooling, ReLU) and
+    modules called more than once (a shared pool) are skipped unless nothing else qualifies.
+
+    Raises:
+        NonSpatialLayerError: no module produces an ``(N, C, H, W)`` output with ``H, W > 1``.
+    """
+    rec, names = _dry_run(model, input_shape)
+    mods = dict(model.named_modules())
+    spatial = [n for n in names if n in rec and _is_spatial(rec[n]["shape"])]
+    preferred = [n for n in spatial if rec[n]["calls"] == 1
+                 and any(True for _ in mods[n].parameters())]
+    pool = preferred or spatial
+    if not pool:
+        raise NonSpatialLayerError(
+            f"{type(model).__name__} has no layer with a spatial (N, C, H, W) output; "
+            "CAM methods need a convolutional layer")
+    return max(pool, key=lambda n: rec[n]["end"])
