@@ -1,7 +1,1 @@
-"""The command line: ``hooklab ...`` / ``python -m hooklab ...``."""
-
-from __future__ import annotations
-
-from hooklab.cli.main import main
-
-__all__ = ["main"]
+"""The command line: ``hooklab ...`` / ``python -m hooklab ...`` (:func:`hooklab.cli.main.main`)."""
