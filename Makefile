@@ -1,4 +1,5 @@
-# hooklab: `make run` serves the dashboard, `make test` runs every test.
+# hooklab: `make run` serves the dashboard, `make test` runs every test, `make lint` runs the
+# style gate (ruff, then mypy on hooklab/; both must be clean, CI runs it before the tests).
 # Both create the virtual environment in .venv first when it is missing, and install hooklab
 # into it (editable, `pip install -e .` via requirements.txt) with its `hooklab` command.
 PYTHON ?= python3
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hooklab-installed
 PORT ?= 8501
 
-.PHONY: run test test-fast bench clean-venv
+.PHONY: run test test-fast lint bench clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not e2e"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hooklab dashboard tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_record.py
