@@ -212,7 +212,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, ta
             else:
                 imgs = torch.where(top, x[idx], base[idx])
             conf = confidence(model, imgs, t[idx], batch_size=batch_size).cpu()
-            for (i, s), c in zip(chunk, conf.tolist()):
+            for (i, s), c in zip(chunk, conf.tolist(), strict=True):
                 scores[i, s] = c
         curves[name] = scores.numpy()
     return DeletionInsertion(fractions, curves["deletion"], curves["insertion"],

@@ -269,7 +269,7 @@ def leaked_hooks(before: dict[str, Any], after: dict[str, Any]) -> int:
     n = 0
     for key, counts in after["hooks"].items():
         old = before["hooks"].get(key, (0,) * len(counts))
-        n += sum(abs(a - b) for a, b in zip(counts, old))
+        n += sum(abs(a - b) for a, b in zip(counts, old, strict=True))
     return n
 
 
