@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hooklab.core.edits import describe
+
 #: Columns of :func:`runs_table`, in display order.
 TABLE_COLUMNS: tuple[str, ...] = ("run_id", "created", "author", "page", "model", "edits",
                                   "tags", "notes", "n_events", "status")
@@ -50,40 +52,14 @@ def _text(v: Any) -> str:
 
 
 def edits_text(edits: Any) -> str:
-    """A short human form of a run's edits: ``"conv2: scale(0.5)"``; ``""`` when none.
+    """A run's edits as text, ``"conv2=scale(0.5)"``; ``""`` when none.
 
-    Accepts the forms runs store: a mapping layer -> spec, a list of specs (dicts with ``layer``
-    and ``edit``/``kind``/``name`` and params) or a ready string.
+    The same text everywhere: :func:`hooklab.core.edits.describe` (a missing value, NaN in a
+    listing, is no edit).
     """
-    if edits is None or (isinstance(edits, float) and math.isnan(edits)):
+    if isinstance(edits, float) and math.isnan(edits):
         return ""
-    if isinstance(edits, str):
-        try:
-            edits = json.loads(edits)
-        except ValueError:
-            return edits
-    if isinstance(edits, Mapping):
-        edits = [{"layer": k, "edit": v} for k, v in edits.items()]
-    if not isinstance(edits, (list, tuple, np.ndarray)):
-        return _text(edits)
-    parts = []
-    for e in edits:
-        if not isinstance(e, Mapping):
-            parts.append(_text(e))
-            continue
-        spec = e.get("edit", e)
-        if isinstance(spec, Mapping):
-            name = spec.get("name") or spec.get("kind") or spec.get("op") or "edit"
-            params = {k: v for k, v in spec.items() if k not in ("name", "kind", "op", "layer")}
-            args = ", ".join(f"{v}" if len(params) == 1 else f"{k}={v}" for k, v in params.items())
-            body = f"{name}({args})"
-        else:
-            body = _text(spec)
-        layer = e.get("layer", "")
-        target = e.get("target")
-        where = f"{layer}" + (f" [{target}]" if target and target != "grad" else "")
-        parts.append(f"{where}: {body}" if where else body)
-    return "; ".join(parts)
+    return describe(edits)
 
 
 def runs_table(listing: pd.DataFrame) -> pd.DataFrame:

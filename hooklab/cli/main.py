@@ -175,7 +175,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     import hooklab
     from hooklab.models import zoo as models
-    from hooklab.recording.recorder import EditSpec
+    from hooklab.core.edits import EditSpec
 
     if args.batch < 1 or args.max_bytes < 0:
         raise HooklabError("--batch must be >= 1 and --max-bytes >= 0")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -23,10 +25,13 @@ import torch
 
 from hooklab.core.errors import EditError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Edit", "Scale", "Clip", "ClipNorm", "Zero", "ChannelMask", "Noise",
     "scale", "clip", "clip_norm", "zero", "channel_mask", "noise",
     "from_spec", "from_json", "parse", "EDIT_NAMES", "TARGETS",
+    "EditSpec", "EditsArg", "normalise_edits", "describe",
 ]
 
 #: Where an edit can be applied in a recording.
@@ -257,3 +262,199 @@ def parse(text: str) -> Edit:
         raise
     except (TypeError, ValueError) as exc:
         raise EditError(f"bad arguments in {text!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """An edit applied at one place: a layer's output gradient (``"grad"``), its output
+    activation (``"activation"``) or its parameters' gradients (``"param_grad"``; ``layer`` may
+    name one parameter, e.g. ``"conv2.weight"``).
+
+    ``str(spec)`` is *the* text of an edit everywhere (CLI ``--edit``, listings, the dashboard):
+    ``LAYER=EDIT`` for the default target, ``LAYER=EDIT@TARGET`` otherwise.
+    :meth:`parse` is its exact inverse.
+
+    Example:
+        >>> spec = EditSpec("block.0", scale(0.5), "activation")
+        >>> str(spec)
+        'block.0=scale(0.5)@activation'
+        >>> EditSpec.parse(str(spec)) == spec
+        True
+    """
+
+    layer: str
+    edit: Edit
+    target: str = "grad"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise EditError(f"edit target must be one of {TARGETS}, got {self.target!r}")
+        if not isinstance(self.edit, Edit):
+            raise EditError(f"edit must be a hooklab edit, got {type(self.edit).__name__}")
+
+    def __str__(self) -> str:
+        suffix = "" if self.target == "grad" else f"@{self.target}"
+        return f"{self.layer}={self.edit}{suffix}"
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-ready form ``{"layer", "target", "edit": {...}}`` (what manifests store)."""
+        return {"layer": self.layer, "target": self.target, "edit": self.edit.spec()}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> EditSpec:
+        """Inverse of :meth:`spec`; ``edit`` may also be the short text (``"scale(0.5)"``)."""
+        try:
+            edit = spec["edit"]
+            edit = edit if isinstance(edit, Edit) else (
+                parse(edit) if isinstance(edit, str) else from_spec(dict(edit)))
+            return cls(str(spec["layer"]), edit, str(spec.get("target") or "grad"))
+        except KeyError as exc:
+            raise EditError(f"edit spec lacks {exc}: {spec!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise EditError(f"bad edit spec {spec!r}: {exc}") from exc
+
+    @classmethod
+    def parse(cls, text: str, target: str = "grad") -> EditSpec:
+        """Parse ``"conv2=scale(0.5)"`` or ``"conv2=scale(0.5)@activation"``.
+
+        The older ``"conv2:activation=zero()"`` is accepted too. ``target`` applies when the
+        text names none (the CLI's ``--edit-target``).
+
+        Raises:
+            EditError: no ``LAYER=EDIT``, an unknown edit or target, bad arguments.
+        """
+        if not isinstance(text, str) or "=" not in text:
+            raise EditError(f"write an edit as LAYER=EDIT, e.g. conv2=scale(0.5); got {text!r}")
+        where, _, what = text.partition("=")
+        layer, colon, tgt = where.strip().partition(":")
+        body, at, suffix = what.rpartition("@")
+        if at and suffix.strip() in TARGETS:
+            what, tgt = body, suffix.strip()
+        elif at and not colon:
+            raise EditError(f"unknown edit target {suffix.strip()!r} in {text!r}; "
+                            f"known: {', '.join(TARGETS)}")
+        if not layer.strip():
+            raise EditError(f"an edit needs a layer name before '=', got {text!r}")
+        return cls(layer.strip(), parse(what), tgt.strip() or target)
+
+
+#: Every form of edits users pass: ``None``; a mapping layer -> Edit / text / spec; a list of
+#: :class:`EditSpec`, spec dicts or ``LAYER=EDIT`` texts; one such text (``;``/newline
+#: separated) or the JSON of specs runs store in ``trace.meta["edits"]``.
+EditsArg = Mapping[str, Any] | Iterable[Any] | str | EditSpec | None
+
+
+def _spec_of_item(item: Any) -> EditSpec:
+    if isinstance(item, EditSpec):
+        return item
+    if isinstance(item, str):
+        return EditSpec.parse(item)
+    if isinstance(item, Mapping):
+        return EditSpec.from_spec(item)
+    raise EditError(f"cannot use {item!r} as an edit; use EditSpec(layer, edit, target), "
+                    "a spec dict or 'LAYER=EDIT'")
+
+
+def _spec_of_pair(layer: Any, value: Any) -> EditSpec:
+    if isinstance(value, Edit):
+        return EditSpec(str(layer), value)
+    if isinstance(value, str):
+        return EditSpec(str(layer), parse(value))
+    if isinstance(value, Mapping):
+        if "edit" in value:  # {"edit": ..., "target": ...}
+            return EditSpec.from_spec({"layer": layer, **value})
+        return EditSpec(str(layer), from_spec(dict(value)))
+    raise EditError(f"cannot use {value!r} as the edit of {layer!r}")
+
+
+def _is_single_spec(edits: Mapping[str, Any]) -> bool:
+    return "layer" in edits and "edit" in edits and set(edits) <= {"layer", "edit", "target"}
+
+
+def normalise_edits(edits: EditsArg) -> list[EditSpec]:
+    """The one normalisation of edits: any :data:`EditsArg` form as a list of EditSpec.
+
+    Example:
+        >>> normalise_edits({"block.0": scale(0.5)})
+        [EditSpec(layer='block.0', edit=Scale(k=0.5), target='grad')]
+
+    Raises:
+        EditError: a malformed edit (unknown name, bad arguments, no ``LAYER=EDIT``).
+    """
+    try:
+        if edits is None:
+            return []
+        if isinstance(edits, EditSpec):
+            return [edits]
+        if isinstance(edits, str):
+            text = edits.strip()
+            if text.startswith(("[", "{")):
+                try:
+                    loaded = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise EditError(f"edits are not valid JSON: {exc}") from exc
+                return normalise_edits(loaded)
+            return [EditSpec.parse(t) for t in text.replace(";", "\n").splitlines()
+                    if t.strip()]
+        if isinstance(edits, Mapping):
+            if _is_single_spec(edits):
+                return [EditSpec.from_spec(edits)]
+            return [_spec_of_pair(k, v) for k, v in edits.items()]
+        if isinstance(edits, Iterable):
+            return [_spec_of_item(e) for e in edits]
+    except EditError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. scale('x'): float() fails in the factory
+        raise EditError(f"bad edit in {edits!r}: {exc}") from exc
+    raise EditError(f"cannot use {edits!r} as edits")
+
+
+def _raw_text(item: Any) -> str:
+    """Best-effort text, in :class:`EditSpec`'s syntax, of an edit that does not validate
+    (a run written by another version); for display only."""
+    if isinstance(item, Mapping):
+        spec = item.get("edit", item)
+        if isinstance(spec, Mapping):
+            name = spec.get("name") or spec.get("kind") or spec.get("op") or "edit"
+            params = {k: v for k, v in spec.items() if k not in ("name", "kind", "op", "layer")}
+            args = ", ".join(f"{v}" if len(params) == 1 else f"{k}={v}"
+                             for k, v in params.items())
+            body = f"{name}({args})"
+        else:
+            body = str(spec)
+        target = item.get("target")
+        suffix = f"@{target}" if target and target != "grad" else ""
+        return f"{item['layer']}={body}{suffix}" if "layer" in item else body
+    return str(item)
+
+
+def describe(edits: EditsArg) -> str:
+    """The text of a run's edits: ``"; ".join(str(s) for s in normalise_edits(edits))``.
+
+    ``""`` when there are none (callers add their own "no edit" word). For display, an edit
+    that does not validate (a run from another version) is shown as written, never raised.
+
+    Example:
+        >>> describe({"block.0": scale(0.5)})
+        'block.0=scale(0.5)'
+    """
+    try:
+        return "; ".join(str(s) for s in normalise_edits(edits))
+    except EditError as exc:
+        log.warning("showing edits that do not validate as written: %s", exc)
+    if isinstance(edits, str):
+        return edits.strip()
+    if isinstance(edits, Mapping):
+        items: list[Any] = ([edits] if _is_single_spec(edits) else
+                            [{"layer": k, "edit": v} for k, v in edits.items()])
+    elif isinstance(edits, Iterable):
+        items = list(edits)
+    else:
+        return str(edits)
+    parts = []
+    for item in items:
+        try:
+            parts.append(str(_spec_of_item(item)))
+        except EditError:
+            parts.append(_raw_text(item))
+    return "; ".join(parts)

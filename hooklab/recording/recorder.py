@@ -31,19 +31,20 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from hooklab.core import edits as edits_mod
-from hooklab.core.edits import Edit
+from hooklab.core.edits import Edit, EditsArg, EditSpec, normalise_edits
 from hooklab.core.errors import EditError, HookKindError
 from hooklab.core.layers import LayerSpec, resolve_layers
 from hooklab.core.trace import Trace, shape_str, tensor_stats
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_BYTES", "HOOK_KINDS", "HOOK_KIND_HELP", "EditSpec", "EditsArg",
+           "Recorder", "record", "scalar_loss"]
 
 #: Every PyTorch hook kind the inspector can attach by name.
 HOOK_KINDS = ("forward_pre", "forward", "full_backward_pre", "full_backward", "backward",
@@ -61,65 +62,6 @@ HOOK_KIND_HELP = {
 }
 
 DEFAULT_MAX_BYTES = 256 * 2**20
-
-
-@dataclass(frozen=True)
-class EditSpec:
-    """An edit applied at one place: a layer's output gradient (``"grad"``), its output
-    activation (``"activation"``) or its parameters' gradients (``"param_grad"``; ``layer`` may
-    name one parameter, e.g. ``"conv2.weight"``)."""
-
-    layer: str
-    edit: Edit
-    target: str = "grad"
-
-    def __post_init__(self) -> None:
-        if self.target not in edits_mod.TARGETS:
-            raise EditError(f"edit target must be one of {edits_mod.TARGETS}, got {self.target!r}")
-        if not isinstance(self.edit, Edit):
-            raise EditError(f"edit must be a hooklab edit, got {type(self.edit).__name__}")
-
-    def spec(self) -> dict[str, Any]:
-        return {"layer": self.layer, "target": self.target, "edit": self.edit.spec()}
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> EditSpec:
-        try:
-            return cls(str(spec["layer"]), edits_mod.from_spec(dict(spec["edit"])),
-                       str(spec.get("target", "grad")))
-        except KeyError as exc:
-            raise EditError(f"edit spec lacks {exc}: {spec!r}") from exc
-
-    @classmethod
-    def parse(cls, text: str, target: str = "grad") -> EditSpec:
-        """``"conv2=scale(0.5)"`` or ``"conv2:activation=zero()"``."""
-        if "=" not in text:
-            raise EditError(f"write an edit as LAYER=EDIT, e.g. conv2=scale(0.5); got {text!r}")
-        where, _, what = text.partition("=")
-        layer, _, tgt = where.strip().partition(":")
-        return cls(layer.strip(), edits_mod.parse(what), tgt.strip() or target)
-
-
-EditsArg = Mapping[str, Edit] | Iterable[EditSpec] | None
-
-
-def _normalise_edits(edits: EditsArg) -> list[EditSpec]:
-    if edits is None:
-        return []
-    if isinstance(edits, Mapping):
-        return [EditSpec(k, v if isinstance(v, Edit) else edits_mod.parse(str(v)))
-                for k, v in edits.items()]
-    out = []
-    for e in edits:
-        if isinstance(e, EditSpec):
-            out.append(e)
-        elif isinstance(e, str):
-            out.append(EditSpec.parse(e))
-        elif isinstance(e, Mapping):
-            out.append(EditSpec.from_spec(e))
-        else:
-            raise EditError(f"cannot use {e!r} as an edit; use EditSpec(layer, edit, target)")
-    return out
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
@@ -159,7 +101,7 @@ class Recorder:
         if not isinstance(model, nn.Module):
             raise TypeError(f"record() needs an nn.Module, got {type(model).__name__}")
         self.model = model
-        self._edit_specs = _normalise_edits(edits)
+        self._edit_specs = normalise_edits(edits)
         self.layers = resolve_layers(model, layers)
         self._modules = dict(model.named_modules())
         self._grad_edits: dict[str, Edit] = {}

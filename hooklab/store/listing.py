@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from hooklab.core.edits import describe
 from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import EVENT_COLUMNS
 from hooklab.store import format as fmt
@@ -52,26 +53,11 @@ def normalise_tags(tags: str | Iterable[str] | None) -> list[str]:
 
 
 def summarise_edits(edits: Any) -> str:
-    """A one-line description of ``meta["edits"]`` for listings: ``conv2:scale(0.5)``."""
-    if not edits:
-        return ""
-    if isinstance(edits, dict):
-        edits = [{"layer": k, "edit": v} for k, v in edits.items()]
-    if not isinstance(edits, list):
-        return str(edits)
-    parts = []
-    for e in edits:
-        if not isinstance(e, dict):
-            parts.append(str(e))
-            continue
-        spec = e.get("edit", e)
-        if isinstance(spec, dict) and "name" in spec:
-            args = ", ".join(str(v) for k, v in spec.items() if k != "name")
-            spec = f"{spec['name']}({args})"
-        target = e.get("target")
-        suffix = f"@{target}" if target and target != "grad" else ""
-        parts.append(f"{e.get('layer', '?')}:{spec}{suffix}" if "layer" in e else str(spec))
-    return "; ".join(parts)
+    """A one-line description of ``meta["edits"]`` for listings: ``conv2=scale(0.5)``.
+
+    The same text everywhere: :func:`hooklab.core.edits.describe`.
+    """
+    return describe(edits)
 
 
 

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hooklab.core.edits import Edit
-from hooklab.core.errors import EditError, HooklabError
+from hooklab.core.edits import Edit, EditSpec, normalise_edits
+from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace, shape_str, tensor_stats
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ __all__ = ["EditsConfig", "EditComparison", "TrainingComparison", "compare_edits
            "predicted_target", "TABLE_COLUMNS", "SIDES"]
 
 #: ``{"conv2": scale(0.5)}`` / ``{"conv2": "scale(0.5)"}`` / ``["conv2=scale(0.5)"]`` /
-#: a list of :class:`hooklab.recording.recorder.EditSpec` or their ``spec()`` dicts; ``None`` = no edit.
+#: a list of :class:`hooklab.core.edits.EditSpec` or their ``spec()`` dicts; ``None`` = no edit.
 EditsConfig = Mapping[str, Edit | str] | Sequence[Any] | None
 
 #: Columns of :func:`norm_table`.
@@ -53,33 +53,13 @@ INPUT_LAYER = ""  # events of the model input gradient use the root's (empty) la
 # ----------------------------------------------------------------------------------------------
 # Configurations
 # ----------------------------------------------------------------------------------------------
-def normalise_config(config: EditsConfig) -> list[Any]:
-    """A configuration as a list of :class:`hooklab.recording.recorder.EditSpec` (empty for no edit).
+def normalise_config(config: EditsConfig) -> list[EditSpec]:
+    """A configuration as a list of :class:`hooklab.core.edits.EditSpec` (empty for no edit).
 
     Raises:
         EditError: a malformed edit (unknown name, bad arguments, no ``LAYER=EDIT``).
     """
-    try:
-        return _normalise(config)
-    except EditError:
-        raise
-    except (ValueError, TypeError) as exc:  # e.g. scale('x'): float() fails inside the factory
-        raise EditError(f"bad edit in {config!r}: {exc}") from exc
-
-
-def _normalise(config: EditsConfig) -> list[Any]:
-    from hooklab.recording.recorder import EditSpec, _normalise_edits
-
-    if config is None:
-        return []
-    if isinstance(config, str):
-        config = [c for c in config.replace(";", "\n").splitlines() if c.strip()]
-    if isinstance(config, Mapping):
-        from hooklab.core import edits as edits_mod
-
-        return [EditSpec(str(k), v if isinstance(v, Edit) else edits_mod.parse(str(v)))
-                for k, v in config.items()]
-    return _normalise_edits(list(config))
+    return normalise_edits(config)
 
 
 def config_specs(config: EditsConfig) -> list[dict[str, Any]]:
@@ -88,12 +68,12 @@ def config_specs(config: EditsConfig) -> list[dict[str, Any]]:
 
 
 def config_text(config: EditsConfig) -> str:
-    """``"conv2=scale(0.5)"`` (``"no edit"`` when empty); ``:target`` shown unless "grad"."""
-    specs = normalise_config(config)
-    if not specs:
-        return "no edit"
-    return "; ".join(f"{e.layer}{'' if e.target == 'grad' else ':' + e.target}={e.edit}"
-                     for e in specs)
+    """:func:`hooklab.core.edits.describe` of a configuration, ``"no edit"`` when empty.
+
+    Raises:
+        EditError: a malformed edit.
+    """
+    return "; ".join(str(s) for s in normalise_config(config)) or "no edit"
 
 
 # ----------------------------------------------------------------------------------------------

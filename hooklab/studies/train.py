@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hooklab.core.edits import Edit
+from hooklab.core.edits import EditSpec, normalise_edits
 from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace
 from hooklab.data import datasets as data_mod
@@ -122,7 +122,7 @@ class TrainConfig:
     data_seed: int = 0               # which shapes images (hooklab.data.datasets seed)
     edits: list[Any] = field(default_factory=list)  # applied every step: "conv2=scale(0.5)",
     #                                  {"layer", "edit", "target"} specs, EditSpec, or a mapping
-    #                                  {"conv2": scale(0.5)}; see hooklab.recording.recorder.EditSpec
+    #                                  {"conv2": scale(0.5)}; see hooklab.core.edits.EditSpec
     record_every: int = 1            # gradient norms every k steps (0: never; edits still apply)
     layers: list[str] | None = None  # layers whose gradient norms are recorded
     #                                  (None: every module with its own parameters)
@@ -150,23 +150,8 @@ class TrainConfig:
         return cls(**dict(d))
 
 
-def _edit_specs(edits: Any) -> list[Any]:
-    from hooklab.recording.recorder import EditSpec, _normalise_edits
-
-    if edits is None:
-        return []
-    if isinstance(edits, (str, EditSpec)):
-        edits = [edits]
-    if isinstance(edits, Mapping):
-        edits = [EditSpec(k, v if isinstance(v, Edit) else _parse_edit(v)) for k, v in
-                 edits.items()]
-    return _normalise_edits(list(edits))
-
-
-def _parse_edit(v: Any) -> Edit:
-    from hooklab.core import edits as edits_mod
-
-    return edits_mod.from_spec(v) if isinstance(v, Mapping) else edits_mod.parse(str(v))
+def _edit_specs(edits: Any) -> list[EditSpec]:
+    return normalise_edits(edits)
 
 
 def _check(config: TrainConfig) -> None:

@@ -32,7 +32,7 @@ def test_runs_table_newest_first_with_derived_columns():
     assert list(t.columns) == list(R.TABLE_COLUMNS)
     assert list(t["run_id"]) == ["r3", "r2", "r1"]
     assert list(t["page"]) == ["gradcam", "compare", "inspector"]
-    assert t.loc[1, "edits"] == "conv2: scale(0.5)"
+    assert t.loc[1, "edits"] == "conv2=scale(0.5)"
     assert t.loc[0, "tags"] == [] and t.loc[1, "tags"] == ["seed", "edit"]
     assert str(t["created"].dt.tz) == "UTC"
     assert R.runs_table(pd.DataFrame()).empty
@@ -49,9 +49,9 @@ def test_runs_table_prefers_listing_columns_and_string_tags():
 
 def test_edits_text_forms():
     assert R.edits_text(None) == "" and R.edits_text([]) == ""
-    assert R.edits_text({"conv2": {"name": "scale", "factor": 0.5}}) == "conv2: scale(0.5)"
+    assert R.edits_text({"conv2": {"name": "scale", "factor": 0.5}}) == "conv2=scale(0.5)"
     assert R.edits_text([{"layer": "fc", "edit": {"name": "clip", "lo": -1, "hi": 1},
-                          "target": "activation"}]) == "fc [activation]: clip(lo=-1, hi=1)"
+                          "target": "activation"}]) == "fc=clip(lo=-1, hi=1)@activation"
     assert R.edits_text("custom") == "custom"
 
 

@@ -190,7 +190,7 @@ def test_list_newest_first_with_filters(store):
     assert df["run_id"].tolist() == [b, a]  # newest first
     row = df.set_index("run_id").loc[a]
     assert (row["model"], row["page"], row["edits"], row["n_events"], row["status"]) == (
-        "simple_cnn", "inspector", "conv2:scale(0.5)", 6, "ok")
+        "simple_cnn", "inspector", "conv2=scale(0.5)", 6, "ok")
     assert store.list(author="ana")["run_id"].tolist() == [a]
     assert store.list(tag="halve")["run_id"].tolist() == [b]
     assert store.list(tag="hal").empty
@@ -198,9 +198,9 @@ def test_list_newest_first_with_filters(store):
 
 def test_summarise_edits_forms():
     assert summarise_edits(None) == ""
-    assert summarise_edits({"conv2": "scale(0.5)"}) == "conv2:scale(0.5)"
+    assert summarise_edits({"conv2": "scale(0.5)"}) == "conv2=scale(0.5)"
     assert summarise_edits([{"layer": "fc1", "edit": {"name": "zero"},
-                             "target": "activation"}]) == "fc1:zero()@activation"
+                             "target": "activation"}]) == "fc1=zero()@activation"
 
 
 def test_query_across_runs_matches_each_run(store):

@@ -132,7 +132,7 @@ def test_config_text_and_specs():
     assert cmpmod.config_text(None) == "no edit"
     assert cmpmod.config_text({"conv2": "scale(0.5)"}) == "conv2=scale(0.5)"
     assert cmpmod.config_text("conv1=zero()\nconv2:activation=scale(2)") == \
-        "conv1=zero(); conv2:activation=scale(2.0)"
+        "conv1=zero(); conv2=scale(2.0)@activation"
     assert cmpmod.config_specs(["conv2=halve"])[0]["edit"] == {"name": "scale", "k": 0.5}
 
 
