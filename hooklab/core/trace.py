@@ -193,6 +193,65 @@ class Trace:
         self.meta.setdefault("stored_bytes", 0)
 
     # -- building -------------------------------------------------------------------------
+    @staticmethod
+    def event_row(seq: int, phase: str, kind: str, layer: str, role: str, tensor: torch.Tensor,
+                  *, call: int = 0, index: str = "0", edit: str = "", step: int = 0,
+                  stats: Mapping[str, float | int] | None = None, key: str = "") -> dict[str, Any]:
+        """The one builder of an events row (columns :data:`EVENT_COLUMNS`).
+
+        Args:
+            seq: firing order.
+            phase: ``"forward"`` or ``"backward"``.
+            kind: the hook kind (:data:`hooklab.core.hooks.HOOK_KINDS`).
+            layer: qualified module name (``""``: the root or a free tensor).
+            role: one of :data:`ROLES`.
+            tensor: the tensor the hook saw (shape, dtype, device and statistics come from it).
+            call: index of the module call in this step.
+            index: position in the hook's tuple or the parameter name.
+            edit: the edit's JSON spec for an edit's before/after pair, else ``""``.
+            step: training step.
+            stats: :func:`tensor_stats` of ``tensor`` when already computed.
+            key: key of the stored tensor (``""``: statistics only).
+        """
+        return {"seq": int(seq), "step": int(step), "phase": phase, "kind": kind,
+                "layer": layer, "call": int(call), "role": role, "index": str(index),
+                "edit": edit, "shape": shape_str(tensor.shape), "dtype": str(tensor.dtype),
+                "device": str(tensor.device),
+                **(tensor_stats(tensor) if stats is None else stats), "key": key}
+
+    def next_seq(self) -> int:
+        """The ``seq`` of the next event appended (0 for an empty trace)."""
+        if self._frame is not None:
+            return int(self._frame["seq"].max()) + 1 if len(self._frame) else 0
+        return max((int(r["seq"]) for r in self._rows), default=-1) + 1
+
+    def record_event(self, phase: str, kind: str, layer: str, role: str, tensor: torch.Tensor,
+                     *, call: int = 0, index: str = "0", edit: str = "", step: int = 0,
+                     keep: bool = True, key: str | None = None,
+                     payload: torch.Tensor | None = None) -> dict[str, Any]:
+        """Append one event built by :meth:`event_row`, numbered :meth:`next_seq`.
+
+        With ``keep`` the tensor is stored (detached, CPU, float32 copy, or ``payload`` as
+        given) under ``key`` (default ``"t<seq>"``) and counted in ``meta["stored_bytes"]``.
+
+        Example:
+            >>> trace.record_event("forward", "forward_pre", "", "input", x, key="model_input")
+
+        Returns:
+            The row appended.
+        """
+        seq = self.next_seq()
+        stored = None
+        if keep:
+            stored = (payload if payload is not None
+                      else tensor.detach().to("cpu", torch.float32, copy=True))
+            key = key or f"t{seq:07d}"
+            self.meta["stored_bytes"] = self.stored_bytes + stored.numel() * stored.element_size()
+        row = self.event_row(seq, phase, kind, layer, role, tensor, call=call, index=index,
+                             edit=edit, step=step, key=key if keep else "")
+        self.add_event(row, stored)
+        return row
+
     def add_event(self, row: dict[str, Any], tensor: torch.Tensor | None = None) -> None:
         """Append one event; ``tensor`` (already detached/CPU/float32) is stored under row['key']."""
         if self._frame is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,28 +39,19 @@ from torch import nn
 
 from hooklab.core.edits import Edit, EditsArg, EditSpec, normalise_edits
 from hooklab.core.errors import EditError, HookKindError
+from hooklab.core.hooks import (
+    HOOK_KIND_HELP,
+    HOOK_KINDS,
+    MODULE_BACKWARD_KINDS,
+    check_kinds,
+)
 from hooklab.core.layers import LayerSpec, resolve_layers
-from hooklab.core.trace import Trace, shape_str, tensor_stats
+from hooklab.core.trace import Trace, tensor_stats
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_BYTES", "HOOK_KINDS", "HOOK_KIND_HELP", "EditSpec", "EditsArg",
            "Recorder", "record", "scalar_loss"]
-
-#: Every PyTorch hook kind the inspector can attach by name.
-HOOK_KINDS = ("forward_pre", "forward", "full_backward_pre", "full_backward", "backward",
-              "tensor", "post_accumulate_grad")
-
-HOOK_KIND_HELP = {
-    "forward_pre": "module.register_forward_pre_hook: sees (and may replace) the inputs",
-    "forward": "module.register_forward_hook: sees inputs and output; may replace the output",
-    "full_backward_pre": "module.register_full_backward_pre_hook: sees grad_output",
-    "full_backward": "module.register_full_backward_hook: sees grad_input and grad_output",
-    "backward": "module.register_backward_hook (deprecated): grad of the module's LAST autograd "
-                "node only, wrong for modules of several operations",
-    "tensor": "tensor.register_hook on the module output: the gradient w.r.t. that output",
-    "post_accumulate_grad": "param.register_post_accumulate_grad_hook: the accumulated .grad",
-}
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 
@@ -166,9 +158,7 @@ class Recorder:
         out: dict[str, list[str]] = {}
         for pattern, kinds in hooks.items():
             kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-            bad = [k for k in kinds if k not in HOOK_KINDS]
-            if bad:
-                raise HookKindError(f"unknown hook kind(s) {bad}; known: {', '.join(HOOK_KINDS)}")
+            check_kinds(kinds)
             for name in resolve_layers(self.model, pattern):
                 merged = out.setdefault(name, [])
                 merged += [k for k in kinds if k not in merged]
@@ -412,7 +402,7 @@ class Recorder:
                             self._tensor_handles.append(t.register_hook(
                                 self._make_grad_hook(_n, call, idx, "grad_output", None)))
             self._handles.append(module.register_forward_hook(fwd_t))
-        elif kind in ("full_backward_pre", "full_backward", "backward"):
+        elif kind in MODULE_BACKWARD_KINDS:
             self._attach_module_backward(name, module, kind)
         elif kind == "post_accumulate_grad":
             params = [(pn, p) for pn, p in module.named_parameters(recurse=False) if p.requires_grad]
@@ -469,7 +459,6 @@ class Recorder:
             self._handles.append(module.register_full_backward_hook(bhook))
             self._full_backward_layers.append(name)
         else:
-            import warnings
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 self._handles.append(module.register_backward_hook(bhook))
@@ -509,10 +498,8 @@ class Recorder:
             self._add(seq, phase, kind, layer, call, role, index, t, edit, stats, key, None)
 
     def _add(self, seq, phase, kind, layer, call, role, index, t, edit, stats, key, tensor):
-        row = {"seq": seq, "step": self.step, "phase": phase, "kind": kind, "layer": layer,
-               "call": call, "role": role, "index": index, "edit": edit,
-               "shape": shape_str(t.shape), "dtype": str(t.dtype), "device": str(t.device),
-               **stats, "key": key}
+        row = Trace.event_row(seq, phase, kind, layer, role, t, call=call, index=index,
+                              edit=edit, step=self.step, stats=stats, key=key)
         self.trace.add_event(row, tensor)
 
     # -- running ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from torch import nn
 
 from hooklab.core.edits import Edit, EditSpec, normalise_edits
 from hooklab.core.errors import HooklabError
-from hooklab.core.trace import Trace, shape_str, tensor_stats
+from hooklab.core.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -339,15 +339,9 @@ def _add_input_grad(trace: Trace, grad: torch.Tensor | None) -> None:
     """Append the model input gradient as an event (layer "", role grad_input)."""
     if grad is None:
         return
-    g = grad.detach().to("cpu", torch.float32).clone()
-    seq = int(trace.events["seq"].max()) + 1 if len(trace.events) else 0
     step = int(trace.events["step"].max()) if len(trace.events) else 0
-    key = f"input_grad_{seq}"
-    row = {"seq": seq, "step": step, "phase": "backward", "kind": "tensor",
-           "layer": INPUT_LAYER, "call": 0, "role": "grad_input", "index": "0", "edit": "",
-           "shape": shape_str(grad.shape), "dtype": str(grad.dtype), "device": str(grad.device),
-           **tensor_stats(g), "key": key}
-    trace.add_event(row, g)
+    trace.record_event("backward", "tensor", INPUT_LAYER, "grad_input", grad, step=step,
+                       key=f"input_grad_{trace.next_seq()}")
 
 
 def _edit_layers(config: EditsConfig) -> list[str]:

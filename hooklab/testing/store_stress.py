@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from hooklab.core.trace import Trace, shape_str, tensor_stats
+from hooklab.core.trace import Trace
 from hooklab.store.runs import _TMP_PREFIX, TraceStore
 from hooklab.testing.faults import HALT_POINTS, _halting
 
@@ -40,11 +40,8 @@ def synthetic_trace(n_events: int = 4, numel: int = 1024, seed: int = 0,
                         "input": f"synthetic seed={seed}"})
     for i in range(n_events):
         t = torch.randn(numel, generator=gen).to(dtype)
-        row = dict(seq=i, step=0, phase="forward", kind="forward", layer=f"layer{i}", call=0,
-                   role="output", index="0", edit="", shape=shape_str(t.shape),
-                   dtype=str(t.dtype), device="cpu", key=f"{i}:layer{i}:output", **tensor_stats(t))
-        trace.add_event(row, t)
-    trace.meta["stored_bytes"] = n_events * numel * t.element_size()
+        trace.record_event("forward", "forward", f"layer{i}", "output", t,
+                           key=f"{i}:layer{i}:output", payload=t)
     return trace
 
 

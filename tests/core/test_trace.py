@@ -117,3 +117,23 @@ def test_chunked_statistics_of_a_large_tensor_match_reference():
     t[-5] = -40.0
     t[7] = 55.0
     check(t)
+
+
+def test_record_event_builds_the_one_row():
+    from hooklab.core.trace import EVENT_COLUMNS, Trace, tensor_stats
+
+    tr = Trace()
+    x = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
+    row = tr.record_event("forward", "forward_pre", "", "input", x, key="model_input")
+    assert set(row) == set(EVENT_COLUMNS)
+    assert row["seq"] == 0 and row["shape"] == "2x3" and row["dtype"] == "torch.float64"
+    assert row["norm"] == tensor_stats(x)["norm"]
+    assert tr.tensor("model_input").dtype == torch.float32
+    assert torch.equal(tr.tensor("model_input"), x.float())
+    assert tr.stored_bytes == 6 * 4
+    row2 = tr.record_event("backward", "tensor", "fc", "grad_output", x, call=1, index="0",
+                           step=3, keep=False)
+    assert row2["seq"] == 1 and row2["key"] == "" and row2["step"] == 3 and row2["call"] == 1
+    assert tr.next_seq() == 2 and len(tr.events) == 2
+    assert tr.record_event("forward", "forward", "fc", "output", x)["key"] == "t0000002"
+    assert list(tr.events.columns) == list(EVENT_COLUMNS)
