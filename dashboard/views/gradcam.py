@@ -6,225 +6,39 @@ slider), several CAM methods side by side, target layer (automatic by default) a
 downloads, and "Save run". ``/gradcam?run=<id>`` shows a saved run, re-rendered from its stored
 activations and gradients (no model needed except for Score-CAM).
 
-Layout only: CAMs come from :mod:`hooklab.cam.engine`, figures from :mod:`hooklab.charts.cam`.
+Layout only: CAMs come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.cam.inputs`,
+stored runs from :mod:`hooklab.cam.runs`, figures from :mod:`hooklab.charts.cam`; the page's
+cached controls are :mod:`dashboard.components.cam`, open/save/share :mod:`~.run_flow`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run directly (AppTest)
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dashboard import state  # noqa: E402
-from dashboard.i18n import lang, t  # noqa: E402
-from hooklab.cam import engine as camlib  # noqa: E402
-from hooklab.charts import cam as charts  # noqa: E402
-from hooklab.charts import runs as run_charts  # noqa: E402
-from hooklab.core.errors import HooklabError, ImageError  # noqa: E402
-from hooklab.core.trace import shape_str, tensor_stats  # noqa: E402
-from hooklab.data import datasets as datalib  # noqa: E402
-from hooklab.models import zoo  # noqa: E402
+from dashboard import state
+from dashboard.components import cam as camui
+from dashboard.components import pickers, run_flow
+from dashboard.components.cam import Model, compute, wrap
+from dashboard.i18n import t
+from hooklab.cam import engine as camlib
+from hooklab.cam import inputs, metrics
+from hooklab.cam import runs as cam_runs
+from hooklab.cam.inputs import Sample
+from hooklab.charts import cam as charts
+from hooklab.data import datasets as datalib
+from hooklab.studies import bias
 
 log = logging.getLogger(__name__)
 
-SHAPES_ZH = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字",
-             "star": "星形", "diamond": "菱形"}
+PAGE = "gradcam"
 SEED_TEST_INDEX = 102  # the seed's CIFAR-10 test image
-INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
 DEFAULT_METHODS = list(camlib.METHODS)  # all seven side by side (Score-CAM: ~0.1-0.7 s at 32x32)
-
-
-# -- models -------------------------------------------------------------------------------------
-
-@dataclass
-class Model:
-    """The picked model with what the page needs to feed it and name its classes."""
-
-    choice: Any  # dashboard.widgets.ModelChoice (cached, shared with the other pages)
-    info: zoo.ModelInfo  # input shape, normalisation, class names (English)
-
-    @property
-    def net(self) -> torch.nn.Module:
-        return self.choice.model
-
-    @property
-    def lock(self):
-        return self.choice.lock
-
-
-def model_info(choice: Any) -> zoo.ModelInfo:
-    """Normalisation and class names of a picked model (shapes classes for the trained CNN)."""
-    info = getattr(choice.model, "hooklab_info", None) or zoo.model_info(choice.name)
-    if choice.weights == "shapes" and tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES):
-        info = replace(info, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
-    return replace(info, input_shape=tuple(choice.input_shape))
-
-
-def wrap(choice: Any) -> Model:
-    return Model(choice, model_info(choice))
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _layers(key: str, _model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[list[str], str]:
-    """Spatial layers (for the picker) and the automatic target layer, from one dry forward."""
-    with state.model_lock(key):
-        table = zoo.list_layers(_model, shape)
-        auto = zoo.auto_target_layer(_model, shape)
-    return [str(n) for n in table.loc[table["spatial"], "name"]], auto
-
-
-def class_names(info: zoo.ModelInfo) -> list[str]:
-    names = list(info.class_names)
-    if lang() == "zh":
-        if tuple(names) == tuple(datalib.CIFAR10_CLASSES):
-            return list(datalib.CIFAR10_CLASSES_ZH)
-        return [SHAPES_ZH.get(n, n) for n in names]
-    return names
-
-
-# -- inputs -------------------------------------------------------------------------------------
-
-@dataclass
-class Sample:
-    """One model input and what the page shows with it."""
-
-    x: torch.Tensor  # (1, C, H, W) normalised for the model
-    image: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    label: int | None
-    mask: np.ndarray | None  # (H, W) bool object mask (shapes only)
-    description: str
-
-
-def _fit(pixels: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
-    """[0, 1] pixels (3, h, w) -> the model's input size (bilinear), still in [0, 1]."""
-    _, h, w = info.input_shape
-    if pixels.shape[-2:] != (h, w):
-        pixels = F.interpolate(pixels[None], size=(h, w), mode="bilinear",
-                               align_corners=False)[0].clamp(0, 1)
-    return pixels
-
-
-def _from_pixels(pixels: torch.Tensor, info: zoo.ModelInfo, label: int | None,
-                 mask: torch.Tensor | None, description: str) -> Sample:
-    p = _fit(pixels.float(), info)
-    model_p = p.mean(0, keepdim=True) if info.input_shape[0] == 1 else p
-    x = datalib.normalise(model_p, info.mean, info.std)[None].contiguous()  # Score-CAM: NCHW
-    m = None
-    if mask is not None:
-        m = mask.float()[None, None]
-        if m.shape[-2:] != p.shape[-2:]:
-            m = F.interpolate(m, size=p.shape[-2:], mode="nearest")
-        m = m[0, 0].numpy() > 0.5
-    shown = model_p.expand(3, -1, -1) if info.input_shape[0] == 1 else p
-    return Sample(x, shown.permute(1, 2, 0).numpy().astype(np.float32), label, m, description)
-
-
-def shapes_input(index: int, info: zoo.ModelInfo, biased: bool = False) -> Sample:
-    img, label, mask = datalib.shapes_sample(int(index), split="test", biased=biased)
-    pixels = datalib.denormalise(img)
-    return _from_pixels(pixels, info, label, mask, f"shapes test #{int(index)}")
-
-
-@st.cache_resource(show_spinner=False)
-def _cifar() -> Any:
-    return datalib.cifar10(train=False)
-
-
-@st.cache_data(show_spinner=False, ttl=300)
-def cifar_available() -> bool:
-    """True when a local CIFAR-10 copy can be read (checked at most every 5 minutes)."""
-    try:
-        _cifar()
-    except HooklabError:
-        return False
-    return True
-
-
-def cifar_input(index: int, info: zoo.ModelInfo) -> Sample:
-    ds = _cifar()
-    if not 0 <= int(index) < len(ds):
-        raise datalib.DataError(f"CIFAR-10 test index must be 0..{len(ds) - 1}, got {index}")
-    pixels = torch.from_numpy(ds.pixels(int(index))).permute(2, 0, 1).float() / 255.0
-    return _from_pixels(pixels, info, int(ds.targets[int(index)]), None,
-                        f"CIFAR-10 test #{int(index)}")
-
-
-def upload_input(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
-    """An uploaded image as a model input (raises ImageError for anything that is not one)."""
-    _, h, w = info.input_shape
-    loaded = datalib.load_image(data, size=(h, w), normalise=None)
-    pixels = torch.from_numpy(loaded.display.astype(np.float32) / 255.0).permute(2, 0, 1)
-    return _from_pixels(pixels, info, None, None, f"upload {Path(name).name}")
-
-
-def handle_upload(data: bytes, name: str, info: zoo.ModelInfo) -> Sample:
-    """What the page calls with uploaded bytes: a bad file becomes one ``st.error``."""
-    with state.guard(t("Reading the uploaded image", "读取上传的图像")):
-        if not data:
-            raise ImageError(t("the uploaded file is empty", "上传的文件是空的"))
-        return upload_input(data, name, info)
-
-
-def random_input(seed: int, info: zoo.ModelInfo) -> Sample:
-    g = torch.Generator().manual_seed(int(seed))
-    _, h, w = info.input_shape
-    return _from_pixels(torch.rand(3, h, w, generator=g), info, None, None,
-                        f"random (seed {int(seed)})")
-
-
-# -- CAM calls ------------------------------------------------------------------------------------
-
-def compute(model: Model, x: torch.Tensor, method: str, layer: str | None,
-            target: Any) -> camlib.CamResult:
-    with model.lock:
-        return camlib.compute(model.net, x, method=method, layer=layer, target=target)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _method_map(model_key: str, x_digest: str, method: str, layer: str, target: int,
-                _model: Model, _x: torch.Tensor) -> np.ndarray:
-    """One method's map for the methods grid, cached per (model, input, layer, class): moving the
-    opacity slider or toggling raw maps does not recompute seven CAMs (Score-CAM is the slow one).
-    """
-    return compute(_model, _x, method, layer, int(target)).maps[0].numpy()
-
-
-def _digest(x: torch.Tensor) -> str:
-    import hashlib
-
-    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def record_run(model: Model, sample: Sample, layer: str, target: int, meta: dict[str, Any]):
-    """Record what the view needs to re-render without the model: the target layer's
-    activation and output gradient (for ``target``) plus the model input."""
-    import hooklab
-
-    x = sample.x.detach()
-    with model.lock:
-        try:
-            with hooklab.record(model.net, layers=[layer], meta=meta) as rec:
-                rec.run(x, target=[int(target)])
-        finally:
-            model.net.zero_grad(set_to_none=True)
-    trace = rec.trace
-    seq = int(trace.events["seq"].max()) + 1 if len(trace.events) else 0
-    trace.add_event({"seq": seq, "step": 0, "phase": "forward", "kind": "forward_pre",
-                     "layer": INPUT_LAYER, "call": 0, "role": "input", "index": "0", "edit": "",
-                     "shape": shape_str(x.shape), "dtype": str(x.dtype), "device": "cpu",
-                     **tensor_stats(x), "key": "model_input"}, x.clone().float())
-    return trace
 
 
 # -- views ----------------------------------------------------------------------------------------
@@ -264,25 +78,19 @@ def downloads(image: np.ndarray, cam: np.ndarray, maps: np.ndarray, alpha: float
                        mime="application/octet-stream", key=f"{key}_npy")
 
 
-def _share_box(run_id: str) -> None:
-    from dashboard.views.runs import show_share_link  # importing a view runs nothing
-
-    show_share_link("gradcam", run_id)
-
-
-def saved_run_view(run_id: str) -> None:
+def saved_run_view(run_id: str, trace) -> None:
     """``?run=<id>``: the stored run, re-rendered from its activation and gradient."""
-    store = state.store()
-    with state.guard(t("Opening the saved run", "打开保存的运行")):
-        manifest = store.manifest(run_id)
-        trace = store.load(run_id)
     meta = trace.meta
     cam_meta = meta.get("cam") or {}
-    if meta.get("page") != "gradcam" or not cam_meta:
+    if meta.get("page") != PAGE or not cam_meta:
+        run_flow.banner(run_id, trace)
         st.error(t(f"Run {run_id} was not made on the Grad-CAM page; open it on the Runs page.",
                    f"运行 {run_id} 不是在 Grad-CAM 页面生成的；请在运行记录页面打开。"))
-        _share_box(run_id)
+        run_flow.share_box(run_id, "runs")
+        run_flow.leave_button(PAGE)
         return
+    with state.guard(t("Opening the saved run", "打开保存的运行")):
+        manifest = state.store().manifest(run_id)
     st.info(t(f"Saved run {run_id} by {manifest.get('author') or '?'} "
               f"({manifest.get('created', '')[:19].replace('T', ' ')} UTC)",
               f"保存的运行 {run_id}，作者 {manifest.get('author') or '?'}"
@@ -292,77 +100,72 @@ def saved_run_view(run_id: str) -> None:
     method, layer = cam_meta.get("method", "gradcam"), cam_meta.get("layer")
     mean = tuple(cam_meta.get("mean", datalib.SEED_MEAN))
     std = tuple(cam_meta.get("std", datalib.SEED_STD))
-    names = list(cam_meta.get("class_names") or [])
-    if lang() == "zh":
-        names = class_names(replace(zoo.model_info("simple_cnn"), class_names=tuple(names)))
+    names = camui.class_names(cam_meta.get("class_names") or [])
     target = int(cam_meta.get("target", -1))
+    title = camlib.METHODS[camlib.method_name(method)].title
     with state.guard(t("Re-rendering the saved CAM", "重新绘制保存的 CAM")):
-        x = trace.find(layer=INPUT_LAYER, role="input")
+        x = cam_runs.model_input(trace)
         pixels = datalib.denormalise(x[0], mean, std).numpy()
         image = charts.as_rgb(pixels[0] if pixels.shape[0] == 1 else pixels)
-        size = tuple(int(s) for s in x.shape[-2:])
-        if camlib.method_name(method) != "scorecam":
-            res = camlib.cam_from_trace(trace, layer, method, size=size)
-            how = t("re-rendered from the stored activation and gradient (no model needed)",
-                    "由保存的激活和梯度重新绘制（不需要模型）")
-        else:
-            from dashboard import widgets
-
+        model = None
+        if camlib.method_name(method) == "scorecam":
             spec = cam_meta.get("model_spec") or {}
             if str(spec.get("weights", "")).startswith("upload:"):
                 raise camlib.CamError("Score-CAM needs the model, and this run used uploaded "
                                       "weights that are not stored with it")
-            res = compute(wrap(widgets.load_model(spec)), x, method, layer, target)
+            model = pickers.load_model(spec)
+            with model.lock:
+                res = cam_runs.rerender(trace, layer, method, model.model, target)
             how = t("recomputed with the model (Score-CAM needs it)",
                     "用模型重新计算（Score-CAM 需要模型）")
+        else:
+            res = cam_runs.rerender(trace, layer, method)
+            how = t("re-rendered from the stored activation and gradient (no model needed)",
+                    "由保存的激活和梯度重新绘制（不需要模型）")
     tname = names[target] if 0 <= target < len(names) else str(target)
     label = cam_meta.get("label")
     true_name = names[int(label)] if label is not None and 0 <= int(label) < len(names) else None
     st.caption(t(f"Model **{meta.get('model', '?')}** ({cam_meta.get('weights', '?')}), method "
-                 f"**{camlib.METHODS[camlib.method_name(method)].title}**, layer **{layer}**, "
-                 f"input {cam_meta.get('input', '?')} — {how}.",
+                 f"**{title}**, layer **{layer}**, input {cam_meta.get('input', '?')} — {how}.",
                  f"模型 **{meta.get('model', '?')}**（{cam_meta.get('weights', '?')}），方法 "
-                 f"**{camlib.METHODS[camlib.method_name(method)].title}**，层 **{layer}**，"
-                 f"输入 {cam_meta.get('input', '?')} —— {how}。"))
+                 f"**{title}**，层 **{layer}**，输入 {cam_meta.get('input', '?')} —— {how}。"))
     alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0,
                       float(cam_meta.get("alpha", 0.4)), 0.05, key="gradcam_run_alpha")
     cam = res.maps[0].numpy()
     show_panels(image, cam, alpha, tname, key="gradcam_run_panels", true_name=true_name,
-                method=camlib.METHODS[camlib.method_name(method)].title)
+                method=title)
     downloads(image, cam, res.maps.numpy(), alpha, run_id, key="gradcam_run_dl")
-    _share_box(run_id)
-    if st.button(t("Back to the live page", "返回实时页面"), key="gradcam_leave_run"):
-        del st.query_params["run"]
-        st.rerun()
+    run_flow.share_box(run_id, PAGE)
+    run_flow.leave_button(PAGE)
 
 
 def main() -> None:
-    from dashboard import widgets
-
     st.title("Grad-CAM")
     st.caption(t("Where does the classifier look? Gradients of the class score at a convolutional "
                  "layer weight its feature maps: CAM = ReLU(Σₖ αₖ Aᵏ), αₖ = mean of ∂y/∂Aᵏ.",
                  "分类器在看哪里？类别得分在卷积层上的梯度给特征图加权：CAM = ReLU(Σₖ αₖ Aᵏ)，"
                  "αₖ 为 ∂y/∂Aᵏ 的均值。"))
-    run_id = st.query_params.get("run")
-    if run_id:
-        saved_run_view(run_id)
-        return
+    if st.query_params.get("run"):
+        opened = run_flow.open_run()
+        if opened is not None:
+            saved_run_view(*opened)
+            return
 
     c1, c2 = st.columns([1, 2])
     with c1, state.guard(t("Loading the model", "加载模型")):
-        model = wrap(widgets.model_picker("gradcam", seed_recipe=True))
-        spatial, auto = _layers(model.choice.key, model.net, tuple(model.info.input_shape))
+        model = wrap(pickers.model_picker("gradcam", seed_recipe=True))
+        spatial, auto = camui.spatial_layers(model.choice.key, model.net,
+                                             tuple(model.info.input_shape))
     info = model.info
-    names = class_names(info)
+    names = camui.class_names(info.class_names)
     if st.session_state.get("gradcam_model_key") != model.choice.key:
         st.session_state["gradcam_model_key"] = model.choice.key
-        if model.choice.weights == widgets.SEED_RECIPE:  # the seed's own model and input
+        if model.choice.weights == pickers.SEED_RECIPE:  # the seed's own model and input
             st.session_state["gradcam_source"] = "cifar10"
             if st.session_state.get("gradcam_index", SEED_TEST_INDEX) != SEED_TEST_INDEX:
                 st.session_state["gradcam_index"] = SEED_TEST_INDEX  # else the default is it
 
-    sources = ["shapes", "cifar10", "upload", "random"] if cifar_available() else \
+    sources = ["shapes", "cifar10", "upload", "random"] if camui.cifar_available() else \
         ["shapes", "upload", "random"]
     source_names = {"shapes": t("Shapes sample", "Shapes 样本"),
                     "cifar10": t("CIFAR-10 sample", "CIFAR-10 样本"),
@@ -394,17 +197,17 @@ def main() -> None:
 
     with state.guard(t("Preparing the input", "准备输入")):
         if source == "shapes":
-            sample = shapes_input(index, info)
+            sample = inputs.shapes_input(index, info)
         elif source == "cifar10":
-            sample = cifar_input(index, info)
+            sample = inputs.cifar_input(camui.cifar_test(), index, info)
         elif source == "upload":
             if image_file is None:
                 st.info(t("Choose an image file above, then press “Run Grad-CAM”.",
                           "请在上方选择图像文件，然后点击“运行 Grad-CAM”。"))
                 st.stop()
-            sample = handle_upload(image_file.getvalue(), image_file.name, info)
+            sample = camui.handle_upload(image_file.getvalue(), image_file.name, info)
         else:
-            sample = random_input(index, info)
+            sample = inputs.random_input(index, info)
     target: Any = {"pred": None, "class": int(chosen), "topk": f"topk:{int(k)}"}[mode]
     with state.guard(t("Computing the CAM", "计算 CAM")):
         res = compute(model, sample.x, method, None if layer == "auto" else layer, target)
@@ -461,33 +264,19 @@ def main() -> None:
 
 def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
                  alpha: float, settings: dict[str, Any]) -> None:
-    """Notes/tags, "Save run" and, after a save, the run id with its share link.
-
-    The run stores the target layer's activation and output gradient for the shown class and
-    the model input, so :func:`hooklab.cam.engine.cam_from_trace` re-renders the view without the
-    model; ``meta["settings"]`` keeps the page's controls.
-    """
-    with st.expander(t("Notes and tags for “Save run”", "“保存运行”的备注和标签")):
-        notes = st.text_input(t("Notes", "备注"), key="gradcam_notes")
-        tags = st.text_input(t("Tags (comma-separated)", "标签（逗号分隔）"), key="gradcam_tags")
-    if st.button(t("Save run", "保存运行"), key="gradcam_save"):
-        info = model.info
-        meta = {"page": "gradcam", "model": model.choice.name, "input_shape": list(sample.x.shape),
-                "cam": {"method": res.method, "layer": res.layer, "target": int(target),
-                        "alpha": float(alpha), "input": sample.description,
-                        "weights": model.choice.weights, "model_spec": dict(model.choice.spec),
-                        "mean": list(info.mean), "std": list(info.std),
-                        "class_names": list(info.class_names), "label": sample.label},
-                "settings": settings}
-        with state.guard(t("Saving the run", "保存运行")):
-            trace = record_run(model, sample, res.layers[0], target, meta)
-            rid = state.store().save(trace, author=state.author(), notes=notes,
-                                     tags=run_charts.parse_tags(tags))
-        st.session_state["gradcam_saved"] = rid
-    rid = st.session_state.get("gradcam_saved")
-    if rid:
-        st.success(t(f"Saved as run {rid}", f"已保存为运行 {rid}"))
-        _share_box(rid)
+    """The shared "Save run" flow; the run (recorded on save) stores the target layer's
+    activation and output gradient for the shown class and the model input, so the view
+    re-renders without the model; ``meta["settings"]`` keeps the page's controls."""
+    info = model.info
+    meta = {"page": PAGE, "model": model.choice.name, "input_shape": list(sample.x.shape),
+            "cam": {"method": res.method, "layer": res.layer, "target": int(target),
+                    "alpha": float(alpha), "input": sample.description,
+                    "weights": model.choice.weights, "model_spec": dict(model.choice.spec),
+                    "mean": list(info.mean), "std": list(info.std),
+                    "class_names": list(info.class_names), "label": sample.label},
+            "settings": settings}
+    run_flow.save_run(lambda: camui.record_run(model, sample, res.layers[0], target, meta),
+                      PAGE)
 
 
 def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
@@ -500,11 +289,10 @@ def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target:
         st.info(t("Pick at least one method.", "请至少选择一个方法。"))
         return
     maps = {}
-    digest = _digest(sample.x)
     with state.guard(t("Computing the methods", "计算各方法")):
         for m in chosen:
-            maps[camlib.METHODS[m].title] = _method_map(model.choice.key, digest, m, res.layer,
-                                                        int(target), model, sample.x)
+            maps[camlib.METHODS[m].title] = camui.method_map(model, sample.x, m, res.layer,
+                                                             int(target))
     st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
                     width="stretch", key="gradcam_methods_fig")
     st.caption(t(f"{len(maps)} of the {len(camlib.METHODS)} methods, all at layer {res.layer}, "
@@ -516,7 +304,8 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
                     alpha: float) -> None:
     info = model.info
     if tuple(info.class_names) not in (tuple(datalib.SHAPE_CLASSES),) and not (
-            tuple(info.class_names) == tuple(datalib.CIFAR10_CLASSES) and cifar_available()):
+            tuple(info.class_names) == tuple(datalib.CIFAR10_CLASSES)
+            and camui.cifar_available()):
         st.info(t("The class gallery needs labelled images of the model's classes: the shapes "
                   "model, or a CIFAR-10 model with a local CIFAR-10 copy.",
                   "类别图库需要与模型类别对应的带标签图像：shapes 模型，"
@@ -526,7 +315,9 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
     which = st.radio(t("Map for", "热力图针对"), list(which_names), horizontal=True,
                      format_func=which_names.get, key="gradcam_gallery_target")
     with state.guard(t("Building the gallery", "生成图库")):
-        samples = class_samples(info)
+        cifar = None if tuple(info.class_names) == tuple(datalib.SHAPE_CLASSES) \
+            else camui.cifar_test()
+        samples = inputs.class_samples(info, cifar)
         xs = torch.cat([s.x for s in samples])
         labels = [int(s.label) for s in samples]
         r = compute(model, xs, method, layer, labels if which == "true" else None)
@@ -539,31 +330,8 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
                  "每个类别一张测试图像：真实 → 预测。"))
 
 
-def class_samples(info: zoo.ModelInfo) -> list[Sample]:
-    """The first test image of each class (shapes, else local CIFAR-10)."""
-    n_classes = len(info.class_names)
-    out: dict[int, Sample] = {}
-    if tuple(info.class_names) == tuple(datalib.SHAPE_CLASSES):
-        for i in range(200):
-            s = shapes_input(i, info)
-            out.setdefault(int(s.label), s)
-            if len(out) == n_classes:
-                break
-    else:
-        ds = _cifar()
-        for i in range(len(ds)):
-            lab = int(ds.targets[i])
-            if lab not in out:
-                out[lab] = cifar_input(i, info)
-            if len(out) == n_classes:
-                break
-    return [out[c] for c in sorted(out)]
-
-
 def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: int) -> None:
     """Faithfulness of the shown map (and of a random map, the baseline) on this image."""
-    from hooklab.cam import metrics
-
     steps = st.select_slider(t("Curve steps", "曲线步数"), [8, 16, 32, 64], value=32,
                              key="gradcam_steps")
     x = sample.x
@@ -591,8 +359,6 @@ def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: i
             y_title=t("target-class probability", "目标类别概率")),
             width="stretch", key="gradcam_curves")
     with c2:
-        import pandas as pd
-
         st.dataframe(pd.DataFrame({k: v[0] for k, v in rows.items()}).T, width="stretch")
         st.caption(t("AD: average drop of confidence on map⊙image; IC: whether it rises. "
                      "Deletion: remove the most salient pixels first (a fast drop is good); "
@@ -615,9 +381,6 @@ def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: i
 def bias_section(alpha: float) -> None:
     """The seed's bias remark, runnable: a model trained where a corner marker gives the class
     away vs one trained on rebalanced data; where do their CAMs point?"""
-    from hooklab.data.datasets import SHAPE_CLASSES, make_biased_shapes
-    from hooklab.studies import bias
-
     st.markdown(t("Two SimpleCNNs learn the shapes with a coloured **corner marker** (the cue). "
                   "In the *biased* training set the marker names the class most of the time; in "
                   "the *rebalanced* one it is independent of the class. On test images the marker "
@@ -694,8 +457,8 @@ def bias_section(alpha: float) -> None:
                      "maximum lies.",
                      f"{n} 张测试图像，{result.method}，层 {result.layer}；"
                      "统计每个 CAM 最大值的位置。"))
-    test = make_biased_shapes(int(done["settings"][1]), split="test")
-    idx = torch.nonzero(test.cue_labels != test.labels).flatten()[:6]
+    test = datalib.make_biased_shapes(int(done["settings"][1]), split="test")
+    idx = inputs.conflict_examples(test, 6)
     x = test.images[idx]
     images = [datalib.to_display(x[i]) for i in range(len(idx))]
     rows = {}
@@ -703,8 +466,7 @@ def bias_section(alpha: float) -> None:
         for arm, m in models.items():
             rows[t("biased", "有偏") if arm == "biased" else t("rebalanced", "重新平衡")] = \
                 list(camlib.compute(m, x, method=result.method).maps.numpy())
-    shape_names = class_names(replace(zoo.model_info("simple_cnn"),
-                                      class_names=tuple(SHAPE_CLASSES)))
+    shape_names = camui.class_names(datalib.SHAPE_CLASSES)
     titles = [f"{shape_names[int(test.labels[i])]}<br>{t('marker', '标记')}: "
               f"{shape_names[int(test.cue_labels[i])]}" for i in idx]
     if rows:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import state, widgets
+from dashboard import state
+from dashboard.components import run_flow
 from dashboard.i18n import lang, t
 from hooklab.charts import basics as charts
 from hooklab.charts import trace as trace_charts
-from hooklab.studies import lessons
+from hooklab.studies import inspect, lessons
 
 PAGE = "hook_basics"
 
@@ -30,146 +31,142 @@ def _replace():
 
 def _record_seed(k: float):
     """The seed's SimpleModel recorded with the conv output gradient scaled by k (for saving)."""
-    import hooklab
-    from hooklab.core import edits
-    from hooklab.models.zoo import seed_model
-
-    fwd = _forward()
-    model = seed_model(42)
-    with hooklab.record(model, edits={"conv": edits.scale(k)}, param_grads=True,
-                        meta={"page": PAGE, "model": "simple_model", "k": k,
-                              "input": {"source": "seed", "seed": 42}}) as rec:
-        rec.run(fwd.input, target="sum")
-    return rec.trace
+    return inspect.record_seed_model(
+        _forward().input, k, meta={"page": PAGE, "model": "simple_model", "k": k,
+                                   "input": {"source": "seed", "seed": 42}})
 
 
-st.title(t("Hook basics", "Hook 基础"))
-st.caption(t("The course's hook lessons, run live. Each block shows the code and what it did.",
-             "课程中的钩子示例，实时运行。每一块左边是代码，右边是运行结果。"))
+def main() -> None:
+    st.title(t("Hook basics", "Hook 基础"))
+    st.caption(t("The course's hook lessons, run live. Each block shows the code and what it did.",
+                 "课程中的钩子示例，实时运行。每一块左边是代码，右边是运行结果。"))
 
-opened = widgets.run_from_query()
-k_default = 0.5
-if opened is not None:
-    run_id, stored = opened
-    st.info(f"{t('Run', '运行')} {run_id} · {stored.meta.get('author', '')}")
-    k_default = float(stored.meta.get("k", 0.5))
-    widgets.leave_run_button(PAGE)
+    opened = run_flow.open_run()
+    k_default = 0.5
+    if opened is not None:
+        run_flow.banner(*opened)
+        k_default = float(opened[1].meta.get("k", 0.5))
+        run_flow.leave_button(PAGE)
 
-with st.expander(t("0 · Callbacks: a hook is a function PyTorch calls for you",
-                   "0 · 回调：钩子就是 PyTorch 替你调用的函数"), expanded=False):
-    cb = lessons.callback_lesson(lang())
+    with st.expander(t("0 · Callbacks: a hook is a function PyTorch calls for you",
+                       "0 · 回调：钩子就是 PyTorch 替你调用的函数"), expanded=False):
+        cb = lessons.callback_lesson(lang())
+        left, right = st.columns(2)
+        left.code(lessons.code("callback", lang()), language="python")
+        right.code("\n".join(cb.lines), language=None)
+
+    # -- 1 forward hook -----------------------------------------------------------------------------
+    st.header(t("1 · Forward hook on the conv", "1 · 卷积层上的前向钩子"))
+    with state.guard(t("Forward hook", "前向钩子")):
+        fwd = _forward(lang())
     left, right = st.columns(2)
-    left.code(lessons.code("callback", lang()), language="python")
-    right.code("\n".join(cb.lines), language=None)
-
-# -- 1 forward hook -----------------------------------------------------------------------------
-st.header(t("1 · Forward hook on the conv", "1 · 卷积层上的前向钩子"))
-with state.guard(t("Forward hook", "前向钩子")):
-    fwd = _forward(lang())
-left, right = st.columns(2)
-left.code(lessons.code("forward", lang()), language="python")
-with right:
-    st.code("\n".join(fwd.lines), language=None)
-    st.plotly_chart(charts.forward_panels(
-        fwd.input_map, fwd.channel_maps,
-        titles=[t("input", "输入图像"), t("channel 1", "卷积核1输出"),
-                t("channel 2", "卷积核2输出")]), width="stretch", key="fwd_panels")
-    st.caption(t(f"input {tuple(fwd.input.shape)} → conv output {tuple(fwd.output.shape)}; "
-                 "the handle is removed in finally.",
-                 f"输入 {tuple(fwd.input.shape)} → 卷积输出 {tuple(fwd.output.shape)}；"
-                 "句柄在 finally 中移除。"))
-
-# -- 2 backward hooks ---------------------------------------------------------------------------
-st.header(t("2 · What each backward hook receives", "2 · 各种反向钩子收到什么"))
-with state.guard(t("Backward hooks", "反向钩子")):
-    bwd = _backward(lang())
-left, right = st.columns(2)
-left.code(lessons.code("backward", lang()), language="python")
-with right:
-    dep, full = bwd.kinds["backward"], bwd.kinds["full_backward"]
-    c1, c2 = st.columns(2)
-    for col, res, title in ((c1, dep, t("deprecated register_backward_hook",
-                                        "已弃用的 register_backward_hook")),
-                            (c2, full, "register_full_backward_hook")):
-        with col:
-            st.markdown(f"**{title}**")
-            st.code("\n".join(res.lines), language=None)  # what the snippet prints
-            st.metric("len(grad_input)", len(res.grad_input))
-            st.metric("len(grad_output)", len(res.grad_output))
-            st.code("\n".join(f"{e.name}: {e.meaning} {e.shape}" for e in
-                              [*res.grad_input, *res.grad_output]), language=None)
-    st.dataframe(charts.backward_kinds_table(bwd.table()), hide_index=True, width="stretch")
-st.markdown(t(bwd.explanation,
-              "已弃用的 register_backward_hook 挂在模块输出的 grad_fn 上，也就是模块内"
-              "**最后一个**自动求导操作。它的 grad_input 是这个操作输入的梯度。Conv2d 只有一个"
-              "操作，所以 grad_input = (dL/dx, dL/dW, dL/db)：三个，和课程打印的一样。多操作的模块"
-              "（x*2+1、先卷积再 relu）得到的是内部张量的梯度，数值甚至形状都不对。"
-              "register_full_backward_hook 总是给出 dL/d(模块输入) 和 dL/d(模块输出)。"))
-for demo in bwd.multi_op:
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**{demo.name}**: `{demo.code}`")
-        if demo.name == "TwiceplusOne":
-            st.code(lessons.code("multi_op", lang()), language="python")
-        st.caption(demo.explanation)
+    left.code(lessons.code("forward", lang()), language="python")
     with right:
-        st.plotly_chart(charts.multi_op_bars(demo.deprecated, demo.full, demo.reference),
-                        width="stretch", key=f"multi_{demo.name}")
-        ok = t("matches autograd", "与 autograd 一致")
-        bad = t("differs from autograd", "与 autograd 不一致")
-        st.write(f"deprecated: {ok if demo.deprecated_matches else bad} · "
-                 f"full: {ok if demo.full_matches else bad}")
+        st.code("\n".join(fwd.lines), language=None)
+        st.plotly_chart(charts.forward_panels(
+            fwd.input_map, fwd.channel_maps,
+            titles=[t("input", "输入图像"), t("channel 1", "卷积核1输出"),
+                    t("channel 2", "卷积核2输出")]), width="stretch", key="fwd_panels")
+        st.caption(t(f"input {tuple(fwd.input.shape)} → conv output {tuple(fwd.output.shape)}; "
+                     "the handle is removed in finally.",
+                     f"输入 {tuple(fwd.input.shape)} → 卷积输出 {tuple(fwd.output.shape)}；"
+                     "句柄在 finally 中移除。"))
 
-# -- 3 tensor hook ------------------------------------------------------------------------------
-st.header(t("3 · A tensor hook that scales a gradient", "3 · 缩放梯度的张量钩子"))
-left, right = st.columns(2)
-with right:
-    k = st.slider(t("Gradient factor k (the seed halves: 0.5)", "梯度因子 k（课程中减半：0.5）"),
-                  min_value=0.0, max_value=2.0, value=k_default, step=0.05, key="tensor_k")
-    with state.guard(t("Tensor hook", "张量钩子")):
-        th = lessons.tensor_hook_lesson(k, lang=lang())
-    left.code(lessons.code("tensor", lang(), k=k), language="python")  # the code that ran
-    c1, c2, c3 = st.columns(3)
-    c1.metric(t("hook sees dz/dy", "钩子看到的 dz/dy"), f"{th.dz_dy:g}")
-    c2.metric(t("hook returns", "钩子返回"), f"{th.dz_dy_edited:g}")
-    c3.metric("x.grad", f"{th.x_grad:g}", delta=f"{th.x_grad - th.x_grad_without_hook:g}")
-    st.latex(r"\frac{dz}{dx} = \frac{dz}{dy}\cdot k\cdot\frac{dy}{dx} = 3y^2\cdot k\cdot 2x = "
-             f"{th.dz_dy:g}\\cdot {th.k:g}\\cdot {th.dy_dx:g} = {th.x_grad:g}")
-    st.write(f"x.grad = 192 · {th.k:g} = **{th.x_grad:g}**  "
-             f"({t('without the hook', '没有钩子时')}: {th.x_grad_without_hook:g})")
-    st.code("\n".join(th.lines), language=None)
-    st.plotly_chart(charts.tensor_hook_bars(th.dz_dy, th.k, th.dy_dx, th.x_grad,
-                                            th.x_grad_without_hook),
-                    width="stretch", key="tensor_bars")
+    # -- 2 backward hooks ---------------------------------------------------------------------------
+    st.header(t("2 · What each backward hook receives", "2 · 各种反向钩子收到什么"))
+    with state.guard(t("Backward hooks", "反向钩子")):
+        bwd = _backward(lang())
+    left, right = st.columns(2)
+    left.code(lessons.code("backward", lang()), language="python")
+    with right:
+        dep, full = bwd.kinds["backward"], bwd.kinds["full_backward"]
+        c1, c2 = st.columns(2)
+        for col, res, title in ((c1, dep, t("deprecated register_backward_hook",
+                                            "已弃用的 register_backward_hook")),
+                                (c2, full, "register_full_backward_hook")):
+            with col:
+                st.markdown(f"**{title}**")
+                st.code("\n".join(res.lines), language=None)  # what the snippet prints
+                st.metric("len(grad_input)", len(res.grad_input))
+                st.metric("len(grad_output)", len(res.grad_output))
+                st.code("\n".join(f"{e.name}: {e.meaning} {e.shape}" for e in
+                                  [*res.grad_input, *res.grad_output]), language=None)
+        st.dataframe(charts.backward_kinds_table(bwd.table()), hide_index=True, width="stretch")
+    st.markdown(t(bwd.explanation,
+                  "已弃用的 register_backward_hook 挂在模块输出的 grad_fn 上，也就是模块内"
+                  "**最后一个**自动求导操作。它的 grad_input 是这个操作输入的梯度。Conv2d 只有一个"
+                  "操作，所以 grad_input = (dL/dx, dL/dW, dL/db)：三个，和课程打印的一样。多操作的模块"
+                  "（x*2+1、先卷积再 relu）得到的是内部张量的梯度，数值甚至形状都不对。"
+                  "register_full_backward_hook 总是给出 dL/d(模块输入) 和 dL/d(模块输出)。"))
+    for demo in bwd.multi_op:
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**{demo.name}**: `{demo.code}`")
+            if demo.name == "TwiceplusOne":
+                st.code(lessons.code("multi_op", lang()), language="python")
+            st.caption(demo.explanation)
+        with right:
+            st.plotly_chart(charts.multi_op_bars(demo.deprecated, demo.full, demo.reference),
+                            width="stretch", key=f"multi_{demo.name}")
+            ok = t("matches autograd", "与 autograd 一致")
+            bad = t("differs from autograd", "与 autograd 不一致")
+            st.write(f"deprecated: {ok if demo.deprecated_matches else bad} · "
+                     f"full: {ok if demo.full_matches else bad}")
 
-# -- 4 forward hooks can replace ----------------------------------------------------------------
-st.header(t("4 · A forward hook can replace the output", "4 · 前向钩子可以替换输出"))
-with state.guard(t("Forward replacement", "前向替换")):
-    rep = _replace()
-st.warning(t(rep.claim, "课程说前向钩子只能查看输出、不能修改。实际上，前向钩子若返回一个值，"
-                        "PyTorch 就用它作为模块的输出；前向 pre-hook 返回值则替换输入。"))
-left, right = st.columns(2)
-left.code(lessons.code("replace", lang()), language="python")
-with right:
-    st.plotly_chart(charts.replace_bars(rep.logits[0], rep.logits_output_replaced[0],
-                                        rep.fc_bias, labels=(
-                                            t("no hook", "无钩子"),
-                                            t("forward hook returns zeros", "前向钩子返回零"),
-                                            "fc.bias")),
-                    width="stretch", key="replace_bars")
-    st.write(f"{t('logits == fc.bias', 'logits == fc.bias')}: **{rep.output_replaced}** · "
-             f"{t('pre-hook: conv output == conv.bias everywhere', 'pre-hook：卷积输出处处等于 conv.bias')}"
-             f": **{rep.input_replaced}**")
+    # -- 3 tensor hook ------------------------------------------------------------------------------
+    st.header(t("3 · A tensor hook that scales a gradient", "3 · 缩放梯度的张量钩子"))
+    left, right = st.columns(2)
+    with right:
+        k = st.slider(t("Gradient factor k (the seed halves: 0.5)", "梯度因子 k（课程中减半：0.5）"),
+                      min_value=0.0, max_value=2.0, value=k_default, step=0.05, key="tensor_k")
+        with state.guard(t("Tensor hook", "张量钩子")):
+            th = lessons.tensor_hook_lesson(k, lang=lang())
+        left.code(lessons.code("tensor", lang(), k=k), language="python")  # the code that ran
+        c1, c2, c3 = st.columns(3)
+        c1.metric(t("hook sees dz/dy", "钩子看到的 dz/dy"), f"{th.dz_dy:g}")
+        c2.metric(t("hook returns", "钩子返回"), f"{th.dz_dy_edited:g}")
+        c3.metric("x.grad", f"{th.x_grad:g}", delta=f"{th.x_grad - th.x_grad_without_hook:g}")
+        st.latex(r"\frac{dz}{dx} = \frac{dz}{dy}\cdot k\cdot\frac{dy}{dx} = 3y^2\cdot k\cdot 2x = "
+                 f"{th.dz_dy:g}\\cdot {th.k:g}\\cdot {th.dy_dx:g} = {th.x_grad:g}")
+        st.write(f"x.grad = 192 · {th.k:g} = **{th.x_grad:g}**  "
+                 f"({t('without the hook', '没有钩子时')}: {th.x_grad_without_hook:g})")
+        st.code("\n".join(th.lines), language=None)
+        st.plotly_chart(charts.tensor_hook_bars(th.dz_dy, th.k, th.dy_dx, th.x_grad,
+                                                th.x_grad_without_hook),
+                        width="stretch", key="tensor_bars")
 
-# -- the recorded seed model, and saving ---------------------------------------------------------
-st.header(t("5 · The same model through hooklab's recorder", "5 · 用 hooklab 记录同一个模型"))
-if opened is not None:
-    trace = opened[1]
-else:
-    with state.guard(t("Recording", "记录")):
-        trace = _record_seed(k)
-st.plotly_chart(trace_charts.timeline(trace.events, title=t("Hook firings (timeline)",
-                                                            "钩子触发时间线")),
-                width="stretch", key="basics_timeline")
-if opened is None:
-    widgets.save_run(trace, PAGE, default_tags=("hook-basics",))
+    # -- 4 forward hooks can replace ----------------------------------------------------------------
+    st.header(t("4 · A forward hook can replace the output", "4 · 前向钩子可以替换输出"))
+    with state.guard(t("Forward replacement", "前向替换")):
+        rep = _replace()
+    st.warning(t(rep.claim, "课程说前向钩子只能查看输出、不能修改。实际上，前向钩子若返回一个值，"
+                            "PyTorch 就用它作为模块的输出；前向 pre-hook 返回值则替换输入。"))
+    left, right = st.columns(2)
+    left.code(lessons.code("replace", lang()), language="python")
+    with right:
+        st.plotly_chart(charts.replace_bars(rep.logits[0], rep.logits_output_replaced[0],
+                                            rep.fc_bias, labels=(
+                                                t("no hook", "无钩子"),
+                                                t("forward hook returns zeros", "前向钩子返回零"),
+                                                "fc.bias")),
+                        width="stretch", key="replace_bars")
+        st.write(f"{t('logits == fc.bias', 'logits == fc.bias')}: **{rep.output_replaced}** · "
+                 f"{t('pre-hook: conv output == conv.bias everywhere', 'pre-hook：卷积输出处处等于 conv.bias')}"
+                 f": **{rep.input_replaced}**")
+
+    # -- the recorded seed model, and saving ---------------------------------------------------------
+    st.header(t("5 · The same model through hooklab's recorder", "5 · 用 hooklab 记录同一个模型"))
+    if opened is not None:
+        trace = opened[1]
+    else:
+        with state.guard(t("Recording", "记录")):
+            trace = _record_seed(k)
+    st.plotly_chart(trace_charts.timeline(trace.events, title=t("Hook firings (timeline)",
+                                                                "钩子触发时间线")),
+                    width="stretch", key="basics_timeline")
+    if opened is None:
+        run_flow.save_run(trace, PAGE, default_tags=("hook-basics",))
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing
+    main()

@@ -5,43 +5,28 @@ from __future__ import annotations
 import streamlit as st
 
 import hooklab
-from dashboard import state, widgets
+from dashboard import state
+from dashboard.components import pickers, run_flow
 from dashboard.i18n import t
 from hooklab.charts import trace as charts
-from hooklab.core.layers import leaf_names
-from hooklab.studies.compare import config_text, normalise_config
+from hooklab.studies import inspect
 
 PAGE = "inspector"
 TRACE_KEY = "inspector_trace"
 
 
-def _run(model: widgets.ModelChoice, inp: widgets.InputChoice, layers, kinds: list[str],
+def _run(model: pickers.ModelChoice, inp: pickers.InputChoice, layers, kinds: list[str],
          edits_text: str, target, param_grads: bool, keep_tensors: bool) -> hooklab.Trace:
-    """One recorded forward+backward; every hooklab error surfaces to the caller's guard."""
-    specs = normalise_config(edits_text)
-    hooks = None
-    if kinds:
-        where = layers if layers else leaf_names(model.model)
-        hooks = {w: list(kinds) for w in where}
+    """One recorded forward+backward (:func:`hooklab.studies.inspect.run`) on the shared model."""
     settings = {"model": model.spec, "input": inp.spec, "layers": layers, "hooks": list(kinds),
                 "edits_text": edits_text, "target": target, "param_grads": param_grads,
                 "keep_tensors": keep_tensors}
     meta = {"page": PAGE, "model": model.name, "weights": model.weights,
             "input": inp.spec, "input_shape": list(inp.x.shape), "settings": settings}
     with model.lock:
-        with hooklab.record(model.model, layers, edits=specs, hooks=hooks,
-                            param_grads=param_grads, keep_tensors=keep_tensors,
-                            meta=meta) as rec:
-            out = rec.run(inp.x, target=target)
-        model.model.zero_grad(set_to_none=True)
-    trace = rec.trace
-    if out.dim() == 2:
-        pred = int(out[0].argmax())
-        trace.meta["prediction"] = pred
-        if pred < len(model.class_names):
-            trace.meta["prediction_name"] = model.class_names[pred]
-    trace.meta["edits_text"] = config_text(specs)
-    return trace
+        return inspect.run(model.model, inp.x, layers, kinds, edits_text, target,
+                           param_grads=param_grads, keep_tensors=keep_tensors,
+                           class_names=model.class_names, meta=meta)
 
 
 def _default_event(events, view: dict) -> int:
@@ -62,7 +47,7 @@ def _partner(trace, row, role: str):
     return trace.tensor(sel.iloc[0]["key"]) if not sel.empty else None
 
 
-def render(trace: hooklab.Trace, key: str) -> None:
+def _show(trace: hooklab.Trace, key: str) -> None:
     """Timeline, event table, NaN/Inf flags and the selected event's tensor view."""
     ev = trace.events
     m = trace.meta
@@ -125,66 +110,69 @@ def render(trace: hooklab.Trace, key: str) -> None:
                     width="stretch", key=f"{key}_pair")
 
 
-st.title(t("Inspector", "检查器"))
-st.caption(t("Choose a model, an input, layers, hook kinds and edits; run one forward and "
-             "backward pass; see every hook firing.",
-             "选择模型、输入、层、钩子类型和修改；运行一次前向和反向传播，查看每一次钩子触发。"))
+def main() -> None:
+    st.title(t("Inspector", "检查器"))
+    st.caption(t("Choose a model, an input, layers, hook kinds and edits; run one forward and "
+                 "backward pass; see every hook firing.",
+                 "选择模型、输入、层、钩子类型和修改；运行一次前向和反向传播，查看每一次钩子触发。"))
 
-opened = widgets.run_from_query()
-settings = dict(opened[1].meta.get("settings") or {}) if opened else {}
+    opened = run_flow.open_run()
+    settings = dict(opened[1].meta.get("settings") or {}) if opened else {}
 
-with st.container(border=True):
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        with state.guard(t("Model", "模型")):
-            model = widgets.model_picker(PAGE, settings.get("model"))
-        with state.guard(t("Input", "输入")):
-            inp = widgets.input_picker(PAGE, model, settings.get("input"))
-        if inp.label_name:
-            st.caption(f"{t('label', '标签')}: {inp.label_name}")
-    with c2:
-        layers = widgets.layer_picker(PAGE, model, settings.get("layers"))
-        kinds = widgets.hook_kind_picker(PAGE, settings.get("hooks") or ())
-    with c3:
-        edits_text = widgets.edit_picker(PAGE, settings.get("edits_text", ""))
-        tgt = st.radio(t("Backpropagate", "反向传播的目标"), ["predicted", "class", "sum"],
-                       format_func={"predicted": t("predicted class score", "预测类别的分数"),
-                                    "class": t("a chosen class", "指定类别"),
-                                    "sum": t("output.sum() (the seed)", "output.sum()（课程）")}
-                       .get, horizontal=True, key=f"{PAGE}_target")
-        target = None if tgt == "predicted" else "sum"
-        if tgt == "class":
-            target = int(st.number_input(t("Class", "类别"), min_value=0, value=0,
-                                         key=f"{PAGE}_class"))
-        param_grads = st.checkbox(t("Parameter gradients", "参数梯度"), value=True,
-                                  key=f"{PAGE}_params")
-        keep = st.checkbox(t("Store tensors (off: statistics only, fastest)",
-                             "存储张量（关闭：只保留统计量，最快）"), value=True,
-                           key=f"{PAGE}_keep")
-    run = st.button(t("Run", "运行"), type="primary", key=f"{PAGE}_run")
+    with st.container(border=True):
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            with state.guard(t("Model", "模型")):
+                model = pickers.model_picker(PAGE, settings.get("model"))
+            with state.guard(t("Input", "输入")):
+                inp = pickers.input_picker(PAGE, model, settings.get("input"))
+            if inp.label_name:
+                st.caption(f"{t('label', '标签')}: {inp.label_name}")
+        with c2:
+            layers = pickers.layer_picker(PAGE, model, settings.get("layers"))
+            kinds = pickers.hook_kind_picker(PAGE, settings.get("hooks") or ())
+        with c3:
+            edits_text = pickers.edit_picker(PAGE, settings.get("edits_text", ""))
+            tgt = st.radio(t("Backpropagate", "反向传播的目标"), ["predicted", "class", "sum"],
+                           format_func={"predicted": t("predicted class score", "预测类别的分数"),
+                                        "class": t("a chosen class", "指定类别"),
+                                        "sum": t("output.sum() (the seed)", "output.sum()（课程）")}
+                           .get, horizontal=True, key=f"{PAGE}_target")
+            target = None if tgt == "predicted" else "sum"
+            if tgt == "class":
+                target = int(st.number_input(t("Class", "类别"), min_value=0, value=0,
+                                             key=f"{PAGE}_class"))
+            param_grads = st.checkbox(t("Parameter gradients", "参数梯度"), value=True,
+                                      key=f"{PAGE}_params")
+            keep = st.checkbox(t("Store tensors (off: statistics only, fastest)",
+                                 "存储张量（关闭：只保留统计量，最快）"), value=True,
+                               key=f"{PAGE}_keep")
+        run = st.button(t("Run", "运行"), type="primary", key=f"{PAGE}_run")
 
-if run:
-    with state.guard(t("Run", "运行")), st.spinner(t("Recording…", "记录中…")):
-        trace = _run(model, inp, layers, kinds, edits_text, target, param_grads, keep)
-    st.session_state[TRACE_KEY] = trace
-    st.session_state.pop(f"{PAGE}_saved", None)
-    if opened:
-        st.query_params.clear()
-        opened = None
+    if run:
+        with state.guard(t("Run", "运行")), st.spinner(t("Recording…", "记录中…")):
+            trace = _run(model, inp, layers, kinds, edits_text, target, param_grads, keep)
+        st.session_state[TRACE_KEY] = trace
+        st.session_state.pop(f"{PAGE}_saved", None)
+        if opened:
+            st.query_params.clear()
+            opened = None
 
-if opened is not None and not run:
-    run_id, trace = opened
-    st.info(f"{t('Run', '运行')} {run_id} · {trace.meta.get('model', '')} · "
-            f"{trace.meta.get('edits_text', '') or t('no edit', '无修改')}")
-    widgets.leave_run_button(PAGE)
-    with state.guard(t("Showing run", "显示运行")):
-        render(trace, "stored")
-else:
-    trace = st.session_state.get(TRACE_KEY)
-    if trace is None:
-        st.info(t("Press Run to record the model on the chosen input.",
-                  "按“运行”在所选输入上记录模型。"))
+    if opened is not None and not run:
+        run_flow.banner(*opened)
+        run_flow.leave_button(PAGE)
+        with state.guard(t("Showing run", "显示运行")):
+            _show(opened[1], "stored")
     else:
-        with state.guard(t("Showing the run", "显示结果")):
-            render(trace, "live")
-        widgets.save_run(trace, PAGE, default_tags=("inspector",))
+        trace = st.session_state.get(TRACE_KEY)
+        if trace is None:
+            st.info(t("Press Run to record the model on the chosen input.",
+                      "按“运行”在所选输入上记录模型。"))
+        else:
+            with state.guard(t("Showing the run", "显示结果")):
+                _show(trace, "live")
+            run_flow.save_run(trace, PAGE, default_tags=("inspector",))
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing
+    main()

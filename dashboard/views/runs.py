@@ -11,36 +11,26 @@ the same server.
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run directly (AppTest, `streamlit run dashboard/views/runs.py`)
-    sys.path.insert(0, str(ROOT))
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from dashboard import state  # noqa: E402
-from dashboard.i18n import t  # noqa: E402
-from hooklab.charts import runs as charts  # noqa: E402
-from hooklab.core.errors import HooklabError  # noqa: E402
+from dashboard import pages, state
+from dashboard.components import run_flow
+from dashboard.i18n import t
+from hooklab.charts import runs as charts
+from hooklab.core.errors import HooklabError
+from hooklab.studies.compare import compare_runs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-VIEWS = ROOT / "dashboard" / "views"
 #: Runs up to this size are exported (verified and zipped) while the page renders.
 EAGER_EXPORT_BYTES = 32 * 2**20
-PAGE_TITLES = {
-    "hook_basics": ("Hook basics", "Hook 基础"),
-    "inspector": ("Inspector", "检查器"),
-    "compare": ("Compare edits", "比较梯度修改"),
-    "gradcam": ("Grad-CAM", "Grad-CAM"),
-    "runs": ("Runs", "运行记录"),
-}
+PAGE = "runs"
 
 
 def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -56,41 +46,6 @@ def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | N
         log.exception("runs page: %s failed", what)
         st.error(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return None
-
-
-def _page_title(page: str) -> str:
-    en, zh = PAGE_TITLES.get(page, PAGE_TITLES["runs"])
-    return t(en, zh)
-
-
-def base_url() -> str:
-    """``scheme://host:port`` of this server as the browser sees it ('' when unknown)."""
-    try:
-        url = st.context.url or ""
-    except Exception:  # older Streamlit or no browser session (tests)
-        url = ""
-    if "://" not in url:
-        return ""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}"
-
-
-#: The app's first page is served at the root URL ("/<its url path>" says "Page not found").
-DEFAULT_PAGE = "hook_basics"
-
-
-def share_link(page: str, run_id: str) -> str:
-    """Absolute share link when the server URL is known, else the path ``/<page>?run=<id>``."""
-    page = "" if page == DEFAULT_PAGE else page
-    b = base_url()
-    return charts.share_url(b, page, run_id) if b else charts.share_path(page, run_id)
-
-
-def show_share_link(page: str, run_id: str) -> None:
-    """The share box every run view shows: the link as copyable code."""
-    st.caption(t("Share link — opens this view for anyone on this server:",
-                 "分享链接——同一服务器上的任何人都可打开此视图："))
-    st.code(share_link(page, run_id), language=None)
 
 
 def export_bytes(store, run_id: str) -> bytes:
@@ -159,30 +114,28 @@ def run_detail(store, rid: str) -> None:
     if manifest is None:
         return
     meta = manifest.get("meta", {})
-    page = charts.page_of(meta)
+    page = pages.page_of(meta)
     st.subheader(t(f"Run {rid}", f"运行 {rid}"))
     st.markdown(
         f"**{t('Author', '作者')}:** {manifest.get('author') or '—'} · "
         f"**{t('Time', '时间')}:** {manifest.get('created', '')[:19].replace('T', ' ')} UTC · "
         f"**{t('Model', '模型')}:** {meta.get('model', '—')} · "
-        f"**{t('Page', '页面')}:** {_page_title(page)} · "
+        f"**{t('Page', '页面')}:** {page.title} · "
         f"**{t('Events', '事件数')}:** {manifest.get('n_events', 0)}")
-    edits = charts.edits_text(meta.get("edits"))
+    edits = run_flow.edit_text(meta)
     if edits:
         st.markdown(f"**{t('Edits', '修改')}:** `{edits}`")
-    show_share_link("runs", rid)
-    if page != "runs":
-        st.caption(t(f"Open in {_page_title(page)}, the page that made it:",
-                     f"在生成它的页面 {_page_title(page)} 中打开：")
-                   + f" `{share_link(page, rid)}`")
-        if (VIEWS / f"{page}.py").exists():
-            try:
-                st.page_link(str(VIEWS / f"{page}.py"), query_params={"run": rid},
-                             label=t(f"Open in {_page_title(page)}",
-                                     f"在 {_page_title(page)} 中打开"),
-                             icon="↗️")
-            except st.errors.StreamlitAPIException:  # page not registered (run standalone)
-                pass
+    run_flow.share_box(rid, PAGE)
+    if page.id != PAGE:
+        st.caption(t(f"Open in {page.title}, the page that made it:",
+                     f"在生成它的页面 {page.title} 中打开：")
+                   + f" `{pages.share_link(rid, page.id)}`")
+        try:
+            st.page_link(str(page.path), query_params={"run": rid},
+                         label=t(f"Open in {page.title}", f"在 {page.title} 中打开"),
+                         icon=":material/open_in_new:")
+        except st.errors.StreamlitAPIException:  # page not registered (run standalone)
+            pass
 
     with st.form(f"runs_edit_{rid}"):
         notes = st.text_area(t("Notes", "备注"), value=manifest.get("notes", ""),
@@ -241,16 +194,12 @@ def compare_section(store, table: pd.DataFrame) -> None:
         return
     with state.guard(t("Comparing runs", "比较运行")):
         ta, tb = store.load(a), store.load(b)
-        try:
-            from hooklab.studies.compare import compare_runs
-        except ImportError:  # older hooklab: per-layer output-gradient norms only
-            compare_runs = None
-        if compare_runs is not None:
-            full = compare_runs(ta, tb).table
-            quantities = [q for q in ("grad_output", "param_grad", "input_grad")
-                          if q in set(full["quantity"])]
-        else:
-            full, quantities = None, ["grad_output"]
+        full = compare_runs(ta, tb).table
+        quantities = [q for q in ("grad_output", "param_grad", "input_grad")
+                      if q in set(full["quantity"])]
+    no_edit = t("no edit", "无修改")
+    st.markdown(f"**A** {a}: `{run_flow.edit_text(ta.meta) or no_edit}` · "
+                f"**B** {b}: `{run_flow.edit_text(tb.meta) or no_edit}`")
     if not quantities:
         st.info(t("Neither run recorded gradients.", "两个运行都没有记录梯度。"))
         return
@@ -259,8 +208,7 @@ def compare_section(store, table: pd.DataFrame) -> None:
              "input_grad": t("input gradient", "输入梯度")}
     quantity = st.radio(t("Quantity", "量"), quantities, horizontal=True, key="runs_cmp_q",
                         format_func=names.get)
-    norms = (charts.from_norm_table(full, quantity) if full is not None
-             else charts.layer_norms(ta.events, tb.events))
+    norms = charts.from_norm_table(full, quantity)
     st.plotly_chart(charts.norm_comparison(
         norms, names=(f"A {a}", f"B {b}"), y_title=t("gradient norm", "梯度范数"),
         ratio_title="B / A"), width="stretch", key="runs_cmp_chart")

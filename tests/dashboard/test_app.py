@@ -12,17 +12,18 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "dashboard" / "app.py"
+PAGES_PY = ROOT / "dashboard" / "pages.py"  # the one page table
 MATERIAL = re.compile(r":material/([a-z0-9_]+):")
 
 
 def _assigned(name: str):
-    """The literal value assigned to ``name`` at the top level of dashboard/app.py."""
-    tree = ast.parse(APP.read_text(encoding="utf-8"))
+    """The literal value assigned to ``name`` at the top level of dashboard/pages.py."""
+    tree = ast.parse(PAGES_PY.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == name
                                                 for t in node.targets):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} is not assigned in {APP}")
+    raise AssertionError(f"{name} is not assigned in {PAGES_PY}")
 
 
 def _page_icon() -> str:

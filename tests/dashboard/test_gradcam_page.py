@@ -109,7 +109,7 @@ def test_default_view_draws_the_seed_panels(store):
 
 
 def _default_model(at: AppTest):
-    from dashboard import widgets
+    from dashboard.components import pickers as widgets
 
     weights = at.radio(key="gradcam_weights").value
     return widgets.load_model({"name": "simple_cnn", "weights": weights}).model
@@ -128,7 +128,7 @@ def test_panels_show_the_cam_hooklab_computes(store):
     at = _app()
     _ok(at)
     _, heat, _ = _panels(at)
-    from dashboard import widgets
+    from dashboard.components import pickers as widgets
     from hooklab.data import datasets as datalib
 
     weights = at.radio(key="gradcam_weights").value
@@ -229,7 +229,7 @@ def test_bad_upload_is_one_error_and_page_keeps_working(store):
 
 def test_upload_handler_with_bad_bytes_shows_one_error(store):
     def script():
-        from dashboard.views.gradcam import handle_upload
+        from dashboard.components.cam import handle_upload
         from hooklab.models.zoo import model_info
 
         handle_upload(b"\x89PNG\r\n\x1a\nbroken", "x.png", model_info("simple_cnn"))
@@ -306,7 +306,7 @@ def test_english_titles_name_the_classes(store):
 
 
 def test_chinese_labels_and_class_names(store):
-    from dashboard.views.gradcam import SHAPES_ZH
+    from hooklab.cam.inputs import SHAPES_ZH
     from hooklab.data import datasets as datalib
 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
@@ -411,7 +411,6 @@ def _pick_seed_recipe(lang: str = "en") -> AppTest:
 
 def test_seed_recipe_model_on_cifar10_test_image_102(seed_cifar, tmp_path):
     from hooklab.data import datasets as datalib
-    from hooklab.models.zoo import get_model
 
     at = _pick_seed_recipe()
     _ok(at)

@@ -1,4 +1,6 @@
-"""Shared dashboard controls: model, input, layer, hook-kind and edit pickers; run save/open.
+"""Shared dashboard controls: model, input, layer, hook-kind and edit pickers.
+
+(Open / save / share a run: :mod:`dashboard.components.run_flow`.)
 
 Pages import these so every page offers the same choices. Signatures are stable:
 
@@ -15,8 +17,6 @@ Pages import these so every page offers the same choices. Signatures are stable:
 * :func:`edit_picker` ``(key, default="", label=None, placeholder=None) -> str`` — edit
   lines ``LAYER=EDIT``; parse with :func:`hooklab.studies.compare.normalise_config` inside
   ``state.guard()``.
-* :func:`run_from_query` ``() -> tuple[str, Trace] | None`` — the run named by ``?run=<id>``.
-* :func:`save_run` ``(trace, key, default_tags=()) -> str | None`` — notes/tags + "Save run".
 
 Every label goes through :func:`dashboard.i18n.t`. Errors raised while loading are hooklab
 errors; call the pickers inside ``state.guard()`` where a bad upload must become one st.error.
@@ -25,7 +25,6 @@ errors; call the pickers inside ``state.guard()`` where a bad upload must become
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import tempfile
@@ -88,11 +87,6 @@ class ModelChoice:
     @property
     def label(self) -> str:
         return f"{self.name} ({self.weights})"
-
-
-def trained_available() -> bool:
-    """True when :mod:`hooklab.studies.train` exists (the SimpleCNN trained on shapes)."""
-    return importlib.util.find_spec("hooklab.studies.train") is not None
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -167,8 +161,8 @@ def _cifar_names() -> tuple[str, ...]:
 
 
 def default_weights(name: str) -> str:
-    """``"shapes"`` for the SimpleCNN when hooklab.studies.train exists, else ``"random"``."""
-    return "shapes" if name == "simple_cnn" and trained_available() else "random"
+    """``"shapes"`` (trained on the shapes set) for the SimpleCNN, else ``"random"``."""
+    return "shapes" if name == "simple_cnn" else "random"
 
 
 def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
@@ -186,8 +180,6 @@ def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
     weights = str(spec.get("weights") or "auto")
     if weights == "auto":
         weights = default_weights(name)
-    if weights == "shapes" and not trained_available():
-        weights = "random"
     model = (_seed_recipe_model(name, progress) if weights == SEED_RECIPE
              else _cached_model(name, weights, blob))
     info = getattr(model, "hooklab_info", None)
@@ -217,9 +209,8 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
               "shapes": t("trained on shapes", "在 shapes 上训练"),
               "upload": t("upload weights", "上传权重"),
               SEED_RECIPE: t("seed recipe (CIFAR-10)", "课程配方（CIFAR-10）")}
-    options = [w for w in WEIGHT_SOURCES if w != "shapes" or (name == "simple_cnn"
-                                                             and trained_available())]
-    if seed_recipe and name == "simple_cnn" and trained_available() and cifar_available():
+    options = [w for w in WEIGHT_SOURCES if w != "shapes" or name == "simple_cnn"]
+    if seed_recipe and name == "simple_cnn" and cifar_available():
         options.insert(options.index("upload"), SEED_RECIPE)
     w0 = str(default.get("weights", "auto")).split(":")[0]
     src = st.radio(t("Weights", "权重"), options, index=options.index(w0) if w0 in options
@@ -473,51 +464,3 @@ def edit_picker(key: str, default: str = "", label: str | None = None,
                         t("e.g. conv2=scale(0.5) — empty: no edit",
                           "例如 conv2=scale(0.5) —— 留空：不修改"),
                         help=EDIT_HELP, key=f"{key}_edits")
-
-
-# ----------------------------------------------------------------------------------------------
-# Runs: open from ?run=<id>, save with notes and tags
-# ----------------------------------------------------------------------------------------------
-def run_from_query():
-    """The stored run named by ``?run=<id>`` as ``(run_id, trace)``, or ``None``.
-
-    An unknown or corrupt run becomes one ``st.error`` and ``None`` (the live page follows).
-    """
-    run_id = st.query_params.get("run")
-    if not run_id:
-        return None
-    try:
-        trace = state.store().load(str(run_id))
-    except (HooklabError, OSError, ValueError) as exc:
-        log.info("cannot open run %s: %s", run_id, exc)
-        st.error(f"{t('Opening run', '打开运行记录')} {run_id}: {exc}")
-        return None
-    return str(run_id), trace
-
-
-def leave_run_button(key: str) -> None:
-    """A button that drops ``?run=`` and goes back to the live page."""
-    if st.button(t("Back to live view", "返回实时视图"), key=f"{key}_leave"):
-        st.query_params.clear()
-        st.rerun()
-
-
-def save_run(trace, key: str, default_tags: tuple[str, ...] | list[str] = ()) -> str | None:
-    """Notes, tags and a "Save run" button; saves ``trace`` with the sidebar's author.
-
-    Returns the new run id after a save (also shown with its share link), else ``None``.
-    """
-    with st.expander(t("Save run", "保存运行"), expanded=False):
-        notes = st.text_area(t("Notes", "备注"), key=f"{key}_notes", height=68)
-        tags = st.text_input(t("Tags (comma separated)", "标签（逗号分隔）"),
-                             value=", ".join(default_tags), key=f"{key}_tags")
-    if st.button(t("Save run", "保存运行"), key=f"{key}_save"):
-        with state.guard(t("Saving", "保存")):
-            run_id = state.store().save(trace, author=state.author(), notes=notes, tags=tags)
-        st.session_state[f"{key}_saved"] = run_id
-    run_id = st.session_state.get(f"{key}_saved")
-    if run_id:
-        page = trace.meta.get("page", "")
-        st.success(f"{t('Saved as run', '已保存为运行')} {run_id}")
-        st.code(f"/{page}?run={run_id}", language=None)
-    return run_id

@@ -1,0 +1,7 @@
+"""Shared dashboard controls used by every page.
+
+* :mod:`dashboard.components.run_flow` — open a run from ``?run=``, its banner, the one "leave
+  run" button, save with author/notes/tags, the share link (from :mod:`dashboard.pages`).
+* :mod:`dashboard.components.pickers` — model / input / layer / hook-kind / edit pickers (the one input
+  pipeline: shapes sample, CIFAR-10 sample, upload, random).
+"""
