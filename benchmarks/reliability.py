@@ -207,7 +207,7 @@ def check_threads(work: Path, threads: int, reps: int) -> dict:
     ref = {}
     for i, x in enumerate(inputs):  # reference gradients: plain autograd, one thread
         act = {}
-        h = model.conv2.register_forward_hook(lambda m, a, o: act.setdefault("o", o))
+        h = model.conv2.register_forward_hook(lambda m, a, o, act=act: act.setdefault("o", o))
         try:
             loss = model(x)[:, i % 10].sum()
         finally:

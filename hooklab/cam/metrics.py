@@ -50,6 +50,7 @@ from torch import nn
 
 from hooklab.cam.methods import minmax
 from hooklab.core.errors import HooklabError
+from hooklab.core.modes import eval_mode
 
 __all__ = ["MetricError", "confidence", "average_drop_increase", "deletion_insertion",
            "DeletionInsertion", "pointing_game", "max_in_mask", "random_maps", "evaluate",
@@ -79,19 +80,14 @@ def _check(x: torch.Tensor, maps: torch.Tensor, targets: Any) -> torch.Tensor:
 def confidence(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
                batch_size: int = 512) -> torch.Tensor:
     """Softmax probability of each image's target class, in eval mode (restored), batched."""
-    modes = [(m, m.training) for m in model.modules()]
     out = []
-    try:
-        model.eval()
+    with eval_mode(model):
         for s in range(0, x.shape[0], batch_size):
             logits = model(x[s:s + batch_size])
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
             out.append(torch.softmax(logits.float(), dim=1)
                        .gather(1, targets[s:s + batch_size, None].to(logits.device))[:, 0])
-    finally:
-        for m, mode in modes:
-            m.training = mode
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -281,7 +277,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
             else [float(t) for t in tolerance])
     rows = {"cam": maps}
     if random_baseline:
-        rows["random"] = random_maps(maps.shape[0], tuple(maps.shape[-2:]),
+        rows["random"] = random_maps(maps.shape[0], (maps.shape[-2], maps.shape[-1]),
                                      seed=seed).to(maps.device)
     out: dict[str, dict[str, float]] = {}
     for name, m in rows.items():
@@ -327,7 +323,7 @@ def compare_methods(model: nn.Module, x: torch.Tensor, masks: torch.Tensor | Non
                        steps=steps, tolerance=tolerance, seed=seed, batch_size=batch_size)["cam"]
         rows.append({"method": name, **row, "seconds": secs})
     if targets is not None:
-        rnd = random_maps(xs.shape[0], tuple(x.shape[-2:]), seed=seed).to(x.device)
+        rnd = random_maps(xs.shape[0], (x.shape[-2], x.shape[-1]), seed=seed).to(x.device)
         row = evaluate(model, xs, rnd, targets, ms, random_baseline=False, steps=steps,
                        tolerance=tolerance, seed=seed, batch_size=batch_size)["cam"]
         rows.append({"method": "random", **row, "seconds": float("nan")})

@@ -275,8 +275,7 @@ def stats_table(tensor: Any) -> pd.DataFrame:
     from hooklab.core.trace import tensor_stats
 
     t = tensor if isinstance(tensor, torch.Tensor) else torch.as_tensor(to_f32(tensor))
-    s = tensor_stats(t)
-    s = {"shape": "×".join(map(str, t.shape)) or "scalar", **s}
+    s: dict[str, Any] = {"shape": "×".join(map(str, t.shape)) or "scalar", **tensor_stats(t)}
     return pd.DataFrame({"statistic": list(s), "value": [str(v) if isinstance(v, str) else
                                                           f"{v:.6g}" for v in s.values()]})
 

@@ -73,7 +73,7 @@ def _input(args: argparse.Namespace, model):
     info = getattr(model, "hooklab_info", None)
     shape = tuple(info.input_shape) if info is not None else models.input_shape(model)
     if args.image:
-        img = images.load_image(Path(args.image), size=shape[1:], normalise=info or "seed",
+        img = images.load_image(Path(args.image), size=(shape[1], shape[2]), normalise=info or "seed",
                                 channels=shape[0])
         return img.tensor, img.display.astype(np.float32) / 255.0, f"image {args.image}"
     if shape != (3, 32, 32):

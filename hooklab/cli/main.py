@@ -174,8 +174,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     import torch
 
     import hooklab
-    from hooklab.models import zoo as models
     from hooklab.core.edits import EditSpec
+    from hooklab.models import zoo as models
 
     if args.batch < 1 or args.max_bytes < 0:
         raise HooklabError("--batch must be >= 1 and --max-bytes >= 0")
@@ -214,7 +214,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         if rid:
             _out(rid)
         return 0
-    where = f"saved run {rid} in {store.root}" if rid else "not saved (--no-save)"
+    where = (f"saved run {rid} in {store.root}" if store is not None and rid
+             else "not saved (--no-save)")
     _out(f"{where}\n{args.model}, input {meta['input']}, {len(trace)} events, "
          f"{trace.stored_bytes / 2**20:.2f} MiB of tensors"
          + (" (budget reached: statistics only beyond it)" if trace.truncated else ""))
@@ -481,5 +482,5 @@ def _os_message(exc: OSError) -> str:
     return f"{exc.filename}: {what}" if exc.filename else what
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__

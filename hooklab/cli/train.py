@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, cast
 
 TRAIN_EPILOG = """\
 examples:
@@ -143,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  step {step}/{total}  loss {m.get('loss', float('nan')):.4f}  "
                   f"batch accuracy {m.get('accuracy', float('nan')):.3f}", file=sys.stderr)
 
-    trace, model = train.train_run(config, progress, return_model=True)
+    # return_model=True: train_run returns (trace, model); it has no overloads saying so
+    trace, model = cast("tuple[Any, Any]", train.train_run(config, progress, return_model=True))
     if args.save_weights:
         weights.save_safetensors(model, args.save_weights)
     rid = store.save(trace, author=args.author, notes=args.notes, tags=args.tags) if store else None
@@ -157,5 +159,6 @@ def cmd_train(args: argparse.Namespace) -> int:
          + (" (the seed's recipe)" if config.recipe == "seed" else "")
          + (f" under {', '.join(args.edit)}" if args.edit else "")
          + (f": test accuracy {acc:.3f}" if isinstance(acc, float) else ""))
-    _out(f"saved run {rid} in {store.root}" if rid else "not saved (--no-save)")
+    _out(f"saved run {rid} in {store.root}" if store is not None and rid
+         else "not saved (--no-save)")
     return 0

@@ -190,6 +190,8 @@ def _fit(img: Image.Image, size: tuple[int, int], fit: str,
 def _norm(normalise: Any, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     if normalise is None or normalise is False:
         return None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     if isinstance(normalise, str):
         if normalise.lower() not in NORMALISATIONS:
             raise ImageError(f"unknown normalisation {normalise!r}; use one of "

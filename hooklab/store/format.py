@@ -268,6 +268,13 @@ def write_events(path: Path, events: pd.DataFrame, durable: bool) -> dict[str, A
     return {"sha256": _write_pipelined(path, b"", [buf], durable), "bytes": buf.nbytes}
 
 
+def _byte_view(t: torch.Tensor) -> memoryview:
+    """The bytes of contiguous CPU tensor ``t`` as a writable memoryview, without a copy."""
+    # numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12; the buffer protocol
+    # itself is there on 3.11 too.
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+
+
 def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached, CPU, contiguous, dense tensors (copies only where needed)."""
     out: dict[str, torch.Tensor] = {}
@@ -310,7 +317,7 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], durable: bool
                        "data_offsets": [offset, offset + n]}
         offset += n
         if n:
-            views.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            views.append(_byte_view(t))
     hb = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     hb += b" " * (-len(hb) % 8)
     head = struct.pack("<Q", len(hb)) + hb
@@ -403,6 +410,8 @@ def read_tensor_header(path: Path, where: str) -> tuple[int, dict[str, _Entry]]:
             if key == "__metadata__":
                 continue
             dtype = _ST_TYPES[v["dtype"]]
+            if dtype is None:  # a safetensors dtype this torch build lacks
+                raise ValueError(f"dtype {v['dtype']} of {key!r} is not in this torch")
             shape = tuple(int(d) for d in v["shape"])
             begin, end = (int(o) for o in v["data_offsets"])
             numel = 1
@@ -468,7 +477,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         dtype, shape, begin, end = self._entries[key]  # KeyError for an unknown key
         t = torch.empty(shape, dtype=dtype)
         if end > begin:
-            buf = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+            buf = _byte_view(t)
             try:
                 with open(self._path, "rb") as f:
                     f.seek(self._data_start + begin)

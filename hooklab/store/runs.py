@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import hashlib
 import logging
@@ -232,7 +233,7 @@ class TraceStore:
         if not isinstance(trace, Trace):
             raise StoreError(f"save() expects a hooklab Trace, got {type(trace).__name__}")
         explicit = run_id is not None
-        if explicit:
+        if run_id is not None:
             fmt.check_run_id(run_id)
             if self.is_taken(run_id):
                 raise StoreError(f"run id {run_id!r} is already used in {self.root}")
@@ -244,7 +245,7 @@ class TraceStore:
         if not isinstance(author, str) or not isinstance(notes, str):
             raise StoreError("author and notes must be strings")
         created = fmt.utc_now()
-        rid = run_id if explicit else fmt.new_run_id(created)
+        rid = run_id if run_id is not None else fmt.new_run_id(created)
         info = {"run_id": rid, "created": fmt.iso(created), "author": author, "notes": notes,
                 "tags": normalise_tags(tags), "versions": _versions()}
         tmp = self.make_temp_dir()
@@ -410,7 +411,8 @@ class TraceStore:
         except OSError as exc:
             raise StoreError(f"cannot restore run {run_id}: {exc}") from exc
 
-    def _trash_entries(self) -> list[os.DirEntry[str]]:
+    # builtins.list: in this class body `list` is the method TraceStore.list
+    def _trash_entries(self) -> builtins.list[os.DirEntry[str]]:
         try:
             return list(os.scandir(self.trash))
         except FileNotFoundError:
@@ -427,7 +429,8 @@ class TraceStore:
             (self.trash / r).stat().st_mtime, fmt._dt.UTC)) for r in df["run_id"]])
         return df.sort_values("deleted", ascending=False, kind="stable").reset_index(drop=True)
 
-    def purge(self, run_id: str | None = None, *, older_than: float | None = None) -> list[str]:
+    def purge(self, run_id: str | None = None, *, older_than: float | None = None
+              ) -> builtins.list[str]:
         """Delete trashed runs for good: one (``run_id``), those deleted more than ``older_than``
         seconds ago, or (neither given) the whole trash. Returns the ids purged."""
         if run_id is not None:

@@ -20,7 +20,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -511,7 +511,10 @@ class ConvReLU(nn.Module):
         return F.relu(self.conv(x))
 
 
-def _fresh(module: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _fresh(module: _M) -> _M:
     """A copy of ``module`` with no hook history.
 
     After ``register_backward_hook`` PyTorch marks a module and refuses full backward hooks on it
@@ -618,8 +621,8 @@ def _multi_op_demos(seed: int) -> list[MultiOpDemo]:
         for kind in ("backward", "full_backward"):
             m = _fresh(module)
 
-            def hook(mod, grad_input, grad_output, _kind=kind):
-                got[_kind] = grad_input[0].detach().clone()
+            def hook(mod, grad_input, grad_output, _kind=kind, _got=got):
+                _got[_kind] = grad_input[0].detach().clone()
 
             register = (m.register_backward_hook if kind == "backward"
                         else m.register_full_backward_hook)
@@ -752,6 +755,7 @@ def tensor_hook_lesson(k: float = 0.5, x0: float = 2.0, lang: str = "en") -> Ten
     finally:
         handle.remove()
     lines.append(f"{says['x_grad']}{x.grad}")
+    assert x.grad is not None  # x is a leaf that requires grad: backward() filled it
     xr = torch.tensor([float(x0)], requires_grad=True)
     (plain,) = torch.autograd.grad((xr ** 2) ** 3, xr)
     return TensorHookLesson(
@@ -838,6 +842,7 @@ def forward_replace_lesson(seed: int = 42) -> ForwardReplaceLesson:
         finally:
             for h in handles:
                 h.remove()
+    assert model.conv.bias is not None  # SimpleModel's conv has a bias
     return ForwardReplaceLesson(
         logits=logits, logits_output_replaced=logits_replaced,
         fc_bias=model.fc.bias.detach().clone(), conv_output=captured[0],

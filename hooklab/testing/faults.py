@@ -36,7 +36,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import field as _field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -61,6 +62,10 @@ class Tripwire(Edit):
 
     nth: int = -1
     name: ClassVar[str] = "tripwire"
+    if TYPE_CHECKING:  # per-instance counters set in __post_init__, deliberately not dataclass
+        # fields at run time (Edit.spec() is asdict(self): they must not appear in it)
+        _calls: list[int] = _field(init=False, repr=False, compare=False)
+        _fired: list[bool] = _field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_calls", [0])
