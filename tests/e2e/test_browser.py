@@ -142,3 +142,29 @@ def test_gradcam_save_find_and_share(server, page, browser, ui):
         raise
     finally:
         ctx.close()
+
+
+def test_hook_basics_share_link_opens_the_run(server, page, browser, ui):
+    """The link shown after "Save run" on Hook basics (the default page, served at /) opens the
+    run: no "Page not found" dialog, the run's banner and its k."""
+    ui.open_page(page, server + "/")
+    main = _main(page)
+    main.get_by_role("button", name="Save run").click()
+    ui.wait_idle(page)
+    saved = main.get_by_text(re.compile(r"Saved as run")).first
+    saved.wait_for(timeout=SLOW_MS)
+    run_id = RUN_ID.search(saved.inner_text()).group(0)
+    code = main.locator("[data-testid='stCode']").filter(has_text=f"?run={run_id}").first
+    code.wait_for(timeout=SLOW_MS)
+    link = code.inner_text().strip()
+    assert link.startswith("http://127.0.0.1:") and link.endswith(f"/?run={run_id}"), link
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        other = ctx.new_page()
+        ui.open_page(other, link)
+        _main(other).get_by_text(re.compile(rf"Run {run_id}")).first.wait_for(timeout=SLOW_MS)
+        assert other.get_by_text("Page not found").count() == 0
+        _main(other).get_by_role("button", name="Back to live view").wait_for(timeout=SLOW_MS)
+        _no_error(other)
+    finally:
+        ctx.close()
