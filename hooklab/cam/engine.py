@@ -23,11 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hooklab.cam.methods import METHODS, CamMethod, method_name, minmax, scorecam_weights
-from hooklab.core.errors import HooklabError, LayerNotFoundError, NonSpatialLayerError
+from hooklab.core.errors import HooklabError, NonSpatialLayerError
+from hooklab.core.layers import LayerItem, LayerSpec, resolve_layers
+from hooklab.core.modes import frozen
+from hooklab.models.zoo import auto_target_layer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ __all__ = ["CamError", "CamResult", "METHODS", "compute", "cam_from_trace", "aut
            "frozen", "resize", "NonSpatialLayerError"]
 
 Target = int | str | Sequence[int] | torch.Tensor | None
-LayerSpec = str | nn.Module | Sequence[str | nn.Module] | None
 
 
 class CamError(HooklabError, ValueError):
@@ -101,29 +102,6 @@ class CamResult:
 
 # -- state handling ----------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter, restored exactly on exit.
-
-    Example:
-        >>> with frozen(model):
-        ...     out = model(x)     # no weight gradients, no graph below a captured leaf
-    """
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        model.eval()
-        yield model
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-        for m, t in modes:
-            m.training = t
-
-
 class _NonSpatial(Exception):
     """Raised inside a hook when a target layer's output is not (N, C, H, W) with H·W > 1."""
 
@@ -159,8 +137,6 @@ def auto_layer(model: nn.Module, x: torch.Tensor) -> str:
     Raises:
         NonSpatialLayerError: no module has a spatial output.
     """
-    from hooklab.models.zoo import auto_target_layer
-
     key = tuple(int(s) for s in x.shape[1:])
     cached = _AUTO_CACHE.get(model, {}).get(key)
     if cached is None:
@@ -169,33 +145,16 @@ def auto_layer(model: nn.Module, x: torch.Tensor) -> str:
     return cached
 
 
-def _layer_name(model: nn.Module, layer: str | nn.Module) -> str:
-    names = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for name, mod in names.items():
-            if mod is layer:
-                if not name:
-                    raise CamError("the CAM layer cannot be the model itself; pass a submodule")
-                return name
-        raise LayerNotFoundError(f"module {type(layer).__name__} is not part of the model")
-    if not isinstance(layer, str):
-        raise CamError(f"a layer is a name or a module, not {type(layer).__name__}")
-    if layer in names and layer:
-        return layer
-    close = difflib.get_close_matches(layer, [n for n in names if n], n=5, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise LayerNotFoundError(f"no layer named {layer!r} in {type(model).__name__}{hint}")
-
-
 def _resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list[str]:
+    """``None``: the auto layer; else :func:`hooklab.core.layers.resolve_layers` (a glob or a
+    type such as ``"Conv2d"`` selects every match, and their maps are fused)."""
     if layer is None:
         return [auto_layer(model, x)]
-    if isinstance(layer, (str, nn.Module)):
-        return [_layer_name(model, layer)]
-    names = [_layer_name(model, item) for item in layer]
-    if not names:
-        raise CamError("empty list of layers")
-    return list(dict.fromkeys(names))
+    if not isinstance(layer, (str, type, nn.Module)):
+        layer = list(layer)
+        if not layer:
+            raise CamError("empty list of layers")
+    return resolve_layers(model, layer)
 
 
 def _suggestion(model: nn.Module, x: torch.Tensor) -> str:
@@ -295,7 +254,7 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
 
 
 def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: LayerSpec = None,
-            target: Target = None, *, layers: Sequence[str | nn.Module] | None = None,
+            target: Target = None, *, layers: Sequence[LayerItem] | None = None,
             size: tuple[int, int] | None = None, fuse: str = "mean",
             batch_size: int = 128) -> CamResult:
     """Class activation maps for a batch.
@@ -305,7 +264,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
         x: images ``(B, C, H, W)`` (a single ``(C, H, W)`` image is accepted).
         method: a key of :data:`METHODS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
             ``"hirescam"``, ``"layercam"``, ``"scorecam"``, ``"eigencam"``).
-        layer: target layer name or module; ``None`` picks :func:`auto_layer`; a list fuses.
+        layer: a :data:`hooklab.core.layers.LayerSpec` like :func:`hooklab.record`'s: a
+            name, glob, type (``"Conv2d"``) or module; ``None`` picks :func:`auto_layer`;
+            several layers (a list, a glob or a type matching several) are fused.
             A module called several times in one forward (a shared pool) gives its last call.
         target: ``None`` (each image's predicted class), a class index for all images, one
             index per image, or ``"topk:K"`` (K maps per image, best class first).
@@ -363,7 +324,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
                 selected = logits.gather(1, tj[:, None]).sum()
                 grads = torch.autograd.grad(selected, [acts[n] for n in names],
                                             retain_graph=j < k - 1, allow_unused=True)
-                for n, g in zip(names, grads):
+                for n, g in zip(names, grads, strict=True):
                     a = acts[n].detach().float()
                     if g is None:
                         log.warning("the target score does not depend on layer %s", n)

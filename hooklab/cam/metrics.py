@@ -39,15 +39,18 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hooklab.cam import engine as cam
 from hooklab.cam.methods import minmax
 from hooklab.core.errors import HooklabError
 from hooklab.core.modes import eval_mode
@@ -304,12 +307,6 @@ def compare_methods(model: nn.Module, x: torch.Tensor, masks: torch.Tensor | Non
     ``insertion_auc``, ``seconds`` (time to compute the maps); with several tolerances, also
     ``pointing@{t}px``.
     """
-    import time
-
-    import pandas as pd
-
-    from hooklab.cam import engine as cam
-
     names = list(methods) if methods is not None else list(cam.METHODS)
     rows = []
     targets = None

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hooklab.core.errors import HooklabError, NonSpatialLayerError
+from hooklab.core.modes import eval_mode
 from hooklab.data.datasets import CIFAR10_CLASSES, IMAGE_SIZE, SEED_MEAN, SEED_STD, SHAPE_CLASSES
 from hooklab.models import defaults
 from hooklab.models import weights as weights_mod
@@ -351,13 +352,11 @@ def _dry_run(model: nn.Module, shape: tuple[int, ...] | None) -> tuple[dict[str,
 
     names = [n for n, _ in model.named_modules() if n]
     handles = []
-    modes = [(m, m.training) for m in model.modules()]
     try:
         for name, m in model.named_modules():
             if name:
                 handles.append(m.register_forward_hook(make_hook(name)))
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x)
     except Exception as exc:
         raise HooklabError(f"a dry forward of {type(model).__name__} with input {tuple(x.shape)} "
@@ -365,8 +364,6 @@ def _dry_run(model: nn.Module, shape: tuple[int, ...] | None) -> tuple[dict[str,
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes:
-            m.training = mode
     return rec, names
 
 

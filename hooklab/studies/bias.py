@@ -38,11 +38,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from hooklab.cam import engine as cam
 from hooklab.cam.metrics import max_in_mask
+from hooklab.core.modes import eval_mode
+from hooklab.data import datasets
+from hooklab.data.datasets import SHAPE_CLASSES
+from hooklab.studies import train
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +90,6 @@ class BiasResult:
 
     def table(self) -> Any:
         """A pandas DataFrame, one row per arm."""
-        import pandas as pd
-
         return pd.DataFrame([{"arm": k, **{f: v for f, v in asdict(a).items() if f != "name"}}
                              for k, a in self.arms.items()])
 
@@ -108,14 +111,9 @@ def location_fractions(maps: torch.Tensor, object_masks: torch.Tensor, cue_masks
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    with eval_mode(model):
         return torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x),
                                                                                batch_size)])
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def evaluate_arm(name: str, model: nn.Module, test: Any, *, cue_prob: float = float("nan"),
@@ -148,9 +146,6 @@ def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, **config: Any
     ``1 / classes`` whatever is passed). ``seed`` sets both the training and the data seed.
     Other keyword arguments are :class:`hooklab.studies.train.TrainConfig` fields.
     """
-    from hooklab.data.datasets import SHAPE_CLASSES
-    from hooklab.studies import train
-
     data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
     if data is None:
         raise ValueError(f"arm must be 'biased' or 'rebalanced', not {arm!r}")
@@ -164,8 +159,6 @@ def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
     """A SimpleCNN for one arm: :func:`arm_config` given to :func:`hooklab.studies.train.trained_model`
     (the shipped default weights for the default arms, else trained and cached).
     """
-    from hooklab.studies import train
-
     return train.trained_model(arm_config(arm, cue_prob, seed=seed, **config), progress)
 
 
@@ -186,10 +179,8 @@ def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
         train_fn: ``(arm, cue_prob) -> trained model`` (default :func:`train_arm`).
         progress: passed to the training loop.
     """
-    from hooklab.data.datasets import SHAPE_CLASSES, make_biased_shapes
-
     fit = train_fn or (lambda arm, p: train_arm(arm, p, seed=seed, progress=progress))
-    test = make_biased_shapes(n_test, seed=seed, split="test")
+    test = datasets.make_biased_shapes(n_test, seed=seed, split="test")
     arms = {}
     layer_name = ""
     for name, p in (("biased", biased_cue_prob), ("rebalanced", 1.0 / len(SHAPE_CLASSES))):

@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -70,7 +69,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hooklab.core.edits import EditSpec, normalise_edits
-from hooklab.core.errors import HooklabError
+from hooklab.core.errors import HooklabError, LayerNotFoundError
+from hooklab.core.layers import resolve_layer
+from hooklab.core.modes import eval_mode
 from hooklab.core.trace import Trace
 from hooklab.data import datasets as data_mod
 from hooklab.data.datasets import SEED_MEAN, SEED_STD
@@ -297,17 +298,13 @@ def _penalty_module(model: nn.Module, config: TrainConfig) -> nn.Module | None:
     """The module whose output the activation penalty acts on (None when the penalty is off)."""
     if not config.act_penalty:
         return None
-    modules = dict(model.named_modules())
     name = config.act_layer
     if name is None:
-        from hooklab.models.zoo import auto_target_layer
-
-        name = auto_target_layer(model, (3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE))
-    if name not in modules or not name:
-        close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise TrainingError(f"act_layer {name!r} is not a layer of {config.model}{hint}")
-    return modules[name]
+        name = zoo.auto_target_layer(model, (3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE))
+    try:
+        return model.get_submodule(resolve_layer(model, name))
+    except LayerNotFoundError as exc:
+        raise TrainingError(f"act_layer {name!r} is not a layer of {config.model}: {exc}") from exc
 
 
 def _param_layers(model: nn.Module) -> list[str]:
@@ -320,17 +317,12 @@ def evaluate(model: nn.Module, data: Any, batch_size: int = 500, limit: int | No
              ) -> float:
     """Accuracy of ``model`` on ``data`` (a shapes or CIFAR-10 split; its first ``limit``
     images when given; eval mode for the call, then restored)."""
-    modes = [(m, m.training) for m in model.modules()]
     n = len(data) if limit is None else min(limit, len(data))
-    try:
-        model.eval()
-        correct = 0
+    correct = 0
+    with eval_mode(model):
         for i in range(0, n, batch_size):
             x, y = _batch(data, torch.arange(i, min(i + batch_size, n)))
             correct += int((model(x).argmax(1) == y).sum())
-    finally:
-        for m, mode in modes:
-            m.training = mode
     return correct / max(1, n)
 
 

@@ -341,3 +341,28 @@ def test_a_strided_input_gives_the_same_maps_as_a_contiguous_one(method: str) ->
     want = cam.compute(model, strided.contiguous(), method)
     torch.testing.assert_close(got.maps, want.maps, rtol=0, atol=0)
     assert total_hooks(model) == 0
+
+
+def test_layer_accepts_what_record_accepts(model, images, no_leak):
+    """One LayerSpec: a type name, a type, a glob or a module select the same layers as in
+    hooklab.record (issue 11: record(model, "Conv2d") worked, cam.compute(layer="Conv2d")
+    raised)."""
+    convs = ["conv1", "conv2", "conv3"]
+    with no_leak(model):
+        with hooklab.record(model, "Conv2d") as rec:
+            pass
+        assert rec.layers == convs
+        by_name = cam.compute(model, images, "gradcam", layer=convs)
+        for spec in ("Conv2d", nn.Conv2d, "conv?", ["conv3", "Conv2d"]):
+            res = cam.compute(model, images, "gradcam", layer=spec)
+            assert res.layers == tuple(convs), spec
+            torch.testing.assert_close(res.maps, by_name.maps)
+        one = cam.compute(model, images, "gradcam", layer=model.conv3)
+        assert one.layers == ("conv3",)
+        torch.testing.assert_close(one.maps, cam.compute(model, images, layer="conv3").maps)
+        with pytest.raises(LayerNotFoundError, match="did you mean conv2"):
+            cam.compute(model, images, layer="cnv2")
+        with pytest.raises(LayerNotFoundError, match="model itself"):
+            cam.compute(model, images, layer=model)
+        with pytest.raises(cam.CamError, match="empty"):
+            cam.compute(model, images, layer=[])
