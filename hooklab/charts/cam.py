@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 
 from hooklab.charts.common import grid
 
@@ -114,8 +115,6 @@ def _stride(a: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, int]:
 
 def overlay_png(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, scale: int = 1) -> bytes:
     """The overlay as PNG file bytes; ``scale`` enlarges small images by pixel repetition."""
-    from PIL import Image
-
     rgb = to_uint8(overlay(image, cam, alpha))
     if scale > 1:
         rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)

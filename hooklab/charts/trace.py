@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from hooklab.charts.common import (
     KIND_COLORS,
@@ -37,6 +38,7 @@ from hooklab.charts.common import (
     robust_signed_range,
     to_f32,
 )
+from hooklab.core.trace import tensor_stats
 
 #: Marker symbol per event role in the timeline.
 ROLE_SYMBOLS: dict[str, str] = {
@@ -270,10 +272,6 @@ def histogram(tensor: Any, title: str = "", bins: int = 60, color: str = "#2980b
 
 def stats_table(tensor: Any) -> pd.DataFrame:
     """Statistics of a tensor as a two-column table (statistic, value)."""
-    import torch
-
-    from hooklab.core.trace import tensor_stats
-
     t = tensor if isinstance(tensor, torch.Tensor) else torch.as_tensor(to_f32(tensor))
     s: dict[str, Any] = {"shape": "×".join(map(str, t.shape)) or "scalar", **tensor_stats(t)}
     return pd.DataFrame({"statistic": list(s), "value": [str(v) if isinstance(v, str) else

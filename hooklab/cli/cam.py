@@ -5,6 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from hooklab.cam import engine as cam
+from hooklab.cam.engine import METHODS
+from hooklab.cam.methods import method_name
+from hooklab.cli.common import DEVICE_HELP, PathArg, check_output_file, resolve_device
+from hooklab.cli.common import common_options as _common
+from hooklab.cli.common import out as _out
+from hooklab.core.errors import HooklabError
+from hooklab.data import datasets as data
+from hooklab.data import images
+from hooklab.models import zoo as models
+
 CAM_EPILOG = """\
 examples:
   # the seed's Grad-CAM: trained SimpleCNN, conv3, shapes test image 102, overlay PNG
@@ -17,10 +30,6 @@ examples:
 
 
 def add_cam_parser(sub: argparse._SubParsersAction) -> None:
-    from hooklab.cam.engine import METHODS
-    from hooklab.cli.common import DEVICE_HELP, PathArg
-    from hooklab.cli.common import common_options as _common
-
     p = sub.add_parser(
         "cam", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="class activation maps (Grad-CAM and family) for one image",
@@ -53,8 +62,6 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    from hooklab.models import zoo as models
-
     weights = args.weights
     if weights is None:
         weights = "shapes" if args.model == "simple_cnn" else None
@@ -64,12 +71,6 @@ def _load_model(args: argparse.Namespace):
 
 
 def _input(args: argparse.Namespace, model):
-    import numpy as np
-
-    from hooklab.data import datasets as data
-    from hooklab.data import images
-    from hooklab.models import zoo as models
-
     info = getattr(model, "hooklab_info", None)
     shape = tuple(info.input_shape) if info is not None else models.input_shape(model)
     if args.image:
@@ -83,15 +84,11 @@ def _input(args: argparse.Namespace, model):
 
 
 def raise_input_error(model: str, shape: tuple[int, ...]) -> None:
-    from hooklab.core.errors import HooklabError
-
     raise HooklabError(f"{model} expects {shape} inputs; the shapes samples are 32x32: pass "
                        "--image FILE")
 
 
 def _canonical(method: str) -> str:
-    from hooklab.cam.methods import method_name
-
     try:
         return method_name(method)
     except KeyError:  # cam.compute reports it, with the known names
@@ -101,8 +98,6 @@ def _canonical(method: str) -> str:
 def output_paths(args: argparse.Namespace) -> tuple[dict[str, Path], Path | None]:
     """The files ``cam`` will write: one overlay per method (``name-METHOD.png`` when several)
     and the maps (``np.save`` adds ``.npy``), each checked before any work."""
-    from hooklab.cli.common import check_output_file
-
     pngs: dict[str, Path] = {}
     if args.out:
         for method in args.method:
@@ -118,12 +113,8 @@ def output_paths(args: argparse.Namespace) -> tuple[dict[str, Path], Path | None
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from hooklab.cam import engine as cam
+    # lazy: charts pulls in plotly, which only this command needs
     from hooklab.charts.cam import overlay_png
-    from hooklab.cli.common import out as _out
-    from hooklab.cli.common import resolve_device
 
     pngs, npy = output_paths(args)
     device = resolve_device(args.device)
@@ -135,7 +126,6 @@ def cmd_cam(args: argparse.Namespace) -> int:
         try:
             target = int(target)
         except ValueError:
-            from hooklab.core.errors import HooklabError
             raise HooklabError(f"--target is a class index or topk:K, not {target!r}") from None
     info = getattr(model, "hooklab_info", None)
     names = list(getattr(info, "class_names", ()) or ())

@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hooklab.core.errors import HooklabError, StoreError
+from hooklab.store.runs import TraceStore, default_root
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -32,8 +35,6 @@ def open_store(args: argparse.Namespace, write: bool = False):
         PathArgError: the root is a file, or cannot be created.
         StoreError: ``write`` and the store does not accept new files.
     """
-    from hooklab.store.runs import TraceStore, default_root
-
     root = getattr(args, "store", None)
     if root is None:
         root = default_root()
@@ -56,10 +57,6 @@ DEVICE_HELP = ("where the model runs: cpu, cuda, cuda:N, mps or auto (a GPU when
 
 def resolve_device(name: str | None):
     """A ``torch.device`` for ``--device``; a one-line :class:`HooklabError` when it is unusable."""
-    import torch
-
-    from hooklab.core.errors import HooklabError
-
     name = (name or "cpu").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():

@@ -21,11 +21,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
+import torch
 
+import hooklab
 from hooklab.cli.cam import add_cam_parser
 from hooklab.cli.common import DEVICE_HELP, PathArg, common_options, open_store, out, resolve_device
 from hooklab.cli.train import add_train_parser
-from hooklab.core.errors import HooklabError
+from hooklab.core.edits import TARGETS, EditSpec
+from hooklab.core.errors import EditError, HookKindError, HooklabError
+from hooklab.core.hooks import HOOK_KINDS
+from hooklab.models import zoo as models
+from hooklab.recording.recorder import DEFAULT_MAX_BYTES
+from hooklab.store.runs import summarise_edits
 
 EXIT_ERROR = 2
 
@@ -99,8 +106,6 @@ def _summary(events: pd.DataFrame) -> pd.DataFrame:
 
 # -- record --------------------------------------------------------------------------------------
 def add_record_parser(sub: argparse._SubParsersAction) -> None:
-    from hooklab.models import zoo as models
-
     names = ", ".join(getattr(models, "MODEL_NAMES", ("simple_model", "simple_cnn")))
     p = sub.add_parser(
         "record", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,21 +118,21 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"zoo model: {names} (default: %(default)s)")
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="names, globs ('layer4.*') or types ('Conv2d'); default: every leaf")
-    p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT",
-                   help="edit to apply, e.g. 'conv2=scale(0.5)'; repeatable")
-    p.add_argument("--edit-target", choices=("grad", "activation", "param_grad"), default="grad",
+    p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT[@TARGET]",
+                   help="edit to apply, e.g. 'conv2=scale(0.5)' or "
+                        "'conv2=zero()@activation'; repeatable")
+    p.add_argument("--edit-target", choices=TARGETS, default="grad",
                    help="what the edits change: the layer's output gradient (default), its "
                         "output activation, or its parameters' gradients")
     p.add_argument("--hook", action="append", default=[], metavar="LAYER=KIND[,KIND]",
-                   help="attach exploration hooks by kind (forward_pre, forward, "
-                        "full_backward_pre, full_backward, backward, tensor, "
-                        "post_accumulate_grad); repeatable")
+                   help=f"attach exploration hooks by kind ({', '.join(HOOK_KINDS)}); "
+                        "repeatable")
     p.add_argument("--param-grads", action="store_true", help="also record parameter gradients")
     p.add_argument("--input-grads", action="store_true",
                    help="also record gradients w.r.t. each layer's inputs")
     p.add_argument("--stats-only", action="store_true",
                    help="keep statistics only, no tensors (fastest, smallest)")
-    p.add_argument("--max-bytes", type=int, default=256 * 2**20, metavar="N",
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
                    help="tensor byte budget; beyond it only statistics (default: 256 MiB)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default: 1)")
     p.add_argument("--seed", type=int, default=0, metavar="N",
@@ -148,8 +153,6 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _parse_hooks(items: Sequence[str]) -> dict[str, list[str]]:
-    from hooklab.core.errors import HookKindError
-
     hooks: dict[str, list[str]] = {}
     for item in items:
         layer, sep, kinds = item.partition("=")
@@ -166,17 +169,10 @@ def _parse_target(text: str | None) -> Any:
     try:
         return int(text)
     except ValueError:
-        from hooklab.core.errors import EditError
         raise EditError(f"--target is a class index or 'sum', got {text!r}") from None
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    import torch
-
-    import hooklab
-    from hooklab.core.edits import EditSpec
-    from hooklab.models import zoo as models
-
     if args.batch < 1 or args.max_bytes < 0:
         raise HooklabError("--batch must be >= 1 and --max-bytes >= 0")
     specs = [EditSpec.parse(e, target=args.edit_target) for e in args.edit]
@@ -320,7 +316,6 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     lines = [f"run       {m['run_id']}", f"created   {m['created']}", f"author    {m['author']}",
              f"tags      {', '.join(m['tags'])}", f"notes     {m['notes']}",
              f"model     {meta.get('model', '')}", f"input     {meta.get('input', '')}"]
-    from hooklab.store.runs import summarise_edits
     lines.append(f"edits     {summarise_edits(meta.get('edits')) or '(none)'}")
     lines.append(f"layers    {', '.join(map(str, meta.get('layers', [])))}")
     lines.append(f"events    {m['n_events']}, tensors {m['n_tensors']}, "

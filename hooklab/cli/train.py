@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any, cast
+
+from hooklab.cli.common import PathArg
+from hooklab.cli.common import common_options as _common
+from hooklab.cli.common import open_store as _store
+from hooklab.cli.common import out as _out
+from hooklab.core.errors import HooklabError
+from hooklab.models import defaults as model_defaults
+from hooklab.models import weights
+from hooklab.studies import train
 
 TRAIN_EPILOG = """\
 examples:
@@ -23,9 +33,6 @@ examples:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from hooklab.cli.common import PathArg
-    from hooklab.cli.common import common_options as _common
-
     p = sub.add_parser(
         "train", parents=[_common()], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="train the seed's SimpleCNN on shapes (optionally under edits) and save the run",
@@ -53,9 +60,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                         "hooklab/defaults)")
     p.add_argument("--cue-prob", type=float, default=0.95,
                    help="biased_shapes: how often the cue names the label (default: 0.95)")
-    from hooklab.studies.train import TrainConfig
-
-    d = TrainConfig()  # the library's defaults: the CLI trains exactly what trained_model() caches
+    d = train.TrainConfig()  # the library's defaults: the CLI trains exactly what trained_model() caches
     p.add_argument("--steps", type=int, default=d.steps,
                    help="optimiser steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -85,11 +90,6 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    import dataclasses
-
-    from hooklab.core.errors import HooklabError
-    from hooklab.studies import train
-
     if args.recipe == "seed":
         if args.data not in ("shapes", "cifar10") or args.edit:
             raise HooklabError("--recipe seed trains the seed's CIFAR-10 model as the seed does: "
@@ -106,8 +106,7 @@ def _config(args: argparse.Namespace):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from hooklab.cli.common import out as _out
-    from hooklab.models.defaults import DEFAULTS_DIR
+    # lazy: the export module (and the bias study it retrains) is only for --export-defaults
     from hooklab.studies.export_defaults import export_defaults
 
     def progress(name: str, step: int, total: int) -> None:
@@ -118,21 +117,14 @@ def _export(args: argparse.Namespace) -> int:
     for m in manifest["models"]:
         _out(f"{m['file']}  sha256 {m['sha256']}  test accuracy {m['test_accuracy']:.3f}")
     _out(f"wrote {len(manifest['models'])} default models and defaults.json in "
-         f"{args.out or DEFAULTS_DIR}")
+         f"{args.out or model_defaults.DEFAULTS_DIR}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hooklab.cli.common import open_store as _store
-    from hooklab.cli.common import out as _out
-    from hooklab.models import weights
-    from hooklab.studies import train
-
     if args.export_defaults:
         return _export(args)
     if args.out is not None:
-        from hooklab.core.errors import HooklabError
-
         raise HooklabError("--out names the folder of --export-defaults; to keep the weights "
                            "of this run use --save-weights PATH")
     config = _config(args)

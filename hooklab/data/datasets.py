@@ -321,6 +321,8 @@ CIFAR10_ENV = "HOOKLAB_CIFAR10"
 
 
 def _np_reconstruct() -> Any:
+    # imported here, not at the top: the module moved in numpy 2 (numpy._core), the fallback
+    # keeps numpy 1 working
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
@@ -447,7 +449,7 @@ def cifar10(root: str | os.PathLike[str] | None = None, train: bool = False,
     if folder is None and download:
         target = Path(root).expanduser() if root is not None else candidates[-2]
         log.info("downloading CIFAR-10 into %s (download=True)", target)
-        from torchvision.datasets import CIFAR10
+        from torchvision.datasets import CIFAR10  # lazy: torchvision only for this download
 
         CIFAR10(str(target), train=train, download=True)
         folder = _find_batches([target])

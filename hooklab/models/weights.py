@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from hooklab.core.errors import HooklabError, UnsafeCheckpointError, WeightsMismatchError
@@ -82,11 +84,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(p), device="cpu")
+        return safetensors.torch.load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{str(p)!r} is not a valid safetensors file: {exc}") from exc
 
@@ -184,15 +183,13 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
 def save_safetensors(model_or_sd: nn.Module | Mapping[str, torch.Tensor],
                      path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
     """Write a state dict as safetensors, atomically (temporary file + ``os.replace``)."""
-    from safetensors.torch import save_file
-
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, nn.Module) else model_or_sd
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        save_file(flat, str(tmp), metadata=metadata)
+        safetensors.torch.save_file(flat, str(tmp), metadata=metadata)
         os.replace(tmp, p)
     finally:
         if tmp.exists():

@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow
+import safetensors
+import torch
 
 from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import Trace
@@ -89,10 +92,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _versions() -> dict[str, str]:
-    import pyarrow
-    import safetensors
-    import torch
-
     return {"hooklab": __version__, "torch": torch.__version__,
             "safetensors": safetensors.__version__, "pyarrow": pyarrow.__version__,
             "pandas": pd.__version__, "python": sys.version.split()[0]}

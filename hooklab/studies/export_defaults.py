@@ -26,9 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 
+from hooklab.core.machine import machine_info
+from hooklab.data import datasets
 from hooklab.models import defaults
+from hooklab.studies import bias, train
 
 __all__ = ["FILE_FORMAT", "default_configs", "export_defaults"]
 
@@ -42,8 +46,6 @@ def default_configs() -> dict[str, Any]:
     """Name -> :class:`hooklab.studies.train.TrainConfig` of every shipped default, in export order:
     ``trained_model()``'s default and the bias experiment's two arms (:func:`hooklab.studies.bias.arm_config`).
     """
-    from hooklab.studies import bias, train
-
     return {"simple_cnn_shapes": train.TrainConfig(),
             "simple_cnn_biased": bias.arm_config("biased"),
             "simple_cnn_rebalanced": bias.arm_config("rebalanced")}
@@ -70,12 +72,6 @@ def export_defaults(out: str | os.PathLike[str] | None = None,
     Returns:
         The manifest written.
     """
-    from safetensors.torch import save
-
-    from hooklab.core.machine import machine_info
-    from hooklab.data import datasets as data
-    from hooklab.studies import train
-
     folder = Path(out) if out is not None else defaults.DEFAULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
@@ -87,7 +83,7 @@ def export_defaults(out: str | os.PathLike[str] | None = None,
         key = train.config_key(config)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # one metadata entry: safetensors writes several in a random order (other bytes)
-        blob = save(state, metadata={"hooklab": json.dumps(
+        blob = safetensors.torch.save(state, metadata={"hooklab": json.dumps(
             {"format": FILE_FORMAT, "name": name, "key": key, "config": config.to_dict()},
             sort_keys=True)})
         blobs[f"{name}.safetensors"] = blob
@@ -97,7 +93,7 @@ def export_defaults(out: str | os.PathLike[str] | None = None,
             "test_accuracy": float(history.attrs["test_accuracy"]),
             "train_seconds": round(float(history.attrs["seconds"]), 1),
             "torch": torch.__version__, "machine": machine,
-            "generator_version": data.GENERATOR_VERSION})
+            "generator_version": datasets.GENERATOR_VERSION})
         log.info("exported %s (key %s, test accuracy %.3f)", name, key,
                  models[-1]["test_accuracy"])
     manifest = {"format": defaults.FORMAT,

@@ -43,8 +43,12 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-from hooklab.core.edits import Edit
+from hooklab.core.edits import Edit, EditSpec, scale
+from hooklab.core.errors import HookKindError, StoreError
+from hooklab.models.zoo import SimpleCNN
+from hooklab.recording.recorder import record
 from hooklab.store import format as store_format
+from hooklab.store.runs import TraceStore
 
 #: Where a fault can be injected.
 POINTS = ("forward", "backward", "edit", "save")
@@ -298,10 +302,6 @@ def recording_writer(root: str, log_path: str, seed: int = 0, saves: int = 0,
 
     ``halt = (point, nth, halted)``: the ``nth`` save stops at ``point`` (:func:`halt_at`),
     logs ``HALTED <point> <temp dir>``, sets the Event ``halted`` and waits to be killed."""
-    from hooklab.core.edits import scale
-    from hooklab.models.zoo import SimpleCNN
-    from hooklab.recording.recorder import record
-    from hooklab.store.runs import TraceStore
 
     def append(line: str) -> None:
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -380,9 +380,6 @@ def random_recording(rng: random.Random, fault: Fault) -> dict[str, Any]:
     tensors or statistics, a budget, ``fault.edit`` on a random layer (gradient or activation),
     sometimes a second edit, sometimes exploration hooks, and sometimes a full backward hook on
     ``bn1``, which PyTorch refuses (its output is changed in place by the ReLU)."""
-    from hooklab.core.edits import scale
-    from hooklab.recording.recorder import EditSpec
-
     kwargs: dict[str, Any] = {"layers": rng.choice(_LAYER_CHOICES),
                               "param_grads": rng.random() < 0.5,
                               "input_grads": rng.random() < 0.3,
@@ -414,9 +411,6 @@ def campaign(model: nn.Module, x: torch.Tensor, n: int, store: Any, seed: int = 
     other than the one the fault implies: a fault that fired without an error, an error without
     a fault...), saved (run ids committed). ``on_recorder(rec)`` is called with each recorder.
     """
-    from hooklab.core.errors import HookKindError, StoreError
-    from hooklab.recording.recorder import record
-
     rng = random.Random(seed)
     before = module_state(model)
     figures: dict[str, Any] = {"attempts": 0, "injected": 0, "refused": 0, "hooks_leaked": 0,

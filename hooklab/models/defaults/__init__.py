@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as _load_safetensors_bytes
 
 from hooklab.core.errors import HooklabError
 
@@ -117,8 +118,6 @@ def load_entry(entry: dict[str, Any], folder: str | Path | None = None
     Raises:
         DefaultWeightsError: the file is missing or its bytes are not the recorded ones.
     """
-    from safetensors.torch import load
-
     path = entry_path(entry, folder)
     try:
         raw = path.read_bytes()  # hashed and parsed from the same bytes
@@ -133,4 +132,4 @@ def load_entry(entry: dict[str, Any], folder: str | Path | None = None
             f"recorded {entry['sha256'][:12]}…): the file was changed or damaged; restore it "
             f"from the repository or run `{_REGENERATE}`")
     log.debug("loading shipped default %s (sha256 %s)", path, digest)
-    return load(raw)
+    return _load_safetensors_bytes(raw)
