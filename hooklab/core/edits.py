@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -225,7 +225,7 @@ def from_json(text: str) -> Edit:
         raise EditError(f"edit spec is not valid JSON: {exc}") from exc
 
 
-_FACTORIES = {"scale": scale, "clip": clip, "clip_norm": clip_norm, "zero": zero,
+_FACTORIES: dict[str, Callable[..., Edit]] = {"scale": scale, "clip": clip, "clip_norm": clip_norm, "zero": zero,
               "channel_mask": channel_mask, "noise": noise, "halve": lambda: scale(0.5)}
 
 
@@ -248,7 +248,7 @@ def parse(text: str) -> Edit:
         fname = node.func.id
         try:
             args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in node.keywords}
         except ValueError as exc:
             raise EditError(f"edit arguments must be literals in {text!r}") from exc
     else:

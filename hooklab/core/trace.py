@@ -51,8 +51,15 @@ STAT_COLUMNS: tuple[str, ...] = (
     "mean", "std", "min", "max", "norm", "zero_frac", "nan_count", "inf_count",
 )
 
+#: Values of the ``role`` column.
 ROLES = ("input", "output", "grad_output", "grad_input", "param_grad", "edited")
+#: Values of the ``phase`` column.
 PHASES = ("forward", "backward")
+#: Layer name of events about the model as a whole: its input (role ``input``, stored under
+#: :data:`INPUT_KEY` by CAM runs) and the input gradient (role ``grad_input``).
+INPUT_LAYER = ""
+#: Key of the stored model input of a CAM run.
+INPUT_KEY = "model_input"
 
 
 def shape_str(shape: torch.Size | tuple[int, ...]) -> str:
@@ -248,7 +255,7 @@ class Trace:
             key = key or f"t{seq:07d}"
             self.meta["stored_bytes"] = self.stored_bytes + stored.numel() * stored.element_size()
         row = self.event_row(seq, phase, kind, layer, role, tensor, call=call, index=index,
-                             edit=edit, step=step, key=key if keep else "")
+                             edit=edit, step=step, key=(key or "") if keep else "")
         self.add_event(row, stored)
         return row
 

@@ -55,6 +55,9 @@ __all__ = ["DEFAULT_MAX_BYTES", "HOOK_KINDS", "HOOK_KIND_HELP", "EditSpec", "Edi
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 
+#: A summarised tensor: (weak reference, version counter, statistics, stored key).
+_Cached = tuple[weakref.ref[torch.Tensor], int, dict[str, float | int], str]
+
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
     """Tensors inside a hook argument, each with an index like "0" or "1.h"."""
@@ -127,7 +130,8 @@ class Recorder:
         self._calls: dict[str, int] = {}
         self._stack: dict[str, list[int]] = {}
         self._param_calls: dict[str, int] = {}
-        self._cache: dict[int, tuple[Any, int, str]] = {}
+        # id(tensor) -> (weak ref, version, stats, key): a tensor two hooks see is summarised once
+        self._cache: dict[int, _Cached] = {}
         self._active = False
         self._graphs: set[int] = set()  # graph tasks (backward calls) through this recording
         self._pending: dict[int, list[Callable[[], None]]] = {}
@@ -183,13 +187,12 @@ class Recorder:
             raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._remove_all()
         if exc is not None:
             explained = self.explain(exc)
             if explained is not None:
                 raise explained from exc
-        return False
 
     def _remove_all(self) -> None:
         self._active = False
@@ -376,9 +379,15 @@ class Recorder:
 
     def _attach_explore(self, name: str, kind: str) -> None:
         module = self._modules[name]
-        recorded = name in self.layers
-        if kind in ("forward_pre", "forward", "tensor") and recorded:
-            return  # the default recording already fires these for this layer
+        if kind in MODULE_BACKWARD_KINDS:
+            self._attach_module_backward(name, module, kind)
+        elif kind == "post_accumulate_grad":
+            self._attach_param_explore(name, module)
+        elif name not in self.layers:  # the default recording already fires the others
+            self._attach_forward_explore(name, module, kind)
+
+    def _attach_forward_explore(self, name: str, module: nn.Module, kind: str) -> None:
+        """``forward_pre``, ``forward`` and ``tensor`` hooks on a layer not recorded anyway."""
         if kind == "forward_pre":
             def pre(m, args, _n=name):
                 if self._mine():
@@ -402,20 +411,20 @@ class Recorder:
                             self._tensor_handles.append(t.register_hook(
                                 self._make_grad_hook(_n, call, idx, "grad_output", None)))
             self._handles.append(module.register_forward_hook(fwd_t))
-        elif kind in MODULE_BACKWARD_KINDS:
-            self._attach_module_backward(name, module, kind)
-        elif kind == "post_accumulate_grad":
-            params = [(pn, p) for pn, p in module.named_parameters(recurse=False) if p.requires_grad]
-            if not params:
-                raise HookKindError(
-                    f"layer {name!r} ({type(module).__name__}) has no trainable parameters of its "
-                    "own, so a post-accumulate-grad hook has nothing to attach to (it lives on "
-                    "parameters). Use the 'tensor' kind for its output gradient instead.")
-            if self.param_grads and recorded:
-                return
-            for pn, p in params:
-                self._handles.append(p.register_post_accumulate_grad_hook(
-                    self._make_param_hook(name, pn, "post_accumulate_grad")))
+
+    def _attach_param_explore(self, name: str, module: nn.Module) -> None:
+        """Post-accumulate-grad hooks on a layer's own trainable parameters."""
+        params = [(pn, p) for pn, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if not params:
+            raise HookKindError(
+                f"layer {name!r} ({type(module).__name__}) has no trainable parameters of its "
+                "own, so a post-accumulate-grad hook has nothing to attach to (it lives on "
+                "parameters). Use the 'tensor' kind for its output gradient instead.")
+        if self.param_grads and name in self.layers:
+            return  # the default recording already attaches them
+        for pn, p in params:
+            self._handles.append(p.register_post_accumulate_grad_hook(
+                self._make_param_hook(name, pn, "post_accumulate_grad")))
 
     def _attach_module_backward(self, name: str, module: nn.Module, kind: str) -> None:
         full = kind != "backward"

@@ -28,9 +28,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hooklab.cam.engine import auto_layer, cam_from_trace
 from hooklab.core.edits import Edit, EditSpec, normalise_edits
 from hooklab.core.errors import HooklabError
-from hooklab.core.trace import Trace
+from hooklab.core.trace import INPUT_LAYER, Trace
+from hooklab.recording.recorder import record
+from hooklab.studies import train as train_mod
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ EditsConfig = Mapping[str, Edit | str] | Sequence[Any] | None
 TABLE_COLUMNS = ("layer", "call", "label", "quantity", "order", "norm_a", "norm_b", "ratio")
 #: The two sides of a comparison.
 SIDES = ("A", "B")
-INPUT_LAYER = ""  # events of the model input gradient use the root's (empty) layer name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,11 +288,6 @@ def _cam_of(trace: Trace, layer: str | None, size: tuple[int, int] | None
             ) -> torch.Tensor | None:
     if not layer:
         return None
-    try:
-        from hooklab.cam.engine import cam_from_trace
-    except ImportError:  # pragma: no cover - hooklab.cam.engine not installed
-        log.info("hooklab.cam.engine not available: no CAM difference")
-        return None
     return cam_from_trace(trace, layer, "gradcam", size=size).maps
 
 
@@ -359,8 +356,6 @@ def _edit_layers(config: EditsConfig) -> list[str]:
 def _record_side(model: nn.Module, x: torch.Tensor, config: EditsConfig,
                  layers: Any, target: list[int], meta: Mapping[str, Any],
                  max_bytes: int) -> Trace:
-    from hooklab.recording.recorder import record
-
     xx = x.detach().clone().requires_grad_(True)
     try:
         with record(model, layers=layers, edits=normalise_config(config), param_grads=True,
@@ -426,11 +421,7 @@ def compare_edits(model: nn.Module, x: torch.Tensor, config_a: EditsConfig = Non
     chosen_cam: str | None = None
     if cam_layer == "auto":
         try:
-            from hooklab.cam.engine import auto_layer
-
             chosen_cam = auto_layer(model, x)
-        except ImportError:  # pragma: no cover
-            chosen_cam = None
         except HooklabError as exc:
             log.info("no CAM layer: %s", exc)
     elif cam_layer:
@@ -528,13 +519,7 @@ def compare_training(config_a: Any, config_b: Any, steps: int | None = None,
             own ``progress(step, total, metrics)`` is translated.)
         keep_models: also return the two trained models.
 
-    Raises:
-        HooklabError: when :mod:`hooklab.studies.train` is not available.
     """
-    try:
-        from hooklab.studies import train as train_mod
-    except ImportError as exc:  # pragma: no cover - until hooklab.studies.train lands
-        raise HooklabError("training comparison needs hooklab.studies.train") from exc
     histories, models, cfgs = [], [], []
     for i, (side, cfg) in enumerate(zip(SIDES, (config_a, config_b), strict=True)):
         if steps is not None and dataclasses.is_dataclass(cfg) and \

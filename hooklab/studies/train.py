@@ -78,6 +78,7 @@ from hooklab.data.datasets import SEED_MEAN, SEED_STD
 from hooklab.models import defaults, zoo
 from hooklab.models import weights as weights_mod
 from hooklab.models.zoo import get_model, model_info
+from hooklab.recording.recorder import record
 
 __all__ = ["TrainConfig", "train", "train_run", "trained_model", "seed_recipe_model",
            "config_key", "cache_path", "cache_dir", "evaluate", "seed_recipe_config", "DATA_KINDS", "RECIPES", "CACHE_ENV",
@@ -344,8 +345,6 @@ def _norms(events: pd.DataFrame, layers: list[str]) -> dict[str, float]:
 
 def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
           ) -> tuple[nn.Module, pd.DataFrame, Trace | None, dict[str, Any]]:
-    from hooklab.recording.recorder import record
-
     _check(config)
     specs = _edit_specs(config.edits)
     key = config_key(config)
