@@ -1,14 +1,14 @@
 """Grad-CAM controls shared by the page: the picked model with its class names, cached layer
 lists and CIFAR-10 split, CAM calls under the model's lock, the upload handler.
 
-The CAMs themselves come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.cam.inputs`,
+The CAMs themselves come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.models.inputs`,
 stored runs from :mod:`hooklab.cam.runs`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,15 +16,13 @@ import streamlit as st
 import torch
 
 from dashboard import state
-from dashboard.components.pickers import ModelChoice
+from dashboard.components import pickers
+from dashboard.components.pickers import InputChoice, ModelChoice, model_info
 from dashboard.i18n import lang, t
 from hooklab.cam import engine as camlib
-from hooklab.cam import inputs
 from hooklab.cam import runs as cam_runs
-from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace
-from hooklab.data import datasets as datalib
-from hooklab.models import zoo
+from hooklab.models import inputs, zoo
 
 
 @dataclass
@@ -41,14 +39,6 @@ class Model:
     @property
     def lock(self):
         return self.choice.lock
-
-
-def model_info(choice: ModelChoice) -> zoo.ModelInfo:
-    """Normalisation and class names of a picked model (shapes classes for the trained CNN)."""
-    info = getattr(choice.model, "hooklab_info", None) or zoo.model_info(choice.name)
-    if choice.weights == "shapes" and tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES):
-        info = replace(info, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
-    return replace(info, input_shape=tuple(choice.input_shape))
 
 
 def wrap(choice: ModelChoice) -> Model:
@@ -70,26 +60,28 @@ def spatial_layers(key: str, _model: torch.nn.Module, shape: tuple[int, ...]
     return [str(n) for n in table.loc[table["spatial"], "name"]], auto
 
 
-@st.cache_resource(show_spinner=False)
-def cifar_test() -> Any:
-    """The local CIFAR-10 test split (read once per server)."""
-    return datalib.cifar10(train=False)
-
-
-@st.cache_data(show_spinner=False, ttl=300)
-def cifar_available() -> bool:
-    """True when a local CIFAR-10 copy can be read (checked at most every 5 minutes)."""
-    try:
-        cifar_test()
-    except HooklabError:
-        return False
-    return True
-
-
 def handle_upload(data: bytes, name: str, info: zoo.ModelInfo) -> inputs.Sample:
     """Uploaded bytes as a model input: a bad file becomes one ``st.error`` (page stops)."""
     with state.guard(t("Reading the uploaded image", "读取上传的图像")):
         return inputs.upload_input(data, name, info)
+
+
+def make_input(source: str, index: int, model: Model, upload: Any = None) -> InputChoice:
+    """The page's input through the one input pipeline (:func:`pickers.make_input`): a shapes or
+    CIFAR-10 test sample ``index``, an upload, or random pixels with seed ``index``; a bad
+    upload becomes one ``st.error`` (the page stops)."""
+    spec: dict[str, Any] = {"source": source}
+    if source == "random":
+        spec["seed"] = int(index)
+    elif source == "upload":
+        spec["name"] = upload.name
+    else:
+        spec["index"] = int(index)
+    what = (t("Reading the uploaded image", "读取上传的图像") if source == "upload"
+            else t("Preparing the input", "准备输入"))
+    with state.guard(what):
+        return pickers.make_input(spec, model.choice,
+                                  upload.getvalue() if upload is not None else None)
 
 
 def compute(model: Model, x: torch.Tensor, method: str, layer: str | None,
@@ -116,7 +108,7 @@ def method_map(model: Model, x: torch.Tensor, method: str, layer: str, target: i
     return _method_map(model.choice.key, _digest(x), method, layer, int(target), model, x)
 
 
-def record_run(model: Model, sample: inputs.Sample, layer: str, target: int,
+def record_run(model: Model, sample: InputChoice, layer: str, target: int,
                meta: dict[str, Any]) -> Trace:
     """The run "Save run" stores (:func:`hooklab.cam.runs.cam_run_trace`), under the lock."""
     with model.lock:

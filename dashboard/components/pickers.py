@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,10 @@ from torch import nn
 from dashboard import state
 from dashboard.i18n import lang, t
 from hooklab.core.errors import DataError, HooklabError
+from hooklab.core.hooks import HOOK_KIND_HELP, HOOK_KINDS
+from hooklab.data import datasets as datalib
+from hooklab.models import inputs, zoo
+from hooklab.studies import train
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,8 @@ class ModelChoice:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Module:
-    from hooklab.models.zoo import get_model
-
     if weights == "shapes":
-        return get_model(name, weights="shapes")
+        return zoo.get_model(name, weights="shapes")
     if weights.startswith("upload:"):
         if _blob is None:
             raise HooklabError("the uploaded weights are not available any more; upload again")
@@ -103,10 +105,10 @@ def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Mod
             f.write(_blob)
             path = f.name
         try:
-            return get_model(name, weights=path)
+            return zoo.get_model(name, weights=path)
         finally:
             os.unlink(path)
-    return get_model(name)
+    return zoo.get_model(name)
 
 
 @st.cache_resource(show_spinner=False)
@@ -119,9 +121,7 @@ def _seed_recipe_slot(cifar_root: str) -> dict[str, nn.Module]:
 
 
 def _slot() -> dict[str, nn.Module]:
-    from hooklab.data.datasets import CIFAR10_ENV
-
-    return _seed_recipe_slot(os.environ.get(CIFAR10_ENV, ""))
+    return _seed_recipe_slot(os.environ.get(datalib.CIFAR10_ENV, ""))
 
 
 def seed_recipe_ready() -> bool:
@@ -140,9 +140,8 @@ def _seed_recipe_model(name: str, progress: Any = None) -> nn.Module:
     slot = _slot()
     with state.model_lock(f"{name}|{SEED_RECIPE}"):
         if "model" not in slot:
-            from hooklab.studies.train import seed_recipe_config, trained_model
-
-            slot["model"] = trained_model(seed_recipe_config(), progress=progress).eval()
+            slot["model"] = train.trained_model(train.seed_recipe_config(),
+                                                progress=progress).eval()
     return slot["model"]
 
 
@@ -155,9 +154,7 @@ def _class_names(model: nn.Module, name: str) -> tuple[str, ...]:
 
 
 def _cifar_names() -> tuple[str, ...]:
-    from hooklab.data import datasets as data
-
-    return data.CIFAR10_CLASSES_ZH if lang() == "zh" else data.CIFAR10_CLASSES
+    return datalib.CIFAR10_CLASSES_ZH if lang() == "zh" else datalib.CIFAR10_CLASSES
 
 
 def default_weights(name: str) -> str:
@@ -173,8 +170,6 @@ def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
     ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights. ``progress``:
     ``(step, total, info)`` callback while the seed-recipe model trains (first use only).
     """
-    from hooklab.models.zoo import input_shape
-
     spec = dict(spec or {})
     name = str(spec.get("name") or "simple_cnn")
     weights = str(spec.get("weights") or "auto")
@@ -183,7 +178,7 @@ def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
     model = (_seed_recipe_model(name, progress) if weights == SEED_RECIPE
              else _cached_model(name, weights, blob))
     info = getattr(model, "hooklab_info", None)
-    shape = tuple(getattr(info, "input_shape", ()) or input_shape(model))
+    shape = tuple(getattr(info, "input_shape", ()) or zoo.input_shape(model))
     return ModelChoice(name, weights, model, shape, _class_names(model, name),
                        {"name": name, "weights": weights})
 
@@ -269,6 +264,7 @@ class InputChoice:
         label_name: its name ("" when unknown).
         display: ``(H, W, 3)`` float32 in [0, 1] for showing, or ``None``.
         spec: JSON-ready description (``{"source": "shapes", "index": 102}``...).
+        mask: ``(H, W)`` bool object mask (shapes samples), else ``None``.
     """
 
     x: torch.Tensor
@@ -276,9 +272,13 @@ class InputChoice:
     label_name: str
     display: np.ndarray | None
     spec: dict[str, Any]
+    mask: np.ndarray | None = None
+    text: str = ""  # the image pipeline's description ("shapes test #102"), when it made it
 
     @property
     def description(self) -> str:
+        if self.text:
+            return self.text
         s = self.spec
         src = s.get("source", "?")
         detail = s.get("index", s.get("seed", s.get("name", "")))
@@ -297,9 +297,7 @@ def fit_input(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _display(x: torch.Tensor) -> np.ndarray:
-    from hooklab.data.datasets import denormalise
-
-    img = denormalise(x[0]).permute(1, 2, 0).numpy().astype(np.float32)
+    img = datalib.denormalise(x[0]).permute(1, 2, 0).numpy().astype(np.float32)
     return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
 
@@ -307,7 +305,7 @@ def _display(x: torch.Tensor) -> np.ndarray:
 def cifar_available() -> bool:
     """True when a local CIFAR-10 copy exists (checked at most every 5 minutes)."""
     try:
-        _cifar_cached()
+        cifar_test()
         return True
     except DataError:
         return False
@@ -317,49 +315,50 @@ def cifar_available() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _cifar_cached():
-    from hooklab.data import datasets as data
+def cifar_test():
+    """The local CIFAR-10 test split (read once per server; DataError when there is none)."""
+    return datalib.cifar10(train=False)
 
-    return data.cifar10()
+
+def model_info(choice: ModelChoice) -> zoo.ModelInfo:
+    """Normalisation and class names of a picked model (shapes classes for the trained CNN)."""
+    info = getattr(choice.model, "hooklab_info", None) or zoo.model_info(choice.name)
+    if choice.weights == "shapes" and tuple(info.class_names) != tuple(datalib.SHAPE_CLASSES):
+        info = replace(info, class_names=tuple(datalib.SHAPE_CLASSES), weights="shapes")
+    return replace(info, input_shape=tuple(choice.input_shape))
 
 
 def make_input(spec: dict[str, Any], model: ModelChoice, upload: bytes | None = None
                ) -> InputChoice:
-    """Build an input from its spec (no UI). Raises DataError / ImageError on bad input."""
-    from hooklab.data import datasets as data
+    """Build an input from its spec (no UI). Raises DataError / ImageError on bad input.
 
+    Images (shapes sample, CIFAR-10 test sample, upload, random pixels) come from
+    :mod:`hooklab.models.inputs`, the one image pipeline (fitted to the model, normalised with
+    its mean/std) that the Grad-CAM page uses too; the seed's input is a standard-normal tensor.
+    """
     source = spec.get("source", "shapes")
     shape = tuple(model.input_shape)
-    label: int | None = None
-    name = ""
-    if source == "shapes":
-        idx = int(spec.get("index", 102))
-        img, label, _ = data.shapes_sample(idx, split=str(spec.get("split", "test")))
-        x = img.unsqueeze(0)
-        name = data.SHAPE_CLASSES[label]
-    elif source == "cifar10":
-        ds = _cifar_cached()
-        idx = int(spec.get("index", 102))
-        if not 0 <= idx < len(ds):
-            raise DataError(f"CIFAR-10 index must be in 0..{len(ds) - 1}, got {idx}")
-        img, label = ds[idx]
-        x = torch.as_tensor(img).unsqueeze(0)
-        names = data.CIFAR10_CLASSES_ZH if lang() == "zh" else data.CIFAR10_CLASSES
-        name = names[int(label)]
-    elif source == "upload":
-        if upload is None:
-            raise DataError("no image uploaded yet")
-        loaded = data.load_image(upload, size=shape[-2:], normalise="seed",
-                                 channels=1 if shape[0] == 1 else 3)
-        x = loaded.tensor
-    elif source == "seed":
-        g = torch.Generator().manual_seed(int(spec.get("seed", 42)))
-        x = torch.randn(1, *shape, generator=g)
-    else:  # random
-        g = torch.Generator().manual_seed(int(spec.get("seed", 0)))
-        x = torch.randn(1, *shape, generator=g)
-    x = fit_input(x.float(), shape)
-    return InputChoice(x, label, name, _display(x) if source != "random" else None, dict(spec))
+    if source in ("shapes", "cifar10", "upload", "random"):
+        info = model_info(model)
+        if source == "shapes":
+            sample = inputs.shapes_input(int(spec.get("index", 102)), info)
+        elif source == "cifar10":
+            sample = inputs.cifar_input(cifar_test(), int(spec.get("index", 102)), info)
+        elif source == "random":
+            sample = inputs.random_input(int(spec.get("seed", 0)), info)
+        else:
+            if upload is None:
+                raise DataError("no image uploaded yet")
+            sample = inputs.upload_input(upload, str(spec.get("name", "upload")), info)
+        names = inputs.class_names(info.class_names, lang())
+        label = sample.label
+        name = names[label] if label is not None and 0 <= label < len(names) else ""
+        return InputChoice(sample.x, label, name, sample.image, dict(spec), sample.mask,
+                           sample.description)
+    # the seed's input: a standard-normal tensor of the model's input shape
+    g = torch.Generator().manual_seed(int(spec.get("seed", 42)))
+    x = fit_input(torch.randn(1, *shape, generator=g), shape)
+    return InputChoice(x, None, "", _display(x), dict(spec))
 
 
 def input_picker(key: str, model: ModelChoice, default: dict[str, Any] | None = None
@@ -440,8 +439,6 @@ def layer_picker(key: str, model: ModelChoice, default: Any = None, label: str |
 
 def hook_kind_picker(key: str, default: tuple[str, ...] | list[str] = ()) -> list[str]:
     """Extra PyTorch hook kinds to attach to the chosen layers (besides the recording)."""
-    from hooklab.recording.recorder import HOOK_KIND_HELP, HOOK_KINDS
-
     return st.multiselect(t("Extra hook kinds", "额外的钩子类型"), list(HOOK_KINDS),
                           default=[k for k in default if k in HOOK_KINDS],
                           help="\n".join(f"- {k}: {v}" for k, v in HOOK_KIND_HELP.items()),

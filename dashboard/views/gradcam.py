@@ -6,7 +6,7 @@ slider), several CAM methods side by side, target layer (automatic by default) a
 downloads, and "Save run". ``/gradcam?run=<id>`` shows a saved run, re-rendered from its stored
 activations and gradients (no model needed except for Score-CAM).
 
-Layout only: CAMs come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.cam.inputs`,
+Layout only: CAMs come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.models.inputs`,
 stored runs from :mod:`hooklab.cam.runs`, figures from :mod:`hooklab.charts.cam`; the page's
 cached controls are :mod:`dashboard.components.cam`, open/save/share :mod:`~.run_flow`.
 """
@@ -25,13 +25,14 @@ from dashboard import state
 from dashboard.components import cam as camui
 from dashboard.components import pickers, run_flow
 from dashboard.components.cam import Model, compute, wrap
+from dashboard.components.pickers import InputChoice
 from dashboard.i18n import t
 from hooklab.cam import engine as camlib
-from hooklab.cam import inputs, metrics
+from hooklab.cam import metrics
 from hooklab.cam import runs as cam_runs
-from hooklab.cam.inputs import Sample
 from hooklab.charts import cam as charts
 from hooklab.data import datasets as datalib
+from hooklab.models import inputs
 from hooklab.studies import bias
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def main() -> None:
             if st.session_state.get("gradcam_index", SEED_TEST_INDEX) != SEED_TEST_INDEX:
                 st.session_state["gradcam_index"] = SEED_TEST_INDEX  # else the default is it
 
-    sources = ["shapes", "cifar10", "upload", "random"] if camui.cifar_available() else \
+    sources = ["shapes", "cifar10", "upload", "random"] if pickers.cifar_available() else \
         ["shapes", "upload", "random"]
     source_names = {"shapes": t("Shapes sample", "Shapes 样本"),
                     "cifar10": t("CIFAR-10 sample", "CIFAR-10 样本"),
@@ -195,19 +196,11 @@ def main() -> None:
         st.form_submit_button(t("Run Grad-CAM", "运行 Grad-CAM"), type="primary",
                               key="gradcam_run")
 
-    with state.guard(t("Preparing the input", "准备输入")):
-        if source == "shapes":
-            sample = inputs.shapes_input(index, info)
-        elif source == "cifar10":
-            sample = inputs.cifar_input(camui.cifar_test(), index, info)
-        elif source == "upload":
-            if image_file is None:
-                st.info(t("Choose an image file above, then press “Run Grad-CAM”.",
-                          "请在上方选择图像文件，然后点击“运行 Grad-CAM”。"))
-                st.stop()
-            sample = camui.handle_upload(image_file.getvalue(), image_file.name, info)
-        else:
-            sample = inputs.random_input(index, info)
+    if source == "upload" and image_file is None:
+        st.info(t("Choose an image file above, then press “Run Grad-CAM”.",
+                  "请在上方选择图像文件，然后点击“运行 Grad-CAM”。"))
+        st.stop()
+    sample = camui.make_input(source, index, model, image_file)
     target: Any = {"pred": None, "class": int(chosen), "topk": f"topk:{int(k)}"}[mode]
     with state.guard(t("Computing the CAM", "计算 CAM")):
         res = compute(model, sample.x, method, None if layer == "auto" else layer, target)
@@ -225,7 +218,7 @@ def main() -> None:
     truth = names[sample.label] if sample.label is not None and sample.label < len(names) \
         else None
     with left:
-        show_panels(sample.image, cam, alpha, tname, key="gradcam_panels", true_name=truth,
+        show_panels(sample.display, cam, alpha, tname, key="gradcam_panels", true_name=truth,
                     method=camlib.METHODS[res.method].title)
     with right:
         if res.logits is not None:
@@ -238,7 +231,7 @@ def main() -> None:
                     f"**{t('True class', '真实类别')}:** {truth or '—'}  \n"
                     f"**{t('Layer', '层')}:** {res.layer}  \n"
                     f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
-    downloads(sample.image, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}",
+    downloads(sample.display, cam, res.maps.numpy(), alpha, f"gradcam-{res.method}",
               key="gradcam_dl")
     settings = {"model": dict(model.choice.spec), "source": source, "index": int(index),
                 "method": method, "layer": layer, "mode": mode, "class": int(chosen), "k": int(k),
@@ -262,7 +255,7 @@ def main() -> None:
         bias_section(alpha)
 
 
-def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
+def save_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int,
                  alpha: float, settings: dict[str, Any]) -> None:
     """The shared "Save run" flow; the run (recorded on save) stores the target layer's
     activation and output gradient for the shown class and the model input, so the view
@@ -279,7 +272,7 @@ def save_section(model: Model, sample: Sample, res: camlib.CamResult, target: in
                       PAGE)
 
 
-def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target: int,
+def methods_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int,
                     alpha: float) -> None:
     chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=DEFAULT_METHODS,
                             format_func=lambda m: camlib.METHODS[m].title, key="gradcam_methods")
@@ -293,7 +286,7 @@ def methods_section(model: Model, sample: Sample, res: camlib.CamResult, target:
         for m in chosen:
             maps[camlib.METHODS[m].title] = camui.method_map(model, sample.x, m, res.layer,
                                                              int(target))
-    st.plotly_chart(charts.method_grid(sample.image, maps, alpha=alpha, show_overlay=not raw),
+    st.plotly_chart(charts.method_grid(sample.display, maps, alpha=alpha, show_overlay=not raw),
                     width="stretch", key="gradcam_methods_fig")
     st.caption(t(f"{len(maps)} of the {len(camlib.METHODS)} methods, all at layer {res.layer}, "
                  "for the same class.",
@@ -305,7 +298,7 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
     info = model.info
     if tuple(info.class_names) not in (tuple(datalib.SHAPE_CLASSES),) and not (
             tuple(info.class_names) == tuple(datalib.CIFAR10_CLASSES)
-            and camui.cifar_available()):
+            and pickers.cifar_available()):
         st.info(t("The class gallery needs labelled images of the model's classes: the shapes "
                   "model, or a CIFAR-10 model with a local CIFAR-10 copy.",
                   "类别图库需要与模型类别对应的带标签图像：shapes 模型，"
@@ -316,7 +309,7 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
                      format_func=which_names.get, key="gradcam_gallery_target")
     with state.guard(t("Building the gallery", "生成图库")):
         cifar = None if tuple(info.class_names) == tuple(datalib.SHAPE_CLASSES) \
-            else camui.cifar_test()
+            else pickers.cifar_test()
         samples = inputs.class_samples(info, cifar)
         xs = torch.cat([s.x for s in samples])
         labels = [int(s.label) for s in samples]
@@ -330,7 +323,7 @@ def gallery_section(model: Model, names: list[str], layer: str, method: str,
                  "每个类别一张测试图像：真实 → 预测。"))
 
 
-def metrics_section(model: Model, sample: Sample, res: camlib.CamResult, pick: int) -> None:
+def metrics_section(model: Model, sample: InputChoice, res: camlib.CamResult, pick: int) -> None:
     """Faithfulness of the shown map (and of a random map, the baseline) on this image."""
     steps = st.select_slider(t("Curve steps", "曲线步数"), [8, 16, 32, 64], value=32,
                              key="gradcam_steps")

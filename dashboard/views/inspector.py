@@ -29,24 +29,6 @@ def _run(model: pickers.ModelChoice, inp: pickers.InputChoice, layers, kinds: li
                            class_names=model.class_names, meta=meta)
 
 
-def _default_event(events, view: dict) -> int:
-    seqs = events["seq"].tolist()
-    if view.get("event") in seqs:
-        return seqs.index(view["event"])
-    outs = events.index[(events["role"] == "output") & (events["key"] != "")].tolist()
-    return int(outs[0]) if outs else 0
-
-
-def _partner(trace, row, role: str):
-    """The tensor of ``role`` for the same layer, call and step as ``row`` (or None)."""
-    ev = trace.events
-    sel = ev[(ev["layer"] == row["layer"]) & (ev["call"] == row["call"])
-             & (ev["step"] == row["step"]) & (ev["role"] == role) & (ev["key"] != "")]
-    if role == "grad_output":  # the value before an edit, if there was one
-        sel = sel.sort_values("seq")
-    return trace.tensor(sel.iloc[0]["key"]) if not sel.empty else None
-
-
 def _show(trace: hooklab.Trace, key: str) -> None:
     """Timeline, event table, NaN/Inf flags and the selected event's tensor view."""
     ev = trace.events
@@ -81,7 +63,7 @@ def _show(trace: hooklab.Trace, key: str) -> None:
     st.subheader(t("Selected event", "选中的事件"))
     view = m.setdefault("view", {})
     labels = [charts.event_label(r) for _, r in ev.iterrows()]
-    idx = st.selectbox(t("Event", "事件"), range(len(ev)), index=_default_event(ev, view),
+    idx = st.selectbox(t("Event", "事件"), range(len(ev)), index=inspect.default_event(ev, view.get("event")),
                        format_func=lambda i: labels[i], key=f"{key}_event")
     row = ev.iloc[idx]
     view["event"] = int(row["seq"])
@@ -99,8 +81,8 @@ def _show(trace: hooklab.Trace, key: str) -> None:
         st.plotly_chart(charts.histogram(tensor, title=str(row["role"])), width="stretch",
                         key=f"{key}_hist")
         st.dataframe(charts.stats_table(tensor), hide_index=True, width="stretch")
-    act = _partner(trace, row, "output")
-    grad = _partner(trace, row, "grad_output")
+    act = inspect.partner(trace, row, "output")
+    grad = inspect.partner(trace, row, "grad_output")
     channels = int(act.shape[1]) if act is not None and act.dim() >= 3 else 0
     ch = st.selectbox(t("Channel", "通道"), [-1, *range(channels)],
                       format_func=lambda c: t("mean over channels", "通道平均") if c < 0 else str(c),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -23,7 +24,7 @@ from hooklab.models.zoo import seed_model
 from hooklab.recording import record
 from hooklab.studies.compare import config_text, normalise_config
 
-__all__ = ["record_seed_model", "run"]
+__all__ = ["default_event", "partner", "record_seed_model", "run"]
 
 
 def run(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None,
@@ -81,3 +82,24 @@ def record_seed_model(x: torch.Tensor, k: float, meta: dict[str, Any] | None = N
                 meta=dict(meta or {})) as rec:
         rec.run(x, target="sum")
     return rec.trace
+
+
+def default_event(events: pd.DataFrame, seq: int | None = None) -> int:
+    """Row position of the event to show first: the one with ``seq`` when present, else the
+    first stored output, else 0."""
+    seqs = events["seq"].tolist()
+    if seq in seqs:
+        return seqs.index(seq)
+    outs = [i for i, (role, key) in enumerate(zip(events["role"], events["key"], strict=True))
+            if role == "output" and key != ""]
+    return outs[0] if outs else 0
+
+
+def partner(trace: Trace, row: Any, role: str) -> torch.Tensor | None:
+    """The stored tensor of ``role`` for the same layer, call and step as event ``row`` (the
+    first one in firing order: for ``grad_output`` the value before an edit), or ``None``."""
+    ev = trace.events
+    sel = ev[(ev["layer"] == row["layer"]) & (ev["call"] == row["call"])
+             & (ev["step"] == row["step"]) & (ev["role"] == role) & (ev["key"] != "")]
+    sel = sel.sort_values("seq")
+    return trace.tensor(sel.iloc[0]["key"]) if not sel.empty else None

@@ -306,8 +306,8 @@ def test_english_titles_name_the_classes(store):
 
 
 def test_chinese_labels_and_class_names(store):
-    from hooklab.cam.inputs import SHAPES_ZH
     from hooklab.data import datasets as datalib
+    from hooklab.models.inputs import SHAPES_ZH
 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.session_state["hooklab_lang"] = "zh"

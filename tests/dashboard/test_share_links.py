@@ -11,9 +11,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from dashboard import pages
-from hooklab.cam import inputs
 from hooklab.cam import runs as cam_runs
-from hooklab.models import zoo
+from hooklab.models import inputs, zoo
 from hooklab.models.zoo import SimpleCNN
 from hooklab.studies import compare, inspect
 from hooklab.studies.lessons import forward_hook_lesson

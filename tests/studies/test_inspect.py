@@ -53,3 +53,23 @@ def test_seed_model_gradient_matches_autograd():
             y = m(y.flatten(1) if isinstance(m, torch.nn.Linear) else y)
     (ref,) = torch.autograd.grad(y.sum(), [model.conv.weight])
     torch.testing.assert_close(got, ref)
+
+
+def test_default_event_and_partner():
+    torch.manual_seed(0)
+    model = SimpleCNN().eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    trace = inspect.run(model, x, layers=["conv2"], edits="conv2=scale(0.5)")
+    ev = trace.events
+    first_out = int(ev.index[(ev["role"] == "output") & (ev["key"] != "")][0])
+    assert inspect.default_event(ev) == first_out
+    last = int(ev["seq"].iloc[-1])
+    assert inspect.default_event(ev, last) == len(ev) - 1
+    row = ev[ev["role"] == "edited"].iloc[0]
+    act = inspect.partner(trace, row, "output")
+    grad = inspect.partner(trace, row, "grad_output")  # the value before the edit
+    out = ev[(ev["layer"] == "conv2") & (ev["role"] == "output")]["key"].iloc[0]
+    torch.testing.assert_close(act, trace.tensor(out))
+    assert act.shape == grad.shape
+    torch.testing.assert_close(trace.tensor(row["key"]), 0.5 * grad)
+    assert inspect.partner(trace, row, "no_such_role") is None

@@ -1,4 +1,4 @@
-"""hooklab.cam.inputs and hooklab.cam.runs: a Grad-CAM view's inputs and its stored run."""
+"""hooklab.models.inputs and hooklab.cam.runs: a Grad-CAM view's inputs and its stored run."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from hooklab.cam import engine, inputs
+from hooklab.cam import engine
 from hooklab.cam import runs as cam_runs
 from hooklab.cam.engine import CamError
 from hooklab.core.errors import DataError, ImageError
 from hooklab.data import datasets as datalib
-from hooklab.models import zoo
+from hooklab.models import inputs, zoo
 from hooklab.models.zoo import SimpleCNN
 from hooklab.store.runs import TraceStore
 
