@@ -17,14 +17,10 @@ import torch
 from torch import nn
 
 from hooklab.cam import engine
-from hooklab.core.trace import Trace
+from hooklab.core.trace import INPUT_KEY, INPUT_LAYER, Trace
 from hooklab.recording import record
 
 __all__ = ["INPUT_KEY", "INPUT_LAYER", "cam_run_trace", "model_input", "rerender"]
-
-INPUT_LAYER = ""  # the model input is stored as an event of the root (empty) layer name
-INPUT_KEY = "model_input"
-
 
 def cam_run_trace(model: nn.Module, x: torch.Tensor, layer: str, target: int,
                   meta: dict[str, Any] | None = None) -> Trace:
