@@ -56,8 +56,8 @@ def rerender(trace: Trace, layer: str, method: str = "gradcam",
     """
     x = model_input(trace)
     if engine.method_name(method) != "scorecam":
-        return engine.cam_from_trace(trace, layer, method, size=tuple(int(s) for s in
-                                                                      x.shape[-2:]))
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        return engine.cam_from_trace(trace, layer, method, size=size)
     if model is None:
         raise engine.CamError("Score-CAM needs the model, and this run's model is not available")
     return engine.compute(model, x, method=method, layer=layer, target=target)

@@ -67,12 +67,12 @@ def from_pixels(pixels: torch.Tensor, info: zoo.ModelInfo, label: int | None,
     p = _fit(pixels.float(), info)
     model_p = p.mean(0, keepdim=True) if info.input_shape[0] == 1 else p
     x = datalib.normalise(model_p, info.mean, info.std)[None].contiguous()  # Score-CAM: NCHW
-    m = None
+    m: np.ndarray | None = None
     if mask is not None:
-        m = mask.float()[None, None]
-        if m.shape[-2:] != p.shape[-2:]:
-            m = F.interpolate(m, size=p.shape[-2:], mode="nearest")
-        m = m[0, 0].numpy() > 0.5
+        mt = mask.float()[None, None]
+        if mt.shape[-2:] != p.shape[-2:]:
+            mt = F.interpolate(mt, size=p.shape[-2:], mode="nearest")
+        m = mt[0, 0].numpy() > 0.5
     shown = model_p.expand(3, -1, -1) if info.input_shape[0] == 1 else p
     return Sample(x, shown.permute(1, 2, 0).numpy().astype(np.float32), label, m, description)
 
