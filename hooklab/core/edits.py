@@ -358,8 +358,8 @@ def _spec_of_item(item: Any) -> EditSpec:
 def _spec_of_pair(layer: Any, value: Any) -> EditSpec:
     if isinstance(value, Edit):
         return EditSpec(str(layer), value)
-    if isinstance(value, str):
-        return EditSpec(str(layer), parse(value))
+    if isinstance(value, str):  # "scale(0.5)" or "scale(0.5)@activation"
+        return EditSpec.parse(f"{layer}={value}")
     if isinstance(value, Mapping):
         if "edit" in value:  # {"edit": ..., "target": ...}
             return EditSpec.from_spec({"layer": layer, **value})

@@ -74,6 +74,7 @@ def test_normalise_every_form():
     for form in forms:
         assert normalise_edits(form) == want, form
     assert normalise_edits({"block.0": "scale(0.5)"}) == want[:1]
+    assert normalise_edits({"fc": "zero()@activation"}) == want[1:]
     assert normalise_edits({"block.0": {"name": "scale", "k": 0.5}}) == want[:1]
     assert normalise_edits(specs[0]) == want[:1]  # one stored spec
     assert normalise_edits(want[0]) == want[:1]
