@@ -51,9 +51,24 @@ def open_run() -> tuple[str, Trace] | None:
 def banner(run_id: str, trace: Trace) -> None:
     """Which run is shown: id, author, model and its edits (or "no edit")."""
     m = trace.meta
+    no_edit = t("no edit", "无修改")
+    cmp = m.get("compare") if isinstance(m.get("compare"), dict) else {}
+    if "config_a" in cmp or "config_b" in cmp:  # an A/B comparison: both configurations
+        sides = [f"{side}: {_config_text(cmp.get(f'config_{side.lower()}')) or no_edit}"
+                 for side in ("A", "B")]
+        edits = " · ".join(sides)
+    else:
+        edits = edit_text(m) or no_edit
     parts = [f"{t('Run', '运行')} {run_id}", str(m.get("author") or ""),
-             str(m.get("model") or ""), edit_text(m) or t("no edit", "无修改")]
+             str(m.get("model") or ""), edits]
     st.info(" · ".join(p for p in parts if p))
+
+
+def _config_text(config) -> str:
+    """The edit text of one side of a comparison (its edits, or a training config's)."""
+    if isinstance(config, dict) and "edits" in config:
+        config = config["edits"]
+    return describe(config)
 
 
 def leave_button(page: str) -> None:

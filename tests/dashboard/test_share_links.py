@@ -110,6 +110,10 @@ def test_link_shown_after_saving_opens_the_run_on_its_page(page, store_dir):
     assert at.title[0].value == pages.TABLE[page].title_en  # the page that link names
     shown = "\n".join([i.value for i in at.info] + [s.value for s in at.subheader])
     assert rid in shown  # ... showing that run
+    if page == "compare":  # an A/B run names both configurations, in the one edit text
+        assert "A: no edit · B: conv2=scale(0.5)" in shown, shown
+    if page == "inspector":
+        assert "conv2=scale(0.5)" in shown, shown
 
 
 def test_default_page_is_served_at_the_root():
