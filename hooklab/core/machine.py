@@ -11,6 +11,8 @@ import os
 import platform
 from pathlib import Path
 
+import torch
+
 
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (else :func:`platform.processor`)."""
@@ -25,8 +27,6 @@ def cpu_model() -> str:
 
 def machine_info() -> dict[str, object]:
     """CPU model, ISA torch dispatches to, torch threads, torch version, core count."""
-    import torch
-
     try:
         isa = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch < 2.1

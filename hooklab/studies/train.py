@@ -66,6 +66,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from hooklab.core.edits import EditSpec, normalise_edits
@@ -478,8 +479,6 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 def _load_cached(path: Path, config: TrainConfig) -> nn.Module | None:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
