@@ -1,7 +1,8 @@
 """Shared dashboard state: cached models (with a Lock), the store, the author, error boundary.
 
 Pages never register hooks or compute statistics themselves; they call hooklab. Every hooklab
-call that can fail runs inside :func:`guard`, which turns the error into one ``st.error``.
+call that can fail runs inside :func:`guard` (the page stops) or :func:`attempt` (the page goes
+on); both turn the error into one ``st.error`` with the same text.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import getpass
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import streamlit as st
 
 from hooklab.core.errors import HooklabError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,6 +48,28 @@ def author() -> str:
     return st.session_state.get("hooklab_author") or default_author()
 
 
+def _message(what: str, exc: BaseException) -> str:
+    """The one st.error text of a failed action: ``"<what>: <first line of the error>"``."""
+    msg = str(exc) if isinstance(exc, HooklabError) else (
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return f"{what}: {msg}" if what else msg
+
+
+def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Call ``fn``; on a user-facing error show one ``st.error`` and return None.
+
+    Unlike :func:`guard` the page goes on (the run list stays usable when one run fails).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except HooklabError as exc:
+        st.error(_message(what, exc))
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+        log.exception("dashboard action failed: %s", what)
+        st.error(_message(what, exc))
+    return None
+
+
 class _Stop(Exception):
     """Raised inside guard() after the error has been shown."""
 
@@ -59,10 +84,9 @@ def guard(what: str = "") -> Iterator[None]:
     try:
         yield
     except HooklabError as exc:
-        st.error(f"{what}: {exc}" if what else str(exc))
+        st.error(_message(what, exc))
         st.stop()
     except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
         log.exception("dashboard action failed: %s", what)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        st.error(f"{what}: {msg}" if what else msg)
+        st.error(_message(what, exc))
         st.stop()

@@ -10,11 +10,8 @@ the same server.
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -23,29 +20,11 @@ from dashboard import pages, state
 from dashboard.components import run_flow
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
-from hooklab.core.errors import HooklabError
 from hooklab.studies.compare import compare_runs
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 #: Runs up to this size are exported (verified and zipped) while the page renders.
 EAGER_EXPORT_BYTES = 32 * 2**20
 PAGE = "runs"
-
-
-def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """Call ``fn``; on a user-facing error show one ``st.error`` and return None.
-
-    Unlike :func:`state.guard` the page goes on (the run list stays usable when one run fails).
-    """
-    try:
-        return fn(*args, **kwargs)
-    except HooklabError as exc:
-        st.error(f"{what}: {exc}")
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
-        log.exception("runs page: %s failed", what)
-        st.error(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    return None
 
 
 def export_bytes(store, run_id: str) -> bytes:
@@ -110,7 +89,7 @@ def run_list(store) -> pd.DataFrame:
 
 def run_detail(store, rid: str) -> None:
     """One run: summary, share link, open-in-page link, notes/tags, export, delete."""
-    manifest = attempt(t("Opening run", "打开运行"), store.manifest, rid)
+    manifest = state.attempt(t("Opening run", "打开运行"), store.manifest, rid)
     if manifest is None:
         return
     meta = manifest.get("meta", {})
@@ -153,7 +132,7 @@ def run_detail(store, rid: str) -> None:
     with c1:
         size = sum(int(f.get("bytes", 0)) for f in manifest.get("files", {}).values())
         if size <= EAGER_EXPORT_BYTES:  # small: build now, so a damaged run is one st.error
-            data = attempt(t("Export", "导出"), export_bytes, store, rid)
+            data = state.attempt(t("Export", "导出"), export_bytes, store, rid)
         else:  # large: build the zip only when the button is pressed (off the page script)
             data = lambda: export_bytes(store, rid)  # noqa: E731
         if data is not None:
@@ -170,7 +149,7 @@ def run_detail(store, rid: str) -> None:
             st.rerun()
 
     with st.expander(t("Events", "事件"), expanded=False):
-        ev = attempt(t("Reading events", "读取事件"), store.events, rid)
+        ev = state.attempt(t("Reading events", "读取事件"), store.events, rid)
         if ev is not None:
             cols = [c for c in ("seq", "step", "phase", "kind", "layer", "role", "index", "edit",
                                 "shape", "mean", "std", "norm", "nan_count", "inf_count")
@@ -230,7 +209,7 @@ def import_section(store) -> None:
 
 
 def trash_section(store) -> None:
-    trash = attempt(t("Trash", "回收站"), store.trash_list)
+    trash = state.attempt(t("Trash", "回收站"), store.trash_list)
     if trash is None:
         return
     if trash.empty:
