@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from hooklab.core.edits import EditSpec, normalise_edits
+from hooklab.core.edits import normalise_edits
 from hooklab.core.errors import HooklabError, LayerNotFoundError
 from hooklab.core.layers import resolve_layer
 from hooklab.core.modes import eval_mode
@@ -135,7 +135,7 @@ class TrainConfig:
 
     def edit_specs(self) -> list[dict[str, Any]]:
         """The edits as JSON specs ``{"layer", "target", "edit": {...}}`` (validated)."""
-        return [s.spec() for s in _edit_specs(self.edits)]
+        return [s.spec() for s in normalise_edits(self.edits)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (edits as specs)."""
@@ -151,10 +151,6 @@ class TrainConfig:
         if unknown:
             raise TrainingError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
         return cls(**dict(d))
-
-
-def _edit_specs(edits: Any) -> list[EditSpec]:
-    return normalise_edits(edits)
 
 
 def _check(config: TrainConfig) -> None:
@@ -347,7 +343,7 @@ def _norms(events: pd.DataFrame, layers: list[str]) -> dict[str, float]:
 def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
           ) -> tuple[nn.Module, pd.DataFrame, Trace | None, dict[str, Any]]:
     _check(config)
-    specs = _edit_specs(config.edits)
+    specs = normalise_edits(config.edits)
     key = config_key(config)
     t0 = time.perf_counter()
     train_data, test_data = _datasets(config)
