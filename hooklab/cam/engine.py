@@ -93,11 +93,12 @@ class CamResult:
 
     def to(self, device: torch.device | str) -> CamResult:
         """The same result with every tensor on ``device`` (e.g. ``"cpu"`` before ``.numpy()``)."""
-        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
-        return CamResult(maps=move(self.maps), raw=move(self.raw), targets=move(self.targets),
-                         scores=move(self.scores), logits=move(self.logits),
-                         sample=move(self.sample), layers=self.layers, method=self.method,
-                         per_layer={k: move(v) for k, v in self.per_layer.items()})
+        logits = self.logits.to(device) if self.logits is not None else None
+        return CamResult(maps=self.maps.to(device), raw=self.raw.to(device),
+                         targets=self.targets.to(device), scores=self.scores.to(device),
+                         logits=logits, sample=self.sample.to(device), layers=self.layers,
+                         method=self.method,
+                         per_layer={k: v.to(device) for k, v in self.per_layer.items()})
 
 
 # -- state handling ----------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
                     if g is None:
                         log.warning("the target score does not depend on layer %s", n)
                         g = torch.zeros_like(a)
-                    per_layer[n].append(spec.fn(a, g.float()))
+                    per_layer[n].append(spec.map(a, g.float()))
             elif spec.name == "scorecam":
                 with torch.no_grad():
                     for n in names:
@@ -339,7 +340,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
                             F.relu(torch.einsum("bc,bchw->bhw", w, acts[n].float())))
             else:
                 for n in names:
-                    raw = per_layer[n][0] if j else spec.fn(acts[n].detach().float(), None)
+                    raw = per_layer[n][0] if j else spec.map(acts[n].detach().float(), None)
                     per_layer[n].append(raw)
 
     raws = {n: torch.stack(v, dim=1).flatten(0, 1).detach() for n, v in per_layer.items()}
@@ -442,12 +443,14 @@ def cam_from_trace(trace: Any, layer: str, method: str = "gradcam",
         except KeyError as exc:
             raise CamError(f"the gradient of {layer!r} was not stored (byte budget?): {exc}"
                            ) from exc
-    raw = spec.fn(acts, grads) if spec.needs_grad else spec.fn(acts, None)
+    raw = spec.map(acts, grads if spec.needs_grad else None)
     if size is None:
         shape = trace.meta.get("input_shape") if isinstance(trace.meta, dict) else None
-        size = tuple(shape[-2:]) if shape and len(shape) >= 2 else tuple(raw.shape[-2:])
+        hw = shape[-2:] if shape and len(shape) >= 2 else raw.shape[-2:]
+    else:
+        hw = size
     n = raw.shape[0]
-    maps, raw = _finish({layer: raw}, tuple(int(s) for s in size), "mean")
+    maps, raw = _finish({layer: raw}, (int(hw[0]), int(hw[1])), "mean")
     targets = trace.meta.get("targets") if isinstance(trace.meta, dict) else None
     t = (torch.as_tensor(targets).long().reshape(-1) if targets is not None
          and len(targets) == n else torch.full((n,), -1, dtype=torch.long))

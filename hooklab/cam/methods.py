@@ -175,6 +175,12 @@ class CamMethod:
     title: str
     reference: str
 
+    def map(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+        """The raw ``(B, h, w)`` map from activations and gradients (not for Score-CAM)."""
+        if self.fn is None:
+            raise ValueError(f"{self.title} needs the model (run it with hooklab.cam.compute)")
+        return self.fn(acts, grads)
+
 
 METHODS: dict[str, CamMethod] = {
     "gradcam": CamMethod("gradcam", gradcam, True, True, "Grad-CAM",

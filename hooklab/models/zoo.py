@@ -265,8 +265,18 @@ def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
             raise TypeError(f"weights must be None, a path, a state dict or 'imagenet', "
                             f"got {type(weights).__name__}")
         weights_mod.apply_state_dict(model, sd, source=f"weights from {source}")
-    model.hooklab_info = replace(info, weights=source)
+    attach(model, hooklab_info=replace(info, weights=source))
     return model.eval()
+
+
+def attach(model: nn.Module, **attrs: Any) -> None:
+    """Attach hooklab's plain-data attributes (``hooklab_info``, ``hooklab_train``) to a model.
+
+    ``nn.Module.__setattr__`` is typed for tensors and modules only; plain values are stored as
+    ordinary attributes all the same.
+    """
+    for name, value in attrs.items():
+        setattr(model, name, value)
 
 
 def shipped_model(name: str) -> nn.Module:
@@ -285,14 +295,14 @@ def shipped_model(name: str) -> nn.Module:
     path = defaults.entry_path(entry)
     weights_mod.apply_state_dict(model, defaults.load_entry(entry), f"shipped default {path}")
     info = model_info(config["model"], num_classes=len(classes))
-    model.hooklab_info = replace(info, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), mean=SEED_MEAN,
-                                 std=SEED_STD, class_names=tuple(classes),
-                                 weights=f"shipped({config['data']}, {entry['key']})")
-    model.hooklab_train = {
+    attach(model, hooklab_info=replace(
+        info, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), mean=SEED_MEAN, std=SEED_STD,
+        class_names=tuple(classes), weights=f"shipped({config['data']}, {entry['key']})"))
+    attach(model, hooklab_train={
         "config": config, "key": entry["key"], "test_accuracy": entry["test_accuracy"],
         "classes": list(classes), "shipped": str(path), "name": entry["name"],
         "sha256": entry["sha256"], "machine": entry.get("machine"), "torch": entry.get("torch"),
-        "cached": None}
+        "cached": None})
     log.info("loaded the shipped default %s (sha256 %s…)", entry["name"], entry["sha256"][:12])
     return model.eval()
 

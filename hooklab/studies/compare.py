@@ -295,7 +295,7 @@ def comparison_from_traces(trace_a: Trace, trace_b: Trace, cam_layer: str | None
                            ) -> EditComparison:
     """An :class:`EditComparison` from two recorded traces (tables, input grads, CAMs)."""
     ga, gb = _input_grad_of(trace_a), _input_grad_of(trace_b)
-    size = tuple(ga.shape[-2:]) if ga is not None and ga.dim() == 4 else None
+    size = (int(ga.shape[-2]), int(ga.shape[-1])) if ga is not None and ga.dim() == 4 else None
     cam_a = _cam_of(trace_a, cam_layer, size)
     cam_b = _cam_of(trace_b, cam_layer, size)
     return EditComparison(table=norm_table(trace_a.events, trace_b.events), trace_a=trace_a,
@@ -498,7 +498,7 @@ def _json_float(v: float) -> float | None:
 def _config_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "to_dict"):
         return json.loads(json.dumps(config.to_dict(), default=str))
-    if dataclasses.is_dataclass(config):
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         d = dataclasses.asdict(config)
     elif isinstance(config, Mapping):
         d = dict(config)
@@ -522,8 +522,8 @@ def compare_training(config_a: Any, config_b: Any, steps: int | None = None,
     """
     histories, models, cfgs = [], [], []
     for i, (side, cfg) in enumerate(zip(SIDES, (config_a, config_b), strict=True)):
-        if steps is not None and dataclasses.is_dataclass(cfg) and \
-                "steps" in {f.name for f in dataclasses.fields(cfg)}:
+        if steps is not None and dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) \
+                and "steps" in {f.name for f in dataclasses.fields(cfg)}:
             cfg = dataclasses.replace(cfg, steps=int(steps))
         cfgs.append(cfg)
 

@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -246,16 +246,16 @@ def _build_model(config: TrainConfig) -> nn.Module:
         model = get_model(config.model, seed=config.seed, num_classes=k)
     except HooklabError as exc:
         raise TrainingError(f"cannot train {config.model!r}: {exc}") from exc
-    model.input_shape = (3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE)
+    zoo.attach(model, input_shape=(3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE))
     return model
 
 
 def _label(model: nn.Module, config: TrainConfig, key: str, source: str = "trained") -> None:
     info = model_info(config.model, num_classes=len(_classes(config)))
-    model.hooklab_info = dataclasses.replace(
+    zoo.attach(model, hooklab_info=dataclasses.replace(
         info, input_shape=(3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE), mean=SEED_MEAN,
         std=SEED_STD, class_names=tuple(_classes(config)),
-        weights=f"{source}({config.data}, {key})")
+        weights=f"{source}({config.data}, {key})"))
 
 
 def _model_and_order(config: TrainConfig, n: int) -> tuple[nn.Module, Callable[[int], Any]]:
@@ -274,7 +274,8 @@ def _model_and_order(config: TrainConfig, n: int) -> tuple[nn.Module, Callable[[
             model = _build_model(config)  # torch.manual_seed(config.seed) + the model
             batches = []
             for _ in range(-(-config.steps // per_epoch)):
-                loader = torch.utils.data.DataLoader(range(n), batch_size=bs, shuffle=True)
+                order = cast(torch.utils.data.Dataset[int], range(n))  # a sequence of indices
+                loader = torch.utils.data.DataLoader(order, batch_size=bs, shuffle=True)
                 batches += [b.clone() for b in loader]
         return model, lambda step: (step // per_epoch, batches[step])
     model = _build_model(config)
@@ -371,7 +372,7 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
                 captured.clear()
                 out = model(x)
                 loss = F.cross_entropy(out, y)
-                penalty = (sum(a.float().pow(2).mean() for a in captured) / len(captured)
+                penalty = (torch.stack([a.float().pow(2).mean() for a in captured]).mean()
                            if captured else None)
                 captured.clear()
                 total = loss if penalty is None else loss + float(config.act_penalty) * penalty
@@ -411,7 +412,7 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
                "layers": layers}
     history.attrs.update({"test_accuracy": test_acc, "key": key, "seconds": seconds})
     _label(model, config, key)
-    model.hooklab_train = summary
+    zoo.attach(model, hooklab_train=summary)
     log.info("trained %s on %s for %d steps in %.1f s: test accuracy %.3f", config.model,
              config.data, config.steps, seconds, test_acc)
     trace = None
@@ -487,8 +488,7 @@ def _load_cached(path: Path, config: TrainConfig) -> nn.Module | None:
         log.warning("ignoring unreadable cache file %s: %s", path, exc)
         return None
     _label(model, config, meta["key"])
-    model.hooklab_train = json.loads(meta.get("summary", "{}"))
-    model.hooklab_train["cached"] = str(path)
+    zoo.attach(model, hooklab_train={**json.loads(meta.get("summary", "{}")), "cached": str(path)})
     return model.eval()
 
 
@@ -537,7 +537,7 @@ def trained_model(config: TrainConfig | None = None, progress: Progress | None =
                 "config": json.dumps(summary["config"]), "format": "hooklab-trained-1"})
         except OSError as exc:
             log.warning("could not cache the trained weights in %s: %s", path, exc)
-        model.hooklab_train = {**summary, "cached": None}
+        zoo.attach(model, hooklab_train={**summary, "cached": None})
         return model
 
 

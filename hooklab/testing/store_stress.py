@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ def synthetic_trace(n_events: int = 4, numel: int = 1024, seed: int = 0,
     return trace
 
 
-def _context() -> mp.context.BaseContext:
+def _context() -> mp.context.ForkServerContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["hooklab.testing.store_stress"])
     return ctx
@@ -140,7 +139,7 @@ def kill_writers(root: str | os.PathLike[str], kills: int = 10, numel: int = 1 <
         p.start()
         ready.wait(60.0)
         time.sleep(rng.uniform(0.0, max_delay))
-        os.kill(p.pid, signal.SIGKILL)
+        p.kill()  # SIGKILL
         p.join()
     reported, errors, cleaned = _reported(log_path)
     figures = check_store(root, reported)
@@ -175,7 +174,7 @@ def kill_at_points(root: str | os.PathLike[str], points: list[str] | None = None
         reached = halted.wait(timeout)
         temp = _halted_dirs(log_path)[-1] if reached else None
         files = sorted(os.listdir(temp)) if temp is not None else []
-        os.kill(p.pid, signal.SIGKILL)
+        p.kill()  # SIGKILL
         p.join()
         if temp is None:
             raise RuntimeError(f"writer {k} did not reach {point} in {timeout:.0f} s")

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import hooklab
-from hooklab.core.edits import scale
+from hooklab.core.edits import EditSpec, scale
 from hooklab.models.zoo import SimpleCNN
-from hooklab.core.edits import EditSpec
 
 UPSTREAM = ("conv1", "conv2")  # conv2's own parameters lie upstream of conv2's output
 DOWNSTREAM = ("conv3", "fc1", "fc2")

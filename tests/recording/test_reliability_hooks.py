@@ -163,7 +163,7 @@ def test_threads_on_one_shared_model_with_faults():
     ref_grads = {}
     for i, x in enumerate(inputs):  # reference gradients, one thread, plain autograd
         act = {}
-        h = model.conv2.register_forward_hook(lambda m, a, o: act.setdefault("o", o))
+        h = model.conv2.register_forward_hook(lambda m, a, o, act=act: act.setdefault("o", o))
         try:
             loss = model(x)[:, 0].sum()
         finally:

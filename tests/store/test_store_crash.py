@@ -149,5 +149,5 @@ def test_concurrent_threads_all_succeed(tmp_path):
         t.join()
     assert errors == []
     assert sorted(store.list()["run_id"]) == sorted(ids) and len(set(ids)) == 20
-    for i, rid in enumerate(ids):
+    for rid in ids:
         store.verify(rid)
