@@ -328,21 +328,19 @@ def metrics_section(model: Model, sample: InputChoice, res: camlib.CamResult, pi
     steps = st.select_slider(t("Curve steps", "曲线步数"), [8, 16, 32, 64], value=32,
                              key="gradcam_steps")
     x = sample.x
-    cam = res.maps[pick:pick + 1]
     target = res.targets[pick:pick + 1]
-    rnd = metrics.random_maps(1, tuple(cam.shape[-2:]), seed=0)
     mask = torch.from_numpy(sample.mask)[None] if sample.mask is not None else None
-    rows = {}
     with state.guard(t("Computing the metrics", "计算指标")), model.lock:
-        for name, m in ((t("this CAM", "此 CAM"), cam), (t("random map", "随机图"), rnd)):
-            ad, ic = metrics.average_drop_increase(model.net, x, m, target)
-            di = metrics.deletion_insertion(model.net, x, m, target, steps=int(steps))
-            row = {"AD % ↓": ad, "IC % ↑": ic, t("deletion AUC ↓", "删除 AUC ↓"): di.deletion_auc,
-                   t("insertion AUC ↑", "插入 AUC ↑"): di.insertion_auc}
-            if mask is not None:
-                row[t("pointing game ↑", "指向游戏 ↑")] = metrics.pointing_game(m, mask)
-            rows[name] = (row, di)
-    first = next(iter(rows.values()))[1]
+        scores, curves = metrics.evaluate_with_curves(model.net, x, res.maps[pick:pick + 1],
+                                                      target, mask, steps=int(steps))
+    labels = {"average_drop": "AD % ↓", "increase_confidence": "IC % ↑",
+              "deletion_auc": t("deletion AUC ↓", "删除 AUC ↓"),
+              "insertion_auc": t("insertion AUC ↑", "插入 AUC ↑"),
+              "pointing": t("pointing game ↑", "指向游戏 ↑")}
+    names = {"cam": t("this CAM", "此 CAM"), "random": t("random map", "随机图")}
+    rows = {names[k]: ({labels[c]: v for c, v in row.items()}, curves[k])
+            for k, row in scores.items()}
+    first = curves["cam"]
     c1, c2 = st.columns([3, 2])
     with c1:
         st.plotly_chart(charts.deletion_insertion(

@@ -57,7 +57,7 @@ from hooklab.core.modes import eval_mode
 
 __all__ = ["MetricError", "confidence", "average_drop_increase", "deletion_insertion",
            "DeletionInsertion", "pointing_game", "max_in_mask", "random_maps", "evaluate",
-           "compare_methods", "blur"]
+           "evaluate_with_curves", "compare_methods", "blur"]
 
 
 class MetricError(HooklabError, ValueError):
@@ -276,6 +276,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
         ``deletion_auc``, ``insertion_auc`` and, given ``masks``, ``pointing`` (at the first
         tolerance) and ``pointing@{t}px`` for each further tolerance ``t``.
     """
+    return evaluate_with_curves(model, x, maps, targets, masks, random_baseline=random_baseline,
+                                steps=steps, tolerance=tolerance, seed=seed,
+                                batch_size=batch_size)[0]
+
+
+def evaluate_with_curves(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any,
+                         masks: torch.Tensor | None = None, *, random_baseline: bool = True,
+                         steps: int = 32, tolerance: float | Sequence[float] = 0.0,
+                         seed: int = 0, batch_size: int = 512
+                         ) -> tuple[dict[str, dict[str, float]], dict[str, DeletionInsertion]]:
+    """:func:`evaluate`'s rows and, per row, its deletion / insertion curves (for a chart)."""
     tols = ([float(tolerance)] if isinstance(tolerance, (int, float))
             else [float(t) for t in tolerance])
     rows = {"cam": maps}
@@ -283,6 +294,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
         rows["random"] = random_maps(maps.shape[0], (maps.shape[-2], maps.shape[-1]),
                                      seed=seed).to(maps.device)
     out: dict[str, dict[str, float]] = {}
+    curves: dict[str, DeletionInsertion] = {}
     for name, m in rows.items():
         ad, ic = average_drop_increase(model, x, m, targets, batch_size=batch_size)
         di = deletion_insertion(model, x, m, targets, steps=steps, batch_size=batch_size,
@@ -293,7 +305,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: Any
             for j, tol in enumerate(tols):
                 row["pointing" if j == 0 else f"pointing@{tol:g}px"] = pointing_game(m, masks, tol)
         out[name] = row
-    return out
+        curves[name] = di
+    return out, curves
 
 
 def compare_methods(model: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None, *,

@@ -179,3 +179,20 @@ def test_evaluate_several_tolerances(toy):
     row = metrics.evaluate(model, x, maps, 0, masks, tolerance=[0, 3], steps=2,
                            random_baseline=False)["cam"]
     assert row["pointing"] == 0.0 and row["pointing@3px"] == 1.0
+
+
+def test_evaluate_with_curves_gives_each_rows_own_curves(toy):
+    """The curves beside the rows are the deletion/insertion of that very map (CAM or random)."""
+    model, x = toy
+    torch.manual_seed(2)
+    maps = torch.rand(3, 8, 8)
+    rows, curves = metrics.evaluate_with_curves(model, x, maps, 0, steps=4)
+    assert rows == metrics.evaluate(model, x, maps, 0, steps=4)
+    assert set(curves) == {"cam", "random"}
+    for name, m in (("cam", maps), ("random", metrics.random_maps(3, (8, 8), seed=0))):
+        di = metrics.deletion_insertion(model, x, m, 0, steps=4)
+        torch.testing.assert_close(torch.as_tensor(curves[name].deletion),
+                                   torch.as_tensor(di.deletion))
+        torch.testing.assert_close(torch.as_tensor(curves[name].insertion),
+                                   torch.as_tensor(di.insertion))
+        assert rows[name]["deletion_auc"] == curves[name].deletion_auc
