@@ -44,6 +44,20 @@ def synthetic_trace(n_events: int = 4, numel: int = 1024, seed: int = 0,
     return trace
 
 
+def wait_for(event: Any, process: Any, timeout: float) -> bool:
+    """Wait until ``event`` is set, but stop as soon as ``process`` has died (no hang).
+
+    Returns whether the event was set; ``process.exitcode`` then says how a dead child ended.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if event.wait(0.2):
+            return True
+        if not process.is_alive():
+            return bool(event.is_set())
+    return bool(event.is_set())
+
+
 def _context() -> mp.context.ForkServerContext:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["hooklab.testing.store_stress"])
@@ -171,7 +185,7 @@ def kill_at_points(root: str | os.PathLike[str], points: list[str] | None = None
         p = ctx.Process(target=_writer, args=(str(root), numel, str(log_path), seed + k, 0, None,
                                               (point, k % 3, halted)))
         p.start()
-        reached = halted.wait(timeout)
+        reached = wait_for(halted, p, timeout)
         temp = _halted_dirs(log_path)[-1] if reached else None
         files = sorted(os.listdir(temp)) if temp is not None else []
         p.kill()  # SIGKILL

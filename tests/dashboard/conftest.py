@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's script runner installs the page as ``sys.modules["__main__"]`` and never puts
+    the real one back. Left there, every later multiprocessing child (spawn / forkserver) would
+    import the page script as its ``__mp_main__`` and die before running its target (seen as a
+    kill test whose writer never started). Put the real one back after each AppTest."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture

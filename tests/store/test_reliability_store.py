@@ -23,7 +23,7 @@ from hooklab.models.zoo import SimpleCNN
 from hooklab.store.runs import TraceStore
 from hooklab.testing import faults
 from hooklab.testing.faults import InjectedFault, inject
-from hooklab.testing.store_stress import check_store
+from hooklab.testing.store_stress import check_store, wait_for
 from tests.conftest import hook_counts
 
 
@@ -158,12 +158,13 @@ def test_recording_writers_killed_mid_save(tmp_path):
         p = ctx.Process(target=faults.recording_writer,
                         args=(str(root), str(log), k, 0, None, (point, nth, halted)))
         p.start()
-        reached = halted.wait(600)  # a hang guard, not a time limit
+        reached = wait_for(halted, p, 600)  # a hang guard, not a time limit; stops if it dies
         temp = Path(_log_lines(log)[2][-1]) if reached else None
         files = sorted(os.listdir(temp)) if temp is not None else []
         os.kill(p.pid, signal.SIGKILL)
         p.join()
-        assert reached, f"writer {k} never reached {point}: {_log_lines(log)[1]}"
+        assert reached, (f"writer {k} never reached {point} (exit code {p.exitcode}): "
+                         f"{_log_lines(log)[1]}")
         assert files == sorted(faults.HALT_POINTS[point][1]), (point, files)  # landed there
         assert temp.is_dir()  # killed inside the save: its temporary folder is left behind
     reported, errors, halted_dirs = _log_lines(log)
