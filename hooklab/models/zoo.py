@@ -279,6 +279,14 @@ def attach(model: nn.Module, **attrs: Any) -> None:
         setattr(model, name, value)
 
 
+def trained_info(name: str, classes: tuple[str, ...], weights: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a zoo model trained by hooklab on 32×32 images with the seed's
+    transform (the shipped defaults and :mod:`hooklab.studies.train`'s models)."""
+    return replace(model_info(name, num_classes=len(classes)),
+                   input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), mean=SEED_MEAN, std=SEED_STD,
+                   class_names=tuple(classes), weights=weights)
+
+
 def shipped_model(name: str) -> nn.Module:
     """The shipped default ``name`` (:mod:`hooklab.models.defaults`), sha256-checked, in eval mode.
 
@@ -294,10 +302,8 @@ def shipped_model(name: str) -> nn.Module:
     model = _build(_norm_name(config["model"]), len(classes))
     path = defaults.entry_path(entry)
     weights_mod.apply_state_dict(model, defaults.load_entry(entry), f"shipped default {path}")
-    info = model_info(config["model"], num_classes=len(classes))
-    attach(model, hooklab_info=replace(
-        info, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE), mean=SEED_MEAN, std=SEED_STD,
-        class_names=tuple(classes), weights=f"shipped({config['data']}, {entry['key']})"))
+    attach(model, hooklab_info=trained_info(config["model"], classes,
+                                            f"shipped({config['data']}, {entry['key']})"))
     attach(model, hooklab_train={
         "config": config, "key": entry["key"], "test_accuracy": entry["test_accuracy"],
         "classes": list(classes), "shipped": str(path), "name": entry["name"],

@@ -75,10 +75,9 @@ from hooklab.core.layers import resolve_layer
 from hooklab.core.modes import eval_mode
 from hooklab.core.trace import Trace
 from hooklab.data import datasets as data_mod
-from hooklab.data.datasets import SEED_MEAN, SEED_STD
 from hooklab.models import defaults, zoo
 from hooklab.models import weights as weights_mod
-from hooklab.models.zoo import get_model, model_info
+from hooklab.models.zoo import get_model
 from hooklab.recording.recorder import record
 
 __all__ = ["TrainConfig", "train", "train_run", "trained_model", "seed_recipe_model",
@@ -251,11 +250,8 @@ def _build_model(config: TrainConfig) -> nn.Module:
 
 
 def _label(model: nn.Module, config: TrainConfig, key: str, source: str = "trained") -> None:
-    info = model_info(config.model, num_classes=len(_classes(config)))
-    zoo.attach(model, hooklab_info=dataclasses.replace(
-        info, input_shape=(3, data_mod.IMAGE_SIZE, data_mod.IMAGE_SIZE), mean=SEED_MEAN,
-        std=SEED_STD, class_names=tuple(_classes(config)),
-        weights=f"{source}({config.data}, {key})"))
+    zoo.attach(model, hooklab_info=zoo.trained_info(config.model, _classes(config),
+                                                    f"{source}({config.data}, {key})"))
 
 
 def _model_and_order(config: TrainConfig, n: int) -> tuple[nn.Module, Callable[[int], Any]]:
