@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 
+import hooklab.charts.notebook  # noqa: F401 - registers Trace.plot()'s figures
 from hooklab.core import edits
 from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.core.version import __version__
+from hooklab.recording.inventory import hooks_on
 from hooklab.recording.recorder import Recorder, record
 from hooklab.store.runs import TraceStore
 
-__all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "edits", "record",
-           "tensor_stats"]
+__all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "edits", "hooks_on",
+           "record", "tensor_stats"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

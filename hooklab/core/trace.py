@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hooklab.core.display import DisplayMixin
+
 #: Columns of ``Trace.events``, in order. Statistics are float64; counts are int64.
 EVENT_COLUMNS: tuple[str, ...] = (
     "seq",  # global firing order, 0-based
@@ -178,7 +180,7 @@ def normalise_events(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-class Trace:
+class Trace(DisplayMixin):
     """What one recording produced: events, stored tensors and metadata.
 
     Args:
