@@ -1,0 +1,290 @@
+"""Tables of a watched training (:func:`hooklab.watch`) for the training figures: per-layer
+matrices over steps, step downsampling, the first NaN/Inf, run-to-run ratios.
+
+Inputs are a watch run's ``events`` (columns :data:`hooklab.core.trace.EVENT_COLUMNS`, one row
+per hook firing of a recorded step) and ``scalars`` (columns ``step``, ``name``, ``value``: the
+user's ``w.step(loss=...)`` values, ``update_ratio/<param>`` and ``dead_frac/<layer>``). Pure
+functions: no store, no figures (those are :mod:`hooklab.charts.training`).
+
+A *matrix* is a DataFrame with one row per layer (or scalar name), in forward order, and one
+column per recorded step (ascending int), NaN where nothing was recorded.
+
+Example:
+    >>> m = norm_matrix(run.events, "grad_output")          # layer x step, ||dL/d out||
+    >>> small, binning = downsample_steps(m, 600, "mean")   # at most 600 columns
+    >>> binning.note()          # 'showing 600 of 10,000 steps (mean per bin of 17)'
+    >>> first_nonfinite(run.events)                          # NonFinite(step=37, layer='conv2', ...)
+    >>> ratio_matrix(a.events, b.events)                     # B / A per layer and step
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ROLES", "DERIVED_PREFIXES", "MODEL_LAYER", "StepBinning", "NonFinite",
+           "ScalarNonFinite", "layer_order", "norm_matrix", "downsample_steps", "scalar_matrix",
+           "user_scalar_names", "last_scalars", "first_nonfinite", "first_nonfinite_scalar",
+           "ratio_matrix"]
+
+#: Roles a per-layer norm matrix can show, with their English names.
+ROLES: dict[str, str] = {"grad_output": "output gradient", "param_grad": "parameter gradient",
+                         "output": "activation"}
+#: Scalar name prefixes the watch derives itself (everything else is the user's).
+DERIVED_PREFIXES: tuple[str, ...] = ("update_ratio/", "dead_frac/")
+#: Display name of events about the model as a whole (layer ``""``).
+MODEL_LAYER = "(model)"
+
+How = Literal["mean", "max"]
+
+
+def _layers(events: pd.DataFrame) -> pd.Series:
+    return events["layer"].astype(str).replace("", MODEL_LAYER)
+
+
+def layer_order(events: pd.DataFrame) -> list[str]:
+    """Layers in forward order: ordered by the step and firing number (``seq``) of their first
+    event (outputs fire in the forward pass, before any gradient). ``""`` is ``"(model)"``."""
+    if events.empty:
+        return []
+    seq = events["seq"].to_numpy(np.int64)
+    key = events["step"].to_numpy(np.int64) * (int(seq.max()) + 1) + seq
+    first = pd.Series(key).groupby(_layers(events).to_numpy(), sort=False).min()
+    return [str(x) for x in first.sort_values(kind="stable").index]
+
+
+def norm_matrix(events: pd.DataFrame, role: str = "grad_output", stat: str = "norm",
+                steps: list[int] | None = None) -> pd.DataFrame:
+    """Per-layer ``stat`` of ``role`` events, layer x step.
+
+    Several events of one layer in one step (a module called twice, or a layer's parameters
+    ``weight`` and ``bias`` for ``param_grad``) combine as ``sqrt(Σ norm²)`` for ``stat="norm"``
+    (the norm of all of them together) and as the mean for any other statistic. Output gradients
+    are the gradient *as it arrives* at the layer (before an edit there: the edit's ``edited``
+    events are not included). A NaN/Inf norm stays NaN/Inf.
+
+    Args:
+        events: a watch run's (or a trace's) events.
+        role: ``"grad_output"``, ``"param_grad"`` or ``"output"`` (activation), see :data:`ROLES`.
+        stat: an events statistic column (``"norm"``, ``"zero_frac"``, ``"mean"``...).
+        steps: the columns (default: every step in ``events``, so matrices of different roles
+            line up); steps without an event of this role are NaN.
+
+    Returns:
+        float64 DataFrame, index = layers in forward order (:func:`layer_order`) that have an
+        event of this role, columns = steps (int, ascending).
+    """
+    if stat not in events.columns:
+        raise ValueError(f"unknown statistic {stat!r}; events have {list(events.columns)}")
+    all_steps = sorted(int(s) for s in pd.unique(events["step"])) if steps is None else steps
+    sel = events[events["role"] == role]
+    if sel.empty:
+        return pd.DataFrame(index=pd.Index([], name="layer"),
+                            columns=pd.Index(all_steps, name="step"), dtype="float64")
+    vals = sel[stat].to_numpy(np.float64)
+    frame = pd.DataFrame({"layer": _layers(sel).to_numpy(), "step": sel["step"].to_numpy(),
+                          "v": vals * vals if stat == "norm" else vals})
+    g = frame.groupby(["layer", "step"], sort=False)["v"]
+    with np.errstate(invalid="ignore"):
+        agg = np.sqrt(g.sum(min_count=1)) if stat == "norm" else g.mean()
+    mat = agg.unstack("step")
+    order = [x for x in layer_order(events) if x in mat.index]
+    mat = mat.reindex(index=order, columns=all_steps).astype("float64")
+    mat.index.name, mat.columns.name = "layer", "step"
+    return mat
+
+
+@dataclass(frozen=True)
+class StepBinning:
+    """What :func:`downsample_steps` did."""
+
+    total: int  # columns (recorded steps) before
+    shown: int  # columns after
+    size: int  # consecutive columns per bin (1: nothing was downsampled)
+    how: str  # "mean" or "max": how a bin's values were combined
+
+    @property
+    def downsampled(self) -> bool:
+        """Whether columns were combined."""
+        return self.size > 1
+
+    def note(self) -> str:
+        """``"showing 600 of 10,000 steps (mean per bin of 17)"``; ``""`` when not downsampled."""
+        if not self.downsampled:
+            return ""
+        return (f"showing {self.shown:,} of {self.total:,} steps "
+                f"({self.how} per bin of {self.size})")
+
+
+def downsample_steps(matrix: pd.DataFrame, max_steps: int = 600, how: How = "mean"
+                     ) -> tuple[pd.DataFrame, StepBinning]:
+    """At most ``max_steps`` columns: consecutive columns are combined in equal bins.
+
+    With ``n`` columns, a bin holds ``size = ceil(n / max_steps)`` consecutive columns (the last
+    bin may hold fewer); the result has ``ceil(n / size)`` columns, each labelled by the *first*
+    step of its bin. ``how="mean"`` averages a bin, ``"max"`` takes its largest value (keeps
+    spikes: an exploding gradient stays visible). Missing values (NaN) are skipped; a bin with
+    none is NaN; an Inf in a bin makes its max (and mean) Inf.
+
+    Returns:
+        ``(matrix, binning)``; the matrix is returned unchanged when it already fits.
+    """
+    if how not in ("mean", "max"):
+        raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    n = matrix.shape[1]
+    if n <= max_steps:
+        return matrix, StepBinning(n, n, 1, how)
+    size = math.ceil(n / max_steps)
+    bins = math.ceil(n / size)
+    a = matrix.to_numpy(np.float64)
+    padded = np.full((a.shape[0], bins * size), np.nan)
+    padded[:, :n] = a
+    cube = padded.reshape(a.shape[0], bins, size)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
+        out = np.nanmean(cube, axis=2) if how == "mean" else np.nanmax(cube, axis=2)
+    cols = pd.Index(list(matrix.columns[::size]), name=matrix.columns.name)
+    small = pd.DataFrame(out, index=matrix.index, columns=cols)
+    return small, StepBinning(n, bins, size, how)
+
+
+def _is_derived(name: str) -> bool:
+    return name.startswith(DERIVED_PREFIXES)
+
+
+def user_scalar_names(scalars: pd.DataFrame) -> list[str]:
+    """The user's scalar names (``loss``, ``acc``...), in order of first appearance."""
+    if scalars.empty:
+        return []
+    names = pd.unique(scalars["name"].astype(str))
+    return [str(n) for n in names if not _is_derived(str(n))]
+
+
+def scalar_matrix(scalars: pd.DataFrame, prefix: str | None = None,
+                  names: list[str] | None = None) -> pd.DataFrame:
+    """Scalars as a matrix, name x step (a name logged twice in a step: the last value).
+
+    ``prefix`` (``"update_ratio/"``, ``"dead_frac/"``) keeps those names, with the prefix
+    stripped (``"dead_frac/conv1"`` -> ``"conv1"``); ``names`` keeps exactly those (default with
+    no prefix: the user's scalars, :func:`user_scalar_names`). Rows keep first-appearance order.
+    """
+    if prefix is not None:
+        wanted = [str(n) for n in pd.unique(scalars["name"].astype(str)) if
+                  str(n).startswith(prefix)] if len(scalars) else []
+    else:
+        wanted = list(names) if names is not None else user_scalar_names(scalars)
+    sel = scalars[scalars["name"].isin(wanted)] if len(scalars) else scalars
+    if sel.empty:
+        return pd.DataFrame(index=pd.Index([], name="name"),
+                            columns=pd.Index([], name="step"), dtype="float64")
+    mat = (sel.drop_duplicates(["name", "step"], keep="last")
+           .pivot(index="name", columns="step", values="value"))
+    mat = mat.reindex(index=[n for n in wanted if n in mat.index]).astype("float64")
+    mat.columns = pd.Index([int(c) for c in mat.columns], name="step")
+    if prefix is not None:
+        mat.index = pd.Index([str(n)[len(prefix):] for n in mat.index], name="name")
+    mat.index.name = "name"
+    return mat
+
+
+def last_scalars(scalars: pd.DataFrame) -> dict[str, tuple[int, float]]:
+    """``{name: (step, value)}`` of each user scalar's latest step."""
+    out: dict[str, tuple[int, float]] = {}
+    names = user_scalar_names(scalars)
+    if not names:
+        return out
+    sel = scalars[scalars["name"].isin(names)].sort_values("step", kind="stable")
+    last = sel.drop_duplicates("name", keep="last").set_index("name")
+    for n in names:
+        out[n] = (int(last.at[n, "step"]), float(last.at[n, "value"]))
+    return out
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """Where the first NaN or Inf appeared in a run's events."""
+
+    step: int  # training step
+    layer: str  # layer name ("(model)" for the model as a whole)
+    role: str  # event role: "output", "grad_output", "param_grad", ...
+    index: str  # parameter name for a param_grad event, else the tuple position
+    seq: int  # firing number within the step
+    nan_count: int
+    inf_count: int
+
+    def text(self) -> str:
+        """``"step 37, layer conv2, output gradient: 12 NaN, 0 Inf"``."""
+        what = ROLES.get(self.role, self.role)
+        if self.role == "param_grad" and self.index:
+            what += f" ({self.index})"
+        return (f"step {self.step}, layer {self.layer}, {what}: "
+                f"{self.nan_count:,} NaN, {self.inf_count:,} Inf")
+
+
+def first_nonfinite(events: pd.DataFrame) -> NonFinite | None:
+    """The first event (lowest step, then firing order) with a NaN or Inf value; None when every
+    recorded value is finite. In the forward pass that is the layer that produced it; when only
+    gradients are non-finite, the first layer the backward pass reached with one."""
+    if events.empty:
+        return None
+    bad = events[(events["nan_count"] > 0) | (events["inf_count"] > 0)]
+    if bad.empty:
+        return None
+    row = bad.sort_values(["step", "seq"], kind="stable").iloc[0]
+    return NonFinite(step=int(row["step"]), layer=str(row["layer"]) or MODEL_LAYER,
+                     role=str(row["role"]), index=str(row["index"]), seq=int(row["seq"]),
+                     nan_count=int(row["nan_count"]), inf_count=int(row["inf_count"]))
+
+
+@dataclass(frozen=True)
+class ScalarNonFinite:
+    """The first step where one of the user's scalars (e.g. the loss) was NaN or Inf."""
+
+    step: int
+    name: str
+    value: float
+
+    def text(self) -> str:
+        """``"step 41: loss = nan"``."""
+        return f"step {self.step}: {self.name} = {self.value}"
+
+
+def first_nonfinite_scalar(scalars: pd.DataFrame) -> ScalarNonFinite | None:
+    """The first user scalar (lowest step, then logging order) that is NaN or Inf."""
+    names = user_scalar_names(scalars)
+    if not names:
+        return None
+    sel = scalars[scalars["name"].isin(names)]
+    bad = sel[~np.isfinite(sel["value"].to_numpy(np.float64))]
+    if bad.empty:
+        return None
+    row = bad.sort_values("step", kind="stable").iloc[0]
+    return ScalarNonFinite(int(row["step"]), str(row["name"]), float(row["value"]))
+
+
+def ratio_matrix(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "grad_output"
+                 ) -> pd.DataFrame:
+    """Per-layer norm ratio ``B / A`` over steps (:func:`norm_matrix` of each run).
+
+    Rows: layers of both runs, in A's forward order; columns: steps recorded in both. NaN where
+    A's norm is 0 or either value is missing or not finite. Under ``conv2=scale(0.5)`` in B
+    and the same seed and data, step 0 shows 0.5 at every layer upstream of conv2.
+    """
+    a, b = norm_matrix(events_a, role), norm_matrix(events_b, role)
+    layers = [x for x in a.index if x in b.index]
+    steps = [s for s in a.columns if s in set(b.columns)]
+    va = a.loc[layers, steps].to_numpy(np.float64)
+    vb = b.loc[layers, steps].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = vb / va
+    r[~np.isfinite(r)] = np.nan
+    out = pd.DataFrame(r, index=pd.Index(layers, name="layer"),
+                       columns=pd.Index(steps, name="step"))
+    return out
