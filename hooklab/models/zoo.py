@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hooklab.core.errors import HooklabError, NonSpatialLayerError
+from hooklab.core.layers import resolve_layer
 from hooklab.core.modes import eval_mode
 from hooklab.data.datasets import CIFAR10_CLASSES, IMAGE_SIZE, SEED_MEAN, SEED_STD, SHAPE_CLASSES
-from hooklab.models import defaults
+from hooklab.models import defaults, registry
 from hooklab.models import weights as weights_mod
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg11_bn", "mobilenet_v3_small", 
                       "efficientnet_b0")
 #: Every name :func:`get_model` accepts.
 MODEL_NAMES = ("simple_model", "simple_cnn", *TORCHVISION_MODELS)
+registry.reserve(MODEL_NAMES)  # a registered model cannot shadow a zoo name
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: ``weights=`` words naming a shipped default (:mod:`hooklab.models.defaults`) per model.
@@ -123,6 +125,8 @@ class ModelInfo:
         mean, std: per-channel normalisation after scaling pixels to [0, 1].
         class_names: one name per output logit (as in the weights' training data).
         weights: where the weights came from: ``"random(seed=0)"``, a file path, ``"hub:<file>"``.
+        cam_layer: the Grad-CAM target a registered model names (``None``: automatic).
+        description: one line about the model (registered models).
     """
 
     name: str
@@ -131,19 +135,30 @@ class ModelInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...]
     weights: str = "random"
+    cam_layer: str | None = None
+    description: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
+def all_model_names() -> tuple[str, ...]:
+    """The zoo's names, then every registered model's (:mod:`hooklab.models.registry`)."""
+    return (*MODEL_NAMES, *(r.name for r in registry.registered()))
+
+
 def _norm_name(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in MODEL_NAMES:
-        close = difflib.get_close_matches(key, MODEL_NAMES, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}.{hint}")
-    return key
+    key = registry.normalise_name(name)
+    if key in MODEL_NAMES or registry.entry(key) is not None:
+        return key
+    own = [r.name for r in registry.registered()]
+    close = difflib.get_close_matches(key, [*own, *MODEL_NAMES], n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    known = f"registered: {', '.join(own)}; zoo: " if own else "registered: none; zoo: "
+    failed = "".join(f" ({err})" for err in registry.load_errors())
+    raise UnknownModelError(f"unknown model {name!r}.{hint} Known models: {known}"
+                            f"{', '.join(MODEL_NAMES)}.{failed}")
 
 
 class UnknownModelError(HooklabError, ValueError):
@@ -164,6 +179,9 @@ def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
         (0.5, 0.5, 0.5)
     """
     key = _norm_name(name)
+    item = registry.entry(key)
+    if item is not None:
+        return _registered_info(item, item.class_names or (), num_classes)
     if key == "simple_model":
         classes: tuple[str, ...] = tuple(str(i) for i in range(10))
         info = ModelInfo(key, SimpleModel.input_shape, (0.0,), (1.0,), classes)
@@ -174,6 +192,59 @@ def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
     if num_classes is not None and num_classes != info.num_classes:
         info = replace(info, class_names=tuple(f"class_{i}" for i in range(num_classes)))
     return info
+
+
+def _registered_info(item: registry.RegisteredModel, classes: tuple[str, ...],
+                     num_classes: int | None = None) -> ModelInfo:
+    info = ModelInfo(item.name, item.input_shape, item.mean, item.std, tuple(classes),
+                     item.weights or "random", item.cam_layer, item.description)
+    if num_classes is not None and num_classes != info.num_classes:
+        info = replace(info, class_names=tuple(f"class_{i}" for i in range(num_classes)))
+    return info
+
+
+def _registered_model(item: registry.RegisteredModel, seed: int | None, weights: Any,
+                      num_classes: int | None) -> nn.Module:
+    """Build a registered model: factory, weights (its own file unless told), checks, info."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = registry.build(item)
+    attach(model, input_shape=item.input_shape)
+    random = isinstance(weights, str) and weights.lower() == "random"
+    chosen = None if random else (item.weights if weights is None else weights)
+    source = (_load_weights(item.name, model, chosen, False) if chosen is not None
+              else f"random(seed={seed})")
+    out = _probe_output(item, model)
+    classes = item.class_names or tuple(f"class_{i}" for i in range(out))
+    if num_classes is not None and num_classes != len(classes):
+        raise HooklabError(f"registered model {item.name!r} has {len(classes)} outputs; "
+                           f"num_classes={num_classes} cannot change that (register another)")
+    if item.class_names is not None and out and out != len(classes):
+        raise HooklabError(f"registered model {item.name!r} ({item.module}) gives {out} "
+                           f"outputs but {len(classes)} class names are registered")
+    if item.cam_layer is not None:
+        try:
+            resolve_layer(model, item.cam_layer)
+        except HooklabError as exc:
+            raise HooklabError(f"registered model {item.name!r} ({item.module}): cam_layer: "
+                               f"{exc}") from exc
+    attach(model, hooklab_info=replace(_registered_info(item, classes), weights=source))
+    return model.eval()
+
+
+def _probe_output(item: registry.RegisteredModel, model: nn.Module) -> int:
+    """Logit count of ``model`` from one forward of a zero sample (0: not a (N, K) output)."""
+    param = next(model.parameters(), None)
+    x = torch.zeros((1, *item.input_shape), dtype=param.dtype if param is not None else None)
+    try:
+        with eval_mode(model), torch.no_grad():
+            out = _first_tensor(model(x))
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HooklabError(f"registered model {item.name!r} ({item.module}) fails on its "
+                           f"registered input_shape {item.input_shape} (a batch "
+                           f"{tuple(x.shape)}): {first}") from exc
+    return int(out.shape[-1]) if out is not None and out.dim() == 2 else 0
 
 
 def _build(key: str, num_classes: int | None) -> nn.Module:
@@ -228,9 +299,11 @@ def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
     """Build a zoo model by name, in eval mode.
 
     Args:
-        name: one of :data:`MODEL_NAMES` (``-`` and case are ignored).
+        name: one of :data:`MODEL_NAMES` or a registered model's name
+            (:func:`hooklab.models.register`; ``-`` and case are ignored).
         seed: seed for the random initialisation (``None``: leave the global RNG alone).
-        weights: ``None`` for random weights; a path to a ``.safetensors``/``.pt``/``.pth`` state
+        weights: ``None`` for random weights (a registered model: its registered weights file,
+            if it has one); ``"random"`` for random weights in every case; a path to a ``.safetensors``/``.pt``/``.pth`` state
             dict (loaded safely, see :mod:`hooklab.models.weights`); a mapping (a state dict);
             ``"imagenet"`` (or a torchvision weights enum/name) for torchvision's own weights
             from the local torch hub cache; ``"shapes"`` for the SimpleCNN trained on the shapes
@@ -246,27 +319,39 @@ def get_model(name: str, seed: int | None = 0, *, weights: Any = None,
         >>> m = get_model("simple_cnn", weights="cnn.safetensors")
     """
     key = _norm_name(name)
+    item = registry.entry(key)
+    if item is not None:
+        return _registered_model(item, seed, weights, num_classes)
     if isinstance(weights, str) and (key, weights.lower()) in SHIPPED_WEIGHTS:
         # the shipped default: the same bytes on every machine
         return shipped_model(SHIPPED_WEIGHTS[key, weights.lower()])
+    if isinstance(weights, str) and weights.lower() == "random":
+        weights = None
     if seed is not None:
         torch.manual_seed(seed)
     model = _build(key, num_classes)
     info = model_info(key, num_classes)
     source = f"random(seed={seed})"
     if weights is not None:
-        if isinstance(weights, Mapping):
-            sd, source = weights_mod.unwrap_state_dict(weights, "state dict"), "state dict"
-        elif _is_hub_spec(weights):
-            sd, source = _hub_weights(key, weights, allow_download)
-        elif isinstance(weights, (str, os.PathLike)):
-            sd, source = weights_mod.load_state_dict(weights), str(weights)
-        else:
-            raise TypeError(f"weights must be None, a path, a state dict or 'imagenet', "
-                            f"got {type(weights).__name__}")
-        weights_mod.apply_state_dict(model, sd, source=f"weights from {source}")
+        source = _load_weights(key, model, weights, allow_download)
     attach(model, hooklab_info=replace(info, weights=source))
     return model.eval()
+
+
+def _load_weights(key: str, model: nn.Module, weights: Any, allow_download: bool) -> str:
+    """Load ``weights`` (a state dict, a hub spec or a file, read safely) into ``model``;
+    returns where they came from."""
+    if isinstance(weights, Mapping):
+        sd, source = weights_mod.unwrap_state_dict(weights, "state dict"), "state dict"
+    elif _is_hub_spec(weights):
+        sd, source = _hub_weights(key, weights, allow_download)
+    elif isinstance(weights, (str, os.PathLike)):
+        sd, source = weights_mod.load_state_dict(weights), str(weights)
+    else:
+        raise TypeError(f"weights must be None, a path, a state dict or 'imagenet', "
+                        f"got {type(weights).__name__}")
+    weights_mod.apply_state_dict(model, sd, source=f"weights from {source}")
+    return source
 
 
 def attach(model: nn.Module, **attrs: Any) -> None:
@@ -424,10 +509,14 @@ def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = No
     convolutions wins over its children (ResNet: ``layer4``; VGG/MobileNet/DenseNet/EfficientNet:
     ``features``; the seed's SimpleCNN: ``conv3``). Parameter-free modules (pooling, ReLU) and
     modules called more than once (a shared pool) are skipped unless nothing else qualifies.
+    A registered model that names its ``cam_layer`` (``model.hooklab_info.cam_layer``) gets it.
 
     Raises:
         NonSpatialLayerError: no module produces an ``(N, C, H, W)`` output with ``H, W > 1``.
     """
+    named = getattr(getattr(model, "hooklab_info", None), "cam_layer", None)
+    if named and named in dict(model.named_modules()):
+        return str(named)
     rec, names = _dry_run(model, input_shape)
     mods = dict(model.named_modules())
     spatial = [n for n in names if n in rec and _is_spatial(rec[n]["shape"])]
