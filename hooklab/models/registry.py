@@ -123,6 +123,8 @@ def normalise_name(name: str) -> str:
 
 def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
     try:
+        if isinstance(shape, (str, bytes)):
+            raise TypeError(shape)
         out = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
         raise RegistryError(f"register({name!r}): input_shape must be a tuple of sizes such as "
