@@ -23,8 +23,9 @@ from hooklab.core.version import __version__
 from hooklab.recording.inventory import hooks_on
 from hooklab.recording.recorder import Recorder, record
 from hooklab.store.runs import TraceStore
+from hooklab.store.watch import watch
 
 __all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "edits", "hooks_on",
-           "record", "tensor_stats"]
+           "record", "tensor_stats", "watch"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

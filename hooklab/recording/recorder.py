@@ -499,7 +499,7 @@ class Recorder:
                 self._add(seq, phase, kind, layer, call, role, index, t, edit, stats, key, tensor)
             try:
                 self._cache[id(t)] = (weakref.ref(t), t._version, stats, key)
-            except TypeError:
+            except (TypeError, RuntimeError):  # RuntimeError: inference tensors have no version
                 pass
             return
         with self._lock:

@@ -17,6 +17,7 @@ from hooklab.core.edits import describe
 from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import EVENT_COLUMNS
 from hooklab.store import format as fmt
+from hooklab.store import stream
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ ID_COLUMNS = ["seq", "step", "phase", "kind", "layer", "call", "role", "index", 
 
 
 def read_run_manifest(path: Path, run_id: str) -> dict[str, Any]:
-    """The validated manifest of the run directory ``path``, which must name ``run_id``."""
-    m = fmt.read_manifest(path, f"run {run_id}")
+    """The validated manifest of the run directory ``path``, which must name ``run_id``
+    (a one-shot run of format 1, or a streamed run: :mod:`hooklab.store.stream`)."""
+    m = stream.read_manifest(path, f"run {run_id}")
     if m["run_id"] != run_id:
         raise CorruptRunError(f"run {run_id}: its manifest names run {m['run_id']!r}")
     return m
@@ -62,13 +64,21 @@ def summarise_edits(edits: Any) -> str:
 
 
 def list_row(base: Path, run_id: str) -> dict[str, Any]:
-    """One listing row; a damaged run gives status ``corrupt: <reason>`` (and a warning)."""
+    """One listing row; a damaged run gives status ``corrupt: <reason>`` (and a warning).
+
+    A streamed run's status is ``"live"``, ``"ended early"``, ``"failed"``, or ``"ok"`` once
+    finished."""
     path = base / run_id
     row: dict[str, Any] = {c: "" for c in LIST_COLUMNS}
     row.update(run_id=run_id, n_events=0, status="ok")
     try:
         m = read_run_manifest(path, run_id)
-        fmt.quick_check(path, m, f"run {run_id}")
+        if stream.is_watch(m):
+            stream.quick_check(path, m, f"run {run_id}")
+            state = stream.run_status(m)
+            row["status"] = "ok" if state == "finished" else state
+        else:
+            fmt.quick_check(path, m, f"run {run_id}")
     except (CorruptRunError, StoreError) as exc:
         reason = str(exc).removeprefix(f"run {run_id}: ")
         row["status"] = f"corrupt: {reason}"
@@ -121,9 +131,12 @@ def query_runs(root: Path, ids: Sequence[str], layer: str | Sequence[str] | None
             if path.is_symlink() or not path.is_dir():
                 raise StoreError(f"no run {rid!r}")
             m = read_run_manifest(path, rid)
-            fmt.check_files(path, m, f"run {rid}", hashes=False, names=(fmt.EVENTS,))
-            df = fmt.read_events(path / fmt.EVENTS, f"run {rid}", columns=wanted,
-                                 filters=filters)
+            if stream.is_watch(m):
+                df = stream.query_events(path, m, f"run {rid}", wanted, filters)
+            else:
+                fmt.check_files(path, m, f"run {rid}", hashes=False, names=(fmt.EVENTS,))
+                df = fmt.read_events(path / fmt.EVENTS, f"run {rid}", columns=wanted,
+                                     filters=filters)
         except StoreError as exc:
             log.warning("query skips run %s: %s", rid, exc)
             continue

@@ -46,6 +46,7 @@ from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import Trace
 from hooklab.core.version import __version__
 from hooklab.store import format as fmt
+from hooklab.store import stream
 from hooklab.store.archive import export_run, import_run
 from hooklab.store.listing import (
     LIST_COLUMNS,
@@ -66,29 +67,12 @@ ENV_VAR = "HOOKLAB_STORE"
 TRASH = ".trash"
 _TMP_PREFIX = ".tmp-"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_pid_alive = stream.pid_alive
 
 
 def default_root() -> Path:
     """``$HOOKLAB_STORE`` if set, else ``./hooklab-runs``."""
     return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purpose
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _versions() -> dict[str, str]:
@@ -280,7 +264,10 @@ class TraceStore:
         Returns the new manifest.
         """
         path = self._run_dir(run_id)
-        manifest = fmt.read_manifest(path, f"run {run_id}")
+        manifest = read_run_manifest(path, run_id)
+        if stream.is_watch(manifest) and stream.run_status(manifest) == "live":
+            raise StoreError(f"run {run_id} is still being written (a live watch run); change "
+                             "its notes and tags after the training ends")
         if notes is not None:
             if not isinstance(notes, str):
                 raise StoreError("notes must be a string")
@@ -318,13 +305,24 @@ class TraceStore:
         """
         path = self._run_dir(run_id)
         manifest = self._manifest_at(path, run_id)
+        if stream.is_watch(manifest):  # every committed segment's events, one Trace
+            return stream.load_trace(path, manifest, f"run {run_id}", verify=verify)
         return fmt.open_run(path, f"run {run_id}", verify=verify, manifest=manifest)
+
+    def watch_run(self, run_id: str, *, columns: Sequence[str] | None = None,
+                  verify: bool = False) -> stream.WatchRun:
+        """A streamed run (written by :func:`hooklab.watch`) as committed so far; see
+        :func:`hooklab.store.stream.open_watch`."""
+        return stream.open_watch(self, run_id, columns=None if columns is None
+                                 else builtins.list(columns), verify=verify)
 
     def events(self, run_id: str) -> pd.DataFrame:
         """The run's events table (checked against the manifest's sha256)."""
         path = self._run_dir(run_id)
         manifest = self._manifest_at(path, run_id)
         where = f"run {run_id}"
+        if stream.is_watch(manifest):
+            return stream.load_trace(path, manifest, where, verify=True).events
         fmt.check_files(path, manifest, where, hashes=True, names=(fmt.EVENTS,))
         return fmt.read_events(path / fmt.EVENTS, where)
 
@@ -387,6 +385,13 @@ class TraceStore:
         """Move a run to the trash (``<root>/.trash``); :meth:`restore` brings it back."""
         path = self._run_dir(run_id)
         target = self.trash / run_id
+        try:
+            manifest = self._manifest_at(path, run_id)
+        except StoreError:  # a damaged run can always be deleted
+            manifest = {}
+        if stream.is_watch(manifest) and stream.run_status(manifest) == "live":
+            raise StoreError(f"run {run_id} is still being written (a live watch run of "
+                             f"process {manifest['writer']['pid']}); stop the training first")
         if os.path.lexists(target):
             raise StoreError(f"the trash already holds a run {run_id}; purge it first")
         try:
@@ -457,6 +462,10 @@ class TraceStore:
         """Write the run to one zip file (default ``./<run_id>.zip``; a folder gets
         ``<folder>/<run_id>.zip``) after verifying it. Returns the zip's path."""
         src = self._run_dir(run_id)
+        if stream.is_watch(self._manifest_at(src, run_id)):
+            raise StoreError(f"run {run_id} is a streamed training run (hooklab.watch); export "
+                             f"to a zip is for one-shot runs. Copy its folder {src} instead "
+                             "(every file its manifest names).")
         self.verify(run_id)
         return export_run(src, run_id, path)
 

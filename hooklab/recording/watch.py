@@ -1,0 +1,540 @@
+"""``Watcher``: record a user's own training loop, one step at a time, into streamed segments.
+
+Use through :func:`hooklab.watch` (``hooklab.store.watch.watch``), which connects a watcher to a
+:class:`~hooklab.store.runs.TraceStore`::
+
+    with hooklab.watch(model, every=10, layers="Conv2d") as w:
+        for x, y in loader:
+            opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
+            w.step(loss=...)                     # ends the step; scalars are optional
+
+What a watcher does per training step ``k`` (0-based, counted by :meth:`Watcher.step`):
+
+- steps ``0, every, 2*every, ...`` are *recorded*: a :class:`~hooklab.recording.recorder.Recorder`
+  (statistics only, ``inputs=False``, ``param_grads`` as asked) is attached for that step, and
+  besides its events (outputs, output gradients, parameter gradients) the watcher adds the
+  scalars ``update_ratio/<param>`` = ||w_after - w_before|| / ||w_before|| of the optimizer step
+  and ``dead_frac/<layer>`` = the fraction of units (dim 1 of an ``(N, C, ...)`` output) that
+  are exactly zero for every sample of the step's batches. Steps in ``tensors_at`` keep tensors.
+- on the other steps no hooklab hook is on the model, except, when ``edits`` are given, a
+  recorder that applies the edits exactly as :func:`~hooklab.recording.recorder.record` does
+  (its events are dropped): edits act on *every* step.
+- ``w.step(**scalars)`` values (loss, accuracy...) are kept for every step.
+- forward passes run under ``torch.no_grad()`` / ``torch.inference_mode()`` (evaluation) add no
+  events: they are dropped. (They still count in the ``call`` index when they happen in the
+  middle of a step, after its first training forward.)
+- gradient accumulation (several forward/backward passes before one ``w.step()``) gives one
+  event per pass (``call`` 0, 1, ...; parameter gradients as accumulated after each pass).
+
+Finished steps are handed to a *sink* (:class:`SegmentSink`) in segments of ``segment_steps``
+recorded steps, or sooner when ``segment_seconds`` have passed, so a reader sees the run grow.
+A sink that fails to write (disk full) does not stop the training: the watcher logs an error,
+keeps the unwritten segments (at most :data:`MAX_PENDING` of them; older ones are then
+dropped and counted in :attr:`Watcher.lost_steps`), retries at the next commit and at exit, and
+logs a summary at exit (:attr:`Watcher.write_errors`). Every hook is removed on exit, also when
+the body raises; the events of a step that was begun but never ended are dropped.
+
+Several models: one watcher per model (they may be open at the same time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+
+from hooklab.core.edits import EditsArg, normalise_edits
+from hooklab.core.layers import LayerSpec
+from hooklab.core.trace import Trace
+from hooklab.recording.recorder import DEFAULT_MAX_BYTES, Recorder
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_SEGMENT_STEPS", "MAX_PENDING", "SCALAR_COLUMNS", "Segment", "SegmentSink",
+           "Watcher"]
+
+#: Recorded steps per segment when ``segment_steps`` is not given.
+DEFAULT_SEGMENT_STEPS = 50
+#: Unwritten segments kept in memory while the sink fails; beyond, the oldest are dropped.
+MAX_PENDING = 20
+#: Columns of a segment's (and a watch run's) scalars table.
+SCALAR_COLUMNS = ("step", "name", "value")
+#: Seconds between heartbeats when no segment is due (a reader on another machine tells a
+#: live run from one whose writer died by the heartbeat's age).
+HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass
+class Segment:
+    """Finished steps handed to a sink in one piece."""
+
+    steps: list[int]  # recorded steps in this segment, ascending
+    events: pd.DataFrame  # their events (hooklab.core.trace.EVENT_COLUMNS), seq run-wide
+    scalars: pd.DataFrame  # columns SCALAR_COLUMNS: every step's scalars (recorded or not)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # by the events' key
+    steps_done: int = 0  # steps ended when the segment was cut
+
+
+class SegmentSink(Protocol):
+    """Where a watcher's segments go (the store's stream writer is one)."""
+
+    def open(self, meta: dict[str, Any]) -> None:
+        """Called on entering the watcher, before the first step."""
+
+    def write_segment(self, segment: Segment) -> None:
+        """Commit ``segment`` durably, or raise (the watcher keeps it and retries)."""
+
+    def heartbeat(self, steps_done: int) -> None:
+        """The writer is alive; ``steps_done`` steps have ended."""
+
+    def close(self, status: str, error: str, steps_done: int) -> None:
+        """The watcher exited: ``status`` is ``"finished"`` or ``"failed"`` (``error`` says why)."""
+
+
+def _scalar_value(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"w.step({name}=...) needs one number, got a tensor of shape "
+                             f"{tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            return float(value)  # numpy scalars
+        except (TypeError, ValueError):
+            raise TypeError(f"w.step({name}=...) needs a number, got "
+                            f"{type(value).__name__}") from None
+    return float(value)
+
+
+class Watcher:
+    """Records a training loop step by step; see the module docstring and :func:`hooklab.watch`.
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        sink: where segments go (``None``: kept in :attr:`segments`, for tests and notebooks).
+        every: record steps ``0, every, 2*every, ...`` (>= 1).
+        layers: as in :func:`hooklab.record` (``None``: every leaf module).
+        param_grads: record parameter gradients.
+        tensors_at: steps whose tensors are kept (statistics only on the others).
+        edits: as in :func:`hooklab.record`; applied on every step.
+        meta: extra metadata for the run (model name, data, ...).
+        segment_steps: recorded steps per segment (default :data:`DEFAULT_SEGMENT_STEPS`).
+        segment_seconds: commit a segment at the first step end this long after the last commit
+            (``None``: only by ``segment_steps``).
+        update_ratios: compute ``update_ratio/<param>`` (keeps one copy of the parameters).
+        max_bytes: tensor byte budget per segment (steps in ``tensors_at``).
+    """
+
+    def __init__(self, model: nn.Module, sink: SegmentSink | None = None, *, every: int = 10,
+                 layers: LayerSpec = None, param_grads: bool = True,
+                 tensors_at: Iterable[int] = (), edits: EditsArg = None,
+                 meta: Mapping[str, Any] | None = None, segment_steps: int | None = None,
+                 segment_seconds: float | None = 5.0, update_ratios: bool = True,
+                 max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"watch() needs an nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1 (record every Nth step), got "
+                             f"{every!r}")
+        segment_steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
+        if isinstance(segment_steps, bool) or not isinstance(segment_steps, int) \
+                or segment_steps < 1:
+            raise ValueError(f"segment_steps must be an integer >= 1, got {segment_steps!r}")
+        if segment_seconds is not None and not (float(segment_seconds) > 0):
+            raise ValueError(f"segment_seconds must be > 0 or None, got {segment_seconds!r}")
+        try:
+            self.tensors_at = frozenset(int(s) for s in tensors_at)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("tensors_at must be step numbers (ints)") from exc
+        self.model = model
+        self.sink = sink
+        self.every = every
+        self.param_grads = bool(param_grads)
+        self.segment_steps = segment_steps
+        self.segment_seconds = None if segment_seconds is None else float(segment_seconds)
+        self.update_ratios = bool(update_ratios)
+        self.max_bytes = max_bytes
+        self._layer_spec = layers
+        self._edits = edits
+        # Building a recorder (no hook yet) resolves the layers and the edits: an unknown layer
+        # is the recorder's error, raised here, before anything is written.
+        probe = Recorder(model, layers, edits=edits, param_grads=param_grads, inputs=False,
+                         keep_tensors=False)
+        self.layers: list[str] = list(probe.layers)
+        self._has_edits = bool(normalise_edits(edits))
+        user_meta = dict(meta or {})
+        self.meta: dict[str, Any] = {
+            **probe.trace.meta, **user_meta,
+            "model": user_meta.get("model", type(model).__name__),
+            "kind": "watch", "page": user_meta.get("page", "training"),
+            "every": every, "tensors_at": sorted(self.tensors_at),
+            "segment_steps": segment_steps, "segment_seconds": self.segment_seconds,
+            "scalars": list(SCALAR_COLUMNS), "update_ratios": self.update_ratios,
+        }
+        for k in ("truncated", "stored_bytes", "keep_tensors"):
+            self.meta.pop(k, None)
+        self.run_id: str | None = None  # set by hooklab.watch
+        self.steps_done = 0
+        self.segments: list[Segment] = []  # segments written when there is no sink
+        self.write_errors: list[str] = []
+        self.lost_steps: list[int] = []
+        self._state = "new"
+        self._thread: int | None = None
+        self._rec: Recorder | None = None  # the recording recorder, while attached
+        self._edit_rec: Recorder | None = None  # edits only, on unrecorded steps
+        self._handles: list[Any] = []  # the watcher's own hooks (root, dead units)
+        self._traces: list[Trace] = []  # traces of the segment being filled
+        self._seg_steps: list[int] = []
+        self._scalar_rows: list[tuple[int, str, float]] = []
+        self._pending: list[Segment] = []
+        self._seq = 0
+        self._last_commit = time.monotonic()
+        self._last_beat = self._last_commit
+        self._recording = False
+        self._grad_forward = False
+        self._swapped: Trace | None = None
+        self._alive: dict[str, torch.Tensor] = {}
+        self._params = [(n, p) for n, p in model.named_parameters()
+                        if p.requires_grad and p.is_floating_point()]
+        self._before: list[torch.Tensor] = []
+        self._before_norms: list[torch.Tensor] = []
+
+    def __repr__(self) -> str:
+        return (f"Watcher({type(self.model).__name__}, every={self.every}, "
+                f"{len(self.layers)} layers, {self.steps_done} steps, run {self.run_id})")
+
+    # -- the with block ---------------------------------------------------------------------
+    def __enter__(self) -> Watcher:
+        if self._state != "new":
+            raise RuntimeError("a watcher can be entered once; call hooklab.watch() again")
+        self._thread = threading.get_ident()
+        if self.sink is not None:
+            self.sink.open(self.meta)
+        self._state = "active"
+        self._last_commit = self._last_beat = time.monotonic()
+        try:
+            self._begin_step(0)
+        except BaseException:
+            self._detach_all()
+            self._state = "closed"
+            if self.sink is not None:
+                self.sink.close("failed", "could not attach the hooks", 0)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._state = "closed"
+        try:
+            self._detach_all()
+        finally:
+            self._finish(exc)
+
+    def step(self, **scalars: Any) -> int:
+        """End the current training step (call it after ``optimizer.step()``).
+
+        Keyword arguments are scalars stored for this step under their names
+        (``loss=loss.item()``); numbers or one-element tensors. Returns the step just ended.
+        """
+        if self._state != "active":
+            where = "before entering" if self._state == "new" else "after leaving"
+            raise RuntimeError(f"w.step() was called {where} the watcher; call it inside "
+                               "`with hooklab.watch(model, ...) as w:`")
+        values = [(name, _scalar_value(name, v)) for name, v in scalars.items()]
+        k = self.steps_done
+        self._end_step(k, values)
+        self.steps_done = k + 1
+        self._maybe_commit(force=self._recording and k in self.tensors_at)
+        self._begin_step(k + 1)
+        return k
+
+    # -- one step -----------------------------------------------------------------------------
+    def is_recorded(self, step: int) -> bool:
+        """Whether step ``step`` is recorded (``step % every == 0``)."""
+        return step % self.every == 0
+
+    def _begin_step(self, k: int) -> None:
+        self._restore_swap()
+        self._grad_forward = False
+        if not self.is_recorded(k):
+            self._recording = False
+            self._detach_recorder()
+            if self._has_edits:
+                if self._edit_rec is None:
+                    self._edit_rec = Recorder(self.model, [], edits=self._edits, inputs=False,
+                                              keep_tensors=False, step=k)
+                    self._edit_rec.__enter__()
+                else:
+                    self._edit_rec.next_step()
+                self._edit_rec.trace = Trace()  # its events are not kept
+            return
+        self._detach_edit_recorder()
+        keep = k in self.tensors_at
+        if self._rec is None:
+            rec = Recorder(self.model, self._layer_spec, edits=self._edits,
+                           param_grads=self.param_grads, inputs=False, keep_tensors=keep,
+                           max_bytes=self.max_bytes, step=k)
+            rec.__enter__()
+            self._rec = rec
+            self._traces.append(rec.trace)
+            try:
+                self._attach_own_hooks()
+            except BaseException:
+                self._detach_recorder()
+                raise
+        else:
+            self._rec.next_step()
+            self._rec.step = k
+            self._rec.keep_tensors = keep
+            if self._rec.trace not in self._traces:
+                self._rec.trace = Trace()
+                self._traces.append(self._rec.trace)
+        self._recording = True
+        self._alive.clear()
+        if self.update_ratios:
+            self._snapshot()
+
+    def _end_step(self, k: int, values: list[tuple[str, float]]) -> None:
+        self._restore_swap()
+        rows = [(k, name, v) for name, v in values]
+        if self._recording:
+            rows += self._update_ratio_rows(k) + self._dead_rows(k)
+            self._seg_steps.append(k)
+        self._scalar_rows += rows
+
+    # -- the watcher's own hooks ----------------------------------------------------------
+    def _attach_own_hooks(self) -> None:
+        """Root hooks that drop no-grad forwards, and the dead-unit reductions; registered
+        after the recorder's, so they see an activation edit's output."""
+        self._handles.append(self.model.register_forward_pre_hook(self._root_pre, prepend=True))
+        self._handles.append(self.model.register_forward_hook(self._root_post))
+        modules = dict(self.model.named_modules())
+        for name in self.layers:
+            self._handles.append(modules[name].register_forward_hook(self._dead_hook(name)))
+
+    def _root_pre(self, module: nn.Module, args: Any) -> None:
+        if threading.get_ident() != self._thread or self._rec is None:
+            return
+        if torch.is_grad_enabled():
+            self._grad_forward = True
+        elif self._swapped is None:
+            self._swapped = self._rec.trace
+            self._rec.trace = Trace()  # an evaluation forward: its events are dropped
+
+    def _root_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if threading.get_ident() == self._thread and not torch.is_grad_enabled():
+            self._restore_swap()
+
+    def _restore_swap(self) -> None:
+        if self._swapped is not None and self._rec is not None:
+            self._rec.trace = self._swapped
+            if not self._grad_forward:  # evaluation before the step's training forward:
+                step = self._rec.step      # its module calls do not count
+                self._rec.next_step()
+                self._rec.step = step
+        self._swapped = None
+
+    def _dead_hook(self, name: str) -> Any:
+        def hook(module: nn.Module, args: Any, out: Any) -> None:
+            if (threading.get_ident() != self._thread or not torch.is_grad_enabled()
+                    or not isinstance(out, torch.Tensor) or out.dim() < 2
+                    or not out.is_floating_point()):
+                return
+            dims = [0, *range(2, out.dim())]
+            amax = torch.linalg.vector_norm(out.detach(), ord=math.inf, dim=dims)
+            prev = self._alive.get(name)
+            self._alive[name] = (amax if prev is None or prev.shape != amax.shape
+                                 else torch.maximum(prev, amax))
+        return hook
+
+    def _dead_rows(self, k: int) -> list[tuple[int, str, float]]:
+        if not self._alive:
+            return []
+        names = list(self._alive)
+        fracs = torch.stack([(self._alive[n] == 0).float().mean() for n in names]).tolist()
+        self._alive.clear()
+        return [(k, f"dead_frac/{n}", float(f)) for n, f in zip(names, fracs, strict=True)]
+
+    # -- update ratio ---------------------------------------------------------------------------
+    def _snapshot(self) -> None:
+        """Copy the weights before this step's optimizer step, into buffers reused every step."""
+        params = [p.detach() for _, p in self._params]
+        if not params:
+            return
+        with torch.no_grad():
+            if len(self._before) != len(params) or any(
+                    b.shape != p.shape or b.device != p.device or b.dtype != p.dtype
+                    for b, p in zip(self._before, params, strict=True)):
+                self._before = [torch.empty_like(p) for p in params]
+            torch._foreach_copy_(self._before, params)
+            self._before_norms = list(torch._foreach_norm(self._before))
+
+    def _update_ratio_rows(self, k: int) -> list[tuple[int, str, float]]:
+        if not self.update_ratios or not self._params or not self._before_norms:
+            return []
+        params = [p.detach() for _, p in self._params]
+        with torch.no_grad():
+            torch._foreach_sub_(self._before, params)  # buffers now hold w_before - w_after
+            delta = torch._foreach_norm(self._before)
+            by_device: dict[torch.device, list[int]] = {}
+            for i, d in enumerate(delta):
+                by_device.setdefault(d.device, []).append(i)
+            ratios: list[float] = [0.0] * len(delta)
+            for idx in by_device.values():
+                num = torch.stack([delta[i] for i in idx]).double()
+                den = torch.stack([self._before_norms[i] for i in idx]).double()
+                for i, r in zip(idx, (num / den).tolist(), strict=True):
+                    ratios[i] = r
+        self._before_norms = []
+        return [(k, f"update_ratio/{n}", r)
+                for (n, _), r in zip(self._params, ratios, strict=True)]
+
+    # -- segments -------------------------------------------------------------------------------
+    def _maybe_commit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        due = force or len(self._seg_steps) >= self.segment_steps or (
+            self.segment_seconds is not None and now - self._last_commit >= self.segment_seconds
+            and (self._seg_steps or self._scalar_rows))
+        if due:
+            self._commit()
+        elif self.sink is not None and now - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = now
+            try:
+                self.sink.heartbeat(self.steps_done)
+            except Exception as exc:  # noqa: BLE001 - a heartbeat never stops the training
+                log.warning("watch heartbeat failed: %s", exc)
+
+    def _cut(self, upto: int) -> Segment | None:
+        """The segment of the finished steps (< ``upto``); resets the buffers."""
+        traces, self._traces = self._traces, []
+        if self._rec is not None:  # the attached recorder goes on filling a new trace
+            self._rec.trace = Trace()
+            self._traces.append(self._rec.trace)
+        frames = [t.events for t in traces if len(t)]
+        tensors: dict[str, torch.Tensor] = {}
+        if frames:
+            events = pd.concat(frames, ignore_index=True)
+            old_keys = events["key"].tolist()
+            for t in traces:
+                tensors.update(t.tensors())
+            keep = events["step"] < upto
+            events = events[keep].reset_index(drop=True)
+            old_keys = list(itertools.compress(old_keys, keep.tolist()))
+        else:
+            events = Trace().events
+            old_keys = []
+        n = len(events)
+        events["seq"] = range(self._seq, self._seq + n)
+        self._seq += n
+        new_keys = [f"t{s:09d}" if k else "" for s, k in zip(events["seq"], old_keys,
+                                                              strict=True)]
+        events["key"] = new_keys
+        stored = {nk: tensors[ok] for ok, nk in zip(old_keys, new_keys, strict=True) if ok}
+        scalars = pd.DataFrame(self._scalar_rows, columns=list(SCALAR_COLUMNS))
+        scalars = scalars.astype({"step": "int64", "name": str, "value": "float64"})
+        steps = [s for s in self._seg_steps if s < upto]
+        self._seg_steps = []
+        self._scalar_rows = []
+        if not steps and scalars.empty and n == 0:
+            return None
+        return Segment(steps=steps, events=events, scalars=scalars, tensors=stored,
+                       steps_done=self.steps_done)
+
+    def _commit(self, upto: int | None = None) -> None:
+        seg = self._cut(self.steps_done if upto is None else upto)
+        self._last_commit = self._last_beat = time.monotonic()
+        if seg is None:
+            return
+        if self.sink is None:
+            self.segments.append(seg)
+            return
+        self._pending.append(seg)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write pending segments in order; stop at the first failure (retried later)."""
+        assert self.sink is not None
+        while self._pending:
+            seg = self._pending[0]
+            try:
+                self.sink.write_segment(seg)
+            except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
+                msg = f"{type(exc).__name__}: {exc}"
+                self.write_errors.append(msg)
+                log.error("watch: could not write the segment of steps %s (kept in memory, "
+                          "retried at the next commit): %s", _span(seg.steps), msg)
+                while len(self._pending) > MAX_PENDING:
+                    lost = self._pending.pop(0)
+                    self.lost_steps += lost.steps
+                    log.error("watch: dropped the unwritten steps %s (more than %d segments "
+                              "could not be written)", _span(lost.steps), MAX_PENDING)
+                return
+            self._pending.pop(0)
+
+    # -- exit -----------------------------------------------------------------------------------
+    def _detach_recorder(self) -> None:
+        for h in self._handles:
+            try:
+                h.remove()
+            except Exception:  # noqa: BLE001 - removal goes on for every handle
+                log.exception("could not remove a watch hook")
+        self._handles.clear()
+        self._restore_swap()
+        rec, self._rec = self._rec, None
+        if rec is not None:
+            rec.__exit__(None, None, None)
+
+    def _detach_edit_recorder(self) -> None:
+        rec, self._edit_rec = self._edit_rec, None
+        if rec is not None:
+            rec.__exit__(None, None, None)
+
+    def _detach_all(self) -> None:
+        try:
+            self._detach_recorder()
+        finally:
+            self._detach_edit_recorder()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Commit the last partial segment and close the sink (never masks ``exc``)."""
+        try:
+            self._commit()
+        except Exception:  # noqa: BLE001 - closing goes on
+            log.exception("watch: could not cut the last segment")
+        if self.sink is None:
+            return
+        if self._pending:
+            self._flush()
+        if self._pending:
+            self.lost_steps += [s for seg in self._pending for s in seg.steps]
+            self._pending.clear()
+        status = "failed" if exc is not None else "finished"
+        error = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        if self.lost_steps:
+            log.error("watch run %s: %d recorded steps could not be written (%s); the steps "
+                      "committed before are intact. Errors: %s", self.run_id,
+                      len(self.lost_steps), _span(self.lost_steps), "; ".join(
+                          dict.fromkeys(self.write_errors)))
+        elif self.write_errors:
+            log.warning("watch run %s: %d segment writes failed and were retried successfully",
+                        self.run_id, len(self.write_errors))
+        try:
+            self.sink.close(status, error, self.steps_done)
+        except Exception as close_exc:  # noqa: BLE001 - never mask the body's exception
+            log.error("watch run %s: could not mark the run %s: %s", self.run_id, status,
+                      close_exc)
+            self.write_errors.append(f"{type(close_exc).__name__}: {close_exc}")
+
+
+def _span(steps: list[int]) -> str:
+    if not steps:
+        return "(none)"
+    return f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
