@@ -153,6 +153,7 @@ class BackwardGraph:
         """
         group: dict[str, str] = {}
         merged: dict[str, GraphNode] = {}
+        keys: dict[tuple[str, int], str] = {}
         for n in self.nodes:
             owner = n.variable.rsplit(".", 1)[0] if n.is_leaf and "." in n.variable else n.module
             if not owner:
@@ -160,12 +161,13 @@ class BackwardGraph:
                 merged[n.id] = n
                 continue
             top = ".".join(owner.split(".")[:depth])
-            key = f"m:{top}#{n.call if top == owner else 0}"
+            call = n.call if top == owner and not n.is_leaf else 0
+            key = keys.setdefault((top, call), f"m{len(keys)}")  # a plain DOT identifier
             group[n.id] = key
             if key in merged:
                 merged[key] = replace(merged[key], count=merged[key].count + 1)
             else:
-                merged[key] = GraphNode(key, "module", top, n.call if top == owner else 0, "", 1)
+                merged[key] = GraphNode(key, "module", top, call, "", 1)
         edges: list[GraphEdge] = []
         seen: set[tuple[str, str]] = set()
         for e in self.edges:
