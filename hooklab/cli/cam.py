@@ -16,6 +16,7 @@ from hooklab.cli.common import out as _out
 from hooklab.core.errors import HooklabError
 from hooklab.data import datasets as data
 from hooklab.data import images
+from hooklab.models import inputs
 from hooklab.models import zoo as models
 
 CAM_EPILOG = """\
@@ -64,9 +65,7 @@ def add_cam_parser(sub: argparse._SubParsersAction) -> None:
 def _load_model(args: argparse.Namespace):
     weights = args.weights
     if weights is None:
-        weights = "shapes" if args.model == "simple_cnn" else None
-    if weights == "random":
-        weights = None
+        weights = "shapes" if args.model == "simple_cnn" else None  # a registered model: its file
     return models.get_model(args.model, weights=weights)
 
 
@@ -79,8 +78,9 @@ def _input(args: argparse.Namespace, model):
         return img.tensor, img.display.astype(np.float32) / 255.0, f"image {args.image}"
     if shape != (3, 32, 32):
         raise_input_error(args.model, shape)
-    x, label, _ = data.shapes_sample(args.index)
-    return x[None], data.to_display(x), f"shapes test #{args.index} ({data.SHAPE_CLASSES[label]})"
+    sample = inputs.shapes_input(args.index, info or models.model_info(args.model))
+    label = data.SHAPE_CLASSES[int(sample.label)]  # type: ignore[arg-type]
+    return sample.x, sample.image, f"shapes test #{args.index} ({label})"
 
 
 def raise_input_error(model: str, shape: tuple[int, ...]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,15 +14,34 @@ from typing import Any
 import torch
 
 from hooklab.core.errors import HooklabError, StoreError
+from hooklab.models import registry
 from hooklab.store.runs import TraceStore, default_root
+
+MODELS_HELP = ("import these modules first, to register your own models (comma-separated, "
+               "repeatable; also $HOOKLAB_MODELS). Trusted code: it runs as you")
 
 
 def common_options() -> argparse.ArgumentParser:
-    """Options every (sub)command accepts, so ``--store`` may also follow the command."""
+    """Options every (sub)command accepts, so ``--store`` and ``--models`` may also follow the
+    command."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS, action=PathArg,
                    kind="store", help="store folder (default: $HOOKLAB_STORE, else ./hooklab-runs)")
+    p.add_argument("--models", metavar="MODULES", dest="models_after", action="append",
+                   default=argparse.SUPPRESS, help=MODELS_HELP)
     return p
+
+
+def load_models(args: argparse.Namespace) -> list[registry.ModelModuleError]:
+    """Import the model modules of ``$HOOKLAB_MODELS`` and ``--models`` (before or after the
+    command); each one that fails is one ``warning:`` line on stderr. A missing model is an
+    error later, where it is asked for (its message names the module that failed)."""
+    errors = registry.load_env()
+    given = [*(getattr(args, "models", None) or []), *(getattr(args, "models_after", None) or [])]
+    errors += registry.load_modules(given, "--models")
+    for err in errors:
+        print(f"warning: {' '.join(str(err).split())}", file=sys.stderr)
+    return errors
 
 
 def open_store(args: argparse.Namespace, write: bool = False):

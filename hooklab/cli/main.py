@@ -25,7 +25,17 @@ import torch
 
 import hooklab
 from hooklab.cli.cam import add_cam_parser
-from hooklab.cli.common import DEVICE_HELP, PathArg, common_options, open_store, out, resolve_device
+from hooklab.cli.common import (
+    DEVICE_HELP,
+    MODELS_HELP,
+    PathArg,
+    common_options,
+    load_models,
+    open_store,
+    out,
+    resolve_device,
+)
+from hooklab.cli.models import add_models_parser
 from hooklab.cli.train import add_train_parser
 from hooklab.core.edits import TARGETS, EditSpec
 from hooklab.core.errors import EditError, HookKindError, HooklabError
@@ -45,6 +55,7 @@ examples:
   python -m hooklab runs show 20261126-101500-1a2b3c4d
   python -m hooklab runs query --layer conv1 --role grad_output
   python -m hooklab --store /shared/lab-runs runs export 20261126-101500-1a2b3c4d -o run.zip
+  python -m hooklab --models mylab.models record --model mynet    # your own registered model
 
 The store is a plain folder: --store PATH, else $HOOKLAB_STORE, else ./hooklab-runs.
 Run 'python -m hooklab COMMAND --help' for the options of a command.
@@ -115,7 +126,8 @@ def add_record_parser(sub: argparse._SubParsersAction) -> None:
                     "layers (applying any edits), save the trace as a run and print a summary.",
         epilog=RECORD_EPILOG)
     p.add_argument("--model", default="simple_cnn",
-                   help=f"zoo model: {names} (default: %(default)s)")
+                   help=f"zoo model: {names}, or a registered one ('hooklab models' lists "
+                        "them) (default: %(default)s)")
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="names, globs ('layer4.*') or types ('Conv2d'); default: every leaf")
     p.add_argument("--edit", action="append", default=[], metavar="LAYER=EDIT[@TARGET]",
@@ -189,7 +201,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     meta = {"model": getattr(info, "name", args.model), "page": "cli",
             "input": f"randn({', '.join(map(str, (args.batch, *shape)))}) seed={args.seed}",
             "seed": args.seed, "target": args.target if args.target is not None else "predicted",
-            "weights": args.weights or f"random(seed={args.seed})", "device": str(device)}
+            "weights": args.weights or getattr(info, "weights", None)
+            or f"random(seed={args.seed})", "device": str(device)}
     try:
         with hooklab.record(model, args.layers, edits=specs, hooks=hooks or None,
                             param_grads=args.param_grads, input_grads=args.input_grads,
@@ -428,11 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EPILOG)
     parser.add_argument("--store", metavar="PATH", default=None, action=PathArg, kind="store",
                         help="store folder (default: $HOOKLAB_STORE, else ./hooklab-runs)")
+    parser.add_argument("--models", metavar="MODULES", action="append", default=None,
+                        help=MODELS_HELP)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log progress to stderr (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in PARSERS:
         add(sub)
+    add_models_parser(sub)  # `hooklab models`: the zoo and the registered models
     return parser
 
 
@@ -452,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()  # no command: show what there is
         return 0
+    load_models(args)  # $HOOKLAB_MODELS and --models: a failure is a warning line
     try:
         return int(args.func(args) or 0)
     except HooklabError as exc:

@@ -24,10 +24,7 @@ from hooklab.data.datasets import SHAPE_CLASSES, make_shapes
 from hooklab.models import registry, zoo
 from hooklab.models.registry import ModelFactoryError, ModelModuleError, RegistryError
 from hooklab.models.weights import save_safetensors
-
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "examples" / "hooklab_example_lab"
-LAB_MODULE = "hooklab_example_lab.models"
+from tests.models.registry_helpers import LAB, LAB_MODULE, forget_lab, saved_registry
 
 
 class TinyCNN(nn.Module):
@@ -52,20 +49,9 @@ def tiny_mlp() -> nn.Module:
 @pytest.fixture(autouse=True)
 def clean_registry(monkeypatch):
     """Every test starts and ends with the registry as it was (no entry points loaded again)."""
-    with registry._LOCK:
-        saved = (dict(registry._REGISTRY), dict(registry._ERRORS), dict(registry._ENV_LOADED),
-                 registry._ENTRY_POINTS_LOADED)
-        registry._ENTRY_POINTS_LOADED = True  # installed packages stay out of these tests
     monkeypatch.delenv(registry.ENV_VAR, raising=False)
-    yield
-    with registry._LOCK:
-        registry._REGISTRY.clear()
-        registry._REGISTRY.update(saved[0])
-        registry._ERRORS.clear()
-        registry._ERRORS.update(saved[1])
-        registry._ENV_LOADED.clear()
-        registry._ENV_LOADED.update(saved[2])
-        registry._ENTRY_POINTS_LOADED = saved[3]
+    with saved_registry():
+        yield
 
 
 @pytest.fixture
@@ -84,12 +70,10 @@ def modules_dir(tmp_path, monkeypatch):
 def lab(monkeypatch):
     """The example lab package imported from examples/ (not installed), as HOOKLAB_MODELS does."""
     monkeypatch.syspath_prepend(str(LAB))
-    for name in [m for m in sys.modules if m.startswith("hooklab_example_lab")]:
-        sys.modules.pop(name)
+    forget_lab()
     assert registry.load_modules(LAB_MODULE) == []
     yield sys.modules[LAB_MODULE]
-    for name in [m for m in sys.modules if m.startswith("hooklab_example_lab")]:
-        sys.modules.pop(name)
+    forget_lab()
 
 
 def _write(folder: Path, name: str, body: str) -> None:
