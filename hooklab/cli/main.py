@@ -35,6 +35,7 @@ from hooklab.cli.common import (
     out,
     resolve_device,
 )
+from hooklab.cli.hooks import add_hooks_parser
 from hooklab.cli.models import add_models_parser
 from hooklab.cli.train import add_train_parser
 from hooklab.core.edits import TARGETS, EditSpec
@@ -429,7 +430,7 @@ def cmd_runs_purge(args: argparse.Namespace) -> int:
 # -- main ----------------------------------------------------------------------------------------
 #: One function per subcommand; each adds its parser and sets ``func``. Add new ones here.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_record_parser, add_cam_parser, add_train_parser, add_runs_parser]
+    add_record_parser, add_cam_parser, add_train_parser, add_runs_parser, add_hooks_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

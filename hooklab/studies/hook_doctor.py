@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hooklab.core.errors import LayerNotFoundError
+from hooklab.core.layers import resolve_layers
 from hooklab.recording.inventory import hooks_on
 
 __all__ = ["SeedGradCAM", "seed_gradcam_twice"]
@@ -74,8 +76,12 @@ class SeedGradCAM:
 
 def seed_gradcam_twice(model: nn.Module, x: torch.Tensor, layer: str = "conv3") -> pd.DataFrame:
     """Run the seed's ``GradCAM`` twice on a copy of ``model``; the copy's hook inventory."""
+    names = resolve_layers(model, layer)  # an unknown layer: LayerNotFoundError, close names
+    if len(names) != 1:
+        raise LayerNotFoundError(f"{layer!r} names {len(names)} layers; the seed's GradCAM "
+                                 "hooks exactly one")
     twin = copy.deepcopy(model)
-    target = twin.get_submodule(layer)
+    target = twin.get_submodule(names[0])
     for _ in range(2):  # the notebook cell, run twice
         SeedGradCAM(twin, target).generate_cam(x)
     return hooks_on(twin, include_global=False)
