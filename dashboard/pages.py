@@ -27,6 +27,7 @@ PAGES = [
     ("gradcam.py", "Grad-CAM", "Grad-CAM", ":material/local_fire_department:", "gradcam",
      "gradcam"),
     ("runs.py", "Runs", "运行记录", ":material/folder_open:", "runs", "runs"),
+    ("training.py", "Training", "训练", ":material/monitoring:", "training", "training"),
 ]
 
 

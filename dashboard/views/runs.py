@@ -20,6 +20,7 @@ from dashboard import pages, state
 from dashboard.components import run_flow
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
+from hooklab.store.stream import is_watch
 from hooklab.studies.compare import compare_runs
 
 #: Runs up to this size are exported (verified and zipped) while the page renders.
@@ -131,7 +132,11 @@ def run_detail(store, rid: str) -> None:
     c1, c2 = st.columns(2)
     with c1:
         size = sum(int(f.get("bytes", 0)) for f in manifest.get("files", {}).values())
-        if size <= EAGER_EXPORT_BYTES:  # small: build now, so a damaged run is one st.error
+        if is_watch(manifest):  # a streamed training run: the store refuses to zip it
+            st.caption(t("A streamed training run is not exported to a zip: copy its folder "
+                         "from the store.", "流式训练运行不导出为 zip：请从记录库复制其文件夹。"))
+            data = None
+        elif size <= EAGER_EXPORT_BYTES:  # small: build now, so a damaged run is one st.error
             data = state.attempt(t("Export", "导出"), export_bytes, store, rid)
         else:  # large: build the zip only when the button is pressed (off the page script)
             data = lambda: export_bytes(store, rid)  # noqa: E731

@@ -28,7 +28,7 @@ TABLE_COLUMNS: tuple[str, ...] = ("run_id", "created", "author", "page", "model"
                                   "tags", "notes", "n_events", "status")
 
 #: Pages a run can be opened in (their URL paths); anything else opens on the Runs page.
-PAGES: tuple[str, ...] = ("hook_basics", "inspector", "compare", "gradcam", "runs")
+PAGES: tuple[str, ...] = ("hook_basics", "inspector", "compare", "gradcam", "runs", "training")
 
 
 def _meta(row: Mapping[str, Any]) -> dict[str, Any]:

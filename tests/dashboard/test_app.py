@@ -42,7 +42,7 @@ def test_toolbar_is_viewer_mode():
 def test_page_icons_are_material_icons():
     pages = _assigned("PAGES")
     assert [p[0] for p in pages] == ["hook_basics.py", "inspector.py", "compare.py",
-                                     "gradcam.py", "runs.py"]
+                                     "gradcam.py", "runs.py", "training.py"]
     for icon in [p[3] for p in pages] + [_page_icon()]:
         m = MATERIAL.fullmatch(icon)
         assert m, f"{icon!r} is not a :material/name: icon"

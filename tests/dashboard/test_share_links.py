@@ -121,4 +121,4 @@ def test_default_page_is_served_at_the_root():
     assert pages.TABLE[first[4]].url_path == "" and first[4] == "hook_basics"
     assert pages.share_link("X", "hook_basics") == "/?run=X"
     assert pages.share_link("X", "gradcam") == "/gradcam?run=X"
-    assert _registered_paths() == ["", "inspector", "compare", "gradcam", "runs"]
+    assert _registered_paths() == ["", "inspector", "compare", "gradcam", "runs", "training"]

@@ -30,16 +30,16 @@ def _no_error(page) -> None:
     assert errors.count() == 0, errors.first.inner_text()
 
 
-def test_app_opens_with_five_pages(server, page, ui):
+def test_app_opens_with_six_pages(server, page, ui):
     ui.open_page(page, server)
     nav = page.locator("[data-testid='stSidebarNav']")
-    for title in ("Hook basics", "Inspector", "Compare edits", "Grad-CAM", "Runs"):
+    for title in ("Hook basics", "Inspector", "Compare edits", "Grad-CAM", "Runs", "Training"):
         nav.get_by_text(title, exact=True).wait_for(timeout=SLOW_MS)  # exactly one (strict)
     # each page's icon is drawn from Streamlit's Material icon font (no emoji font needed)
     icons = nav.locator("[data-testid='stIconMaterial']")
-    assert icons.count() == 5, icons.count()
+    assert icons.count() == 6, icons.count()
     assert icons.all_inner_texts() == ["phishing", "search", "compare_arrows",
-                                       "local_fire_department", "folder_open"]
+                                       "local_fire_department", "folder_open", "monitoring"]
     # toolbarMode = "viewer": no Deploy button for the people using the dashboard
     page.locator("[data-testid='stToolbar']").first.wait_for(state="attached", timeout=SLOW_MS)
     assert page.locator("[data-testid='stAppDeployButton']").count() == 0
