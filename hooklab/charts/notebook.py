@@ -18,6 +18,20 @@ function returns when called directly, so a notebook and the dashboard draw the 
 The tensor kinds pick the first event (firing order) with a stored tensor that matches the
 keyword filters ``layer``, ``role`` (default ``"output"``), ``step``, ``call``, ``index``.
 
+``WatchRun.plot(kind)`` (a :func:`hooklab.watch` run, :func:`hooklab.store.stream.open_watch`),
+the Training page's figures (:mod:`hooklab.charts.training`), kinds:
+
+- ``"heatmap"`` (default): :func:`~hooklab.charts.training.grad_norm_heatmap`, layer x step,
+  log colour; ``role="grad_output"`` (default), ``"param_grad"`` or ``"output"``.
+- ``"scalars"``: :func:`~hooklab.charts.training.scalar_curves` (loss, accuracy, ...).
+- ``"update_ratio"``: :func:`~hooklab.charts.training.update_ratio_lines` (‖Δw‖/‖w‖).
+- ``"dead"``: :func:`~hooklab.charts.training.dead_fraction_heatmap`.
+- ``"ratio"``: :func:`~hooklab.charts.training.ratio_heatmap` of this run over
+  ``baseline=<another WatchRun>`` (per layer and step; 0.5 where an edit halved a gradient).
+
+``WatchRun``'s HTML summary: run id, status, model, steps recorded and trained, the last value of
+each logged scalar, edits, the first NaN/Inf.
+
 Example:
     >>> with hooklab.record(model, layers="conv1") as rec:
     ...     rec.run(x)
@@ -33,11 +47,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hooklab.charts import trace as trace_charts
-from hooklab.core.display import register_plotter
+from hooklab.charts import training as training_charts
+from hooklab.core.display import events_summary, register_plotter, register_summary
 from hooklab.core.trace import Trace
+from hooklab.store.stream import WatchRun
 from hooklab.studies.inspect import partner
+from hooklab.studies.training_views import first_nonfinite, last_scalars
 
-__all__ = ["pick_event", "trace_channels", "trace_histogram", "trace_pair", "trace_timeline"]
+__all__ = ["pick_event", "trace_channels", "trace_histogram", "trace_pair", "trace_timeline",
+           "watch_dead", "watch_heatmap", "watch_ratio", "watch_scalars", "watch_summary",
+           "watch_update_ratio"]
 
 #: Event columns a tensor plot may filter on.
 FILTERS = ("layer", "role", "step", "call", "index")
@@ -89,6 +108,66 @@ def trace_pair(trace: Trace, *, layer: str, channel: int | None = None,
                                     partner(trace, row, "grad_output"), channel=channel)
 
 
+# -- watch runs ----------------------------------------------------------------------------------
+def watch_heatmap(run: WatchRun, role: str = "grad_output", **kwargs: Any) -> go.Figure:
+    """:func:`hooklab.charts.training.grad_norm_heatmap` of the run's events."""
+    return training_charts.grad_norm_heatmap(run.events, role, **kwargs)
+
+
+def watch_scalars(run: WatchRun, **kwargs: Any) -> go.Figure:
+    """:func:`hooklab.charts.training.scalar_curves` of the run's scalars."""
+    return training_charts.scalar_curves(run.scalars, **kwargs)
+
+
+def watch_update_ratio(run: WatchRun, **kwargs: Any) -> go.Figure:
+    """:func:`hooklab.charts.training.update_ratio_lines` of the run's scalars."""
+    return training_charts.update_ratio_lines(run.scalars, **kwargs)
+
+
+def watch_dead(run: WatchRun, **kwargs: Any) -> go.Figure:
+    """:func:`hooklab.charts.training.dead_fraction_heatmap` of the run's scalars."""
+    return training_charts.dead_fraction_heatmap(run.scalars, **kwargs)
+
+
+def watch_ratio(run: WatchRun, baseline: WatchRun, role: str = "grad_output",
+                **kwargs: Any) -> go.Figure:
+    """:func:`hooklab.charts.training.ratio_heatmap`: this run's norms over ``baseline``'s."""
+    kwargs.setdefault("names", (baseline.run_id, run.run_id))
+    return training_charts.ratio_heatmap(baseline.events, run.events, role, **kwargs)
+
+
+def watch_summary(run: WatchRun) -> dict[str, Any]:
+    """The HTML summary of a watch run (see the module docstring)."""
+    base = events_summary(run.events, run.meta)
+    steps = run.steps
+    bad = first_nonfinite(run.events)
+    status = run.status + (f": {run.error}" if run.error else "")
+    return {
+        "run": run.run_id,
+        "status": status,
+        "model": base["model"],
+        "layers": base["layers"],
+        "steps recorded": (f"{len(steps)} ({steps[0]}..{steps[-1]}, every "
+                           f"{run.meta.get('every', '?')}) of {run.steps_done} trained"
+                           if steps else f"none of {run.steps_done} trained"),
+        "segments": run.segments,
+        "events": base["events"],
+        "by role": base["by role"],
+        "last scalars": {name: f"{value:.4g} (step {step})"
+                         for name, (step, value) in last_scalars(run.scalars).items()},
+        "edits": base["edits"],
+        "first NaN/Inf": bad.text() if bad is not None else "none",
+        "author": run.manifest.get("author") or "—",
+        "tags": list(run.manifest.get("tags", [])),
+    }
+
+
+register_summary("WatchRun", watch_summary)
+register_plotter("WatchRun", "heatmap", watch_heatmap, default=True)
+register_plotter("WatchRun", "scalars", watch_scalars)
+register_plotter("WatchRun", "update_ratio", watch_update_ratio)
+register_plotter("WatchRun", "dead", watch_dead)
+register_plotter("WatchRun", "ratio", watch_ratio)
 register_plotter("Trace", "timeline", trace_timeline, default=True)
 register_plotter("Trace", "channels", trace_channels)
 register_plotter("Trace", "histogram", trace_histogram)

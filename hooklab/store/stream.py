@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from hooklab.core.display import DisplayMixin
 from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import EVENT_COLUMNS, Trace, normalise_events
 from hooklab.recording.watch import SCALAR_COLUMNS, Segment
@@ -349,7 +350,7 @@ def _key_segments(directory: Path, manifest: Mapping[str, Any], where: str,
 
 
 @dataclass
-class WatchRun:
+class WatchRun(DisplayMixin):
     """A streamed run as committed so far (see :func:`open_watch`).
 
     ``events`` has :data:`~hooklab.core.trace.EVENT_COLUMNS` (or the columns asked for), the
