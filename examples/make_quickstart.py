@@ -159,6 +159,77 @@ cam = res.maps[0]
 print(f"label: {names[label]}  predicted: {names[int(res.targets[0])]}")
 print(f"CAM share on the object: {(cam * mask).sum().item() / cam.sum().item():.3f}")
 cam_charts.three_panels(to_display(image), cam.numpy())""", "check-cam"),
+    ("md", """\
+## 5. Watch your own training loop
+
+`hooklab.watch` records a training loop you wrote yourself: statistics of every chosen layer's
+output and output gradient, parameter gradients and the update ratio ‖Δw‖/‖w‖, every `every`
+steps, streamed into a run of a `TraceStore` while the loop runs (the dashboard's Training page
+shows it live). Call `w.step(...)` after `optimizer.step()`, with any scalars you want curves of.
+Here: a short training of the lesson's `SimpleCNN` on the shapes set, into a temporary store.
+
+记录你自己的训练循环：每一步的梯度范数、更新比例和损失曲线。""", ""),
+    ("code", """\
+import torch.nn.functional as F
+
+from hooklab.data.datasets import make_shapes
+from hooklab.models.zoo import SimpleCNN
+from hooklab.store.stream import open_watch
+
+store = hooklab.TraceStore(tempfile.mkdtemp(prefix="hooklab-quickstart-"))
+train = make_shapes(256, seed=0)
+
+
+def train_watched(edits=None, steps=12, batch=16):
+    \"\"\"A plain training loop, watched; the same seed and batches for every call.\"\"\"
+    torch.manual_seed(0)
+    model = SimpleCNN(num_classes=len(train.classes)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    with hooklab.watch(model, store, every=1, layers="Conv2d", edits=edits,
+                       tags=["quickstart"]) as w:
+        for step in range(steps):
+            idx = order.roll(-step * batch)[:batch]
+            x, y = train.images[idx], train.labels[idx]
+            opt.zero_grad()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            w.step(loss=loss.item(), acc=(out.argmax(1) == y).float().mean().item())
+    return open_watch(store, w.run_id)
+
+
+run = train_watched()
+print("store:", store.root)
+print("run:", run.run_id)
+run""", "check-watch"),
+    ("code", """\
+run.plot()                    # output-gradient norm per layer and step (log colour)""", ""),
+    ("code", """\
+run.plot("scalars")           # the loss and accuracy passed to w.step""", ""),
+    ("md", """\
+The lesson's halving over a real training: the same loop with `conv2`'s output gradient halved.
+At step 0 (same seed, same weights, same batch) every gradient upstream of `conv2` is exactly
+half of the plain run's — the chain rule of section 3 — and after that the two trainings drift
+apart. `plot("ratio", baseline=run)` draws this run's norms over the plain run's.
+
+同一训练中把 conv2 的梯度减半：第 0 步上游梯度恰好减半，之后两次训练逐渐不同。""", ""),
+    ("code", """\
+halved = train_watched(edits={"conv2": edits.scale(0.5)})
+ev_plain, ev_half = run.events, halved.events
+
+
+def norm_at(events, layer, role="grad_output", step=0):
+    rows = events[(events.layer == layer) & (events.role == role) & (events.step == step)]
+    return float(rows.norm.iloc[0])
+
+
+print("run:", halved.run_id)
+for layer in ("conv1", "conv2", "conv3"):
+    ratio = norm_at(ev_half, layer) / norm_at(ev_plain, layer)
+    print(f"step 0, {layer} output-gradient norm, halved / plain: {ratio:.4f}")
+halved.plot("ratio", baseline=run)""", "check-watch-ratio"),
 ]
 
 

@@ -26,6 +26,7 @@ from hooklab.cam import engine
 from hooklab.core import edits
 from hooklab.data.datasets import shapes_sample
 from hooklab.models.zoo import get_model, seed_model
+from hooklab.store.stream import open_watch
 from hooklab.studies import lessons
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,8 @@ def _kernel_env(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     mp.setenv("JUPYTER_RUNTIME_DIR", str(tmp / "runtime"))
     mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
     mp.setenv("IPYTHONDIR", str(tmp / "ipython"))
+    (tmp / "tmp").mkdir()
+    mp.setenv("TMPDIR", str(tmp / "tmp"))  # the notebook's temporary store lands here
 
 
 def execute(path: Path, tmp: Path) -> tuple[nbformat.NotebookNode, float]:
@@ -225,3 +228,51 @@ def test_gradcam_cell(quickstart):
     assert float(_line(out, "CAM share on the object: ")) == pytest.approx(share, abs=2e-3)
     fig = _result(cell, PLOTLY)
     assert [d["type"] for d in fig["data"]] == ["image", "heatmap", "image"]
+
+
+def _opened(cell: Any, store: hooklab.TraceStore | None = None
+            ) -> tuple[hooklab.TraceStore, Any]:
+    """The store (unless given) and the run a watch cell printed, opened here in the test
+    process."""
+    out = _stdout(cell)
+    store = store or hooklab.TraceStore(_line(out, "store: "))
+    return store, open_watch(store, _line(out, "run: "))
+
+
+def test_watch_cells_show_the_stored_run(quickstart):
+    cell = _tagged(quickstart, "check-watch")
+    store, run = _opened(cell)
+    assert run.status == "finished" and run.steps == list(range(12))
+    assert set(run.scalars["name"]) >= {"loss", "acc"}
+    assert _result(cell, "text/html") == run._repr_html_()  # the summary, as stored
+    figs = [c for c in quickstart.cells if c.cell_type == "code"
+            and c.source.startswith(("run.plot()", 'run.plot("scalars")'))]
+    assert len(figs) == 2
+    assert _result(figs[0], PLOTLY)["layout"]["title"]["text"] == run.plot().layout.title.text
+    assert [d["name"] for d in _result(figs[1], PLOTLY)["data"]] == [
+        d.name for d in run.plot("scalars").data]
+
+
+def test_watch_ratio_cell_halves_upstream_at_step_0(quickstart):
+    store, plain = _opened(_tagged(quickstart, "check-watch"))
+    cell = _tagged(quickstart, "check-watch-ratio")
+    _, halved = _opened(cell, store)
+    assert halved.meta["edits"] and "conv2=scale(0.5)" in halved.summary()["edits"]
+    out = _stdout(cell)
+
+    def norm(events, layer):
+        rows = events[(events.layer == layer) & (events.role == "grad_output")
+                      & (events.step == 0)]
+        return float(rows.norm.iloc[0])
+
+    for layer in ("conv1", "conv2", "conv3"):
+        ratio = norm(halved.events, layer) / norm(plain.events, layer)
+        printed = float(_line(out, f"step 0, {layer} output-gradient norm, halved / plain: "))
+        assert printed == pytest.approx(ratio, abs=1e-4)
+    # upstream of the edit: exactly half; conv2's own (before the edit) and conv3: unchanged
+    assert norm(halved.events, "conv1") / norm(plain.events, "conv1") == pytest.approx(0.5,
+                                                                                      rel=1e-5)
+    assert norm(halved.events, "conv3") == pytest.approx(norm(plain.events, "conv3"), rel=1e-6)
+    fig = _result(cell, PLOTLY)
+    assert fig["layout"]["title"]["text"] == halved.plot("ratio",
+                                                         baseline=plain).layout.title.text
