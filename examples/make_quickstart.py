@@ -230,6 +230,18 @@ for layer in ("conv1", "conv2", "conv3"):
     ratio = norm_at(ev_half, layer) / norm_at(ev_plain, layer)
     print(f"step 0, {layer} output-gradient norm, halved / plain: {ratio:.4f}")
 halved.plot("ratio", baseline=run)""", "check-watch-ratio"),
+    ("md", """\
+## Next
+
+- Open these two runs in the dashboard's **Training** page (live runs refresh themselves):
+  `HOOKLAB_STORE=<the store printed above> make run`, then choose a run and compare it with the
+  other one.
+- `run.plot(kind)` kinds: `heatmap` (`role="grad_output"`, `"param_grad"` or `"output"`),
+  `scalars`, `update_ratio`, `dead`, `ratio` (`baseline=`); a `Trace`'s: `timeline`,
+  `channels`, `histogram`, `pair` (`layer=...`).
+- Watch your own model: `with hooklab.watch(model, store, every=10) as w: ... w.step(loss=...)`.
+
+下一步：在仪表盘的“训练”页面打开这些运行。""", ""),
 ]
 
 
