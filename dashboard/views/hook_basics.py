@@ -5,11 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from dashboard.components import exercises as exercise_ui
 from dashboard.components import run_flow
 from dashboard.i18n import lang, t
 from hooklab.charts import basics as charts
 from hooklab.charts import trace as trace_charts
-from hooklab.studies import inspect, lessons
+from hooklab.charts.graph_dot import graph_dot
+from hooklab.studies import graphs, hook_doctor, inspect, lessons
 
 PAGE = "hook_basics"
 
@@ -27,6 +29,87 @@ def _backward(language: str = "en"):
 @st.cache_data(show_spinner=False)
 def _replace():
     return lessons.forward_replace_lesson()
+
+
+@st.cache_data(show_spinner=False)
+def _graph(name: str, kinds: tuple[str, ...], layer: str, edit: str, k: float):
+    """DOT text and hooks table of one graph example (hooklab.studies.graphs)."""
+    hooks = {layer: list(kinds)} if kinds and layer else None
+    g = graphs.example_graph(name, hooks=hooks, edits=edit or None, k=k)
+    return graph_dot(g), g.hooks_table(), len(g.nodes)
+
+
+@st.cache_data(show_spinner=False)
+def _seed_gradcam_twice():
+    """The hook inventory of a SimpleCNN copy after the seed's GradCAM ran twice."""
+    import torch
+
+    from hooklab.models.zoo import SimpleCNN
+
+    torch.manual_seed(0)
+    return hook_doctor.seed_gradcam_twice(SimpleCNN().eval(), torch.randn(1, 3, 32, 32))
+
+
+def graph_section(k: float) -> None:
+    """6 · the backward graph of an example with the hooks on it, numbered in firing order."""
+    st.header(t("6 · The autograd graph, with the hooks on it", "6 · 自动求导图以及上面的钩子"))
+    st.caption(t("Boxes are grad_fn nodes (gradients flow top to bottom), ellipses the leaves "
+                 "whose .grad is filled, notes the hooks where PyTorch calls them, numbered in "
+                 "the order they fired; an edited gradient is red. Dashed boxes are the "
+                 "BackwardHookFunction nodes PyTorch inserts for full backward hooks.",
+                 "方框是 grad_fn 节点（梯度自上而下流动），椭圆是会被写入 .grad 的叶子，便签是钩子，"
+                 "画在 PyTorch 调用它的节点旁，编号为触发顺序；被修改的梯度为红色。虚线框是 PyTorch "
+                 "为 full backward 钩子插入的 BackwardHookFunction 节点。"))
+    c1, c2, c3 = st.columns(3)
+    name = c1.selectbox(t("Example", "示例"), list(graphs.EXAMPLES), index=2,
+                        format_func=lambda n: t(*graphs.EXAMPLES[n]), key="graph_example")
+    layers = graphs.DEFAULT_LAYERS.get(name, [])
+    kinds: tuple[str, ...] = ()
+    layer = ""
+    edit = ""
+    if layers:
+        layer = c2.selectbox(t("Extra hooks on", "额外钩子挂在"), layers, key="graph_layer")
+        kinds = tuple(c2.multiselect(t("Module backward hooks", "模块反向钩子"),
+                                     ["full_backward_pre", "full_backward", "backward"],
+                                     key="graph_kinds"))
+        default_edit = "conv2=scale(0.5)" if name == "simple_cnn" else ""
+        edit = c3.text_input(t("Gradient edit", "梯度修改"), value=default_edit,
+                             key=f"graph_edit_{name}")
+    with state.guard(t("Backward graph", "反向图")):
+        dot, table, n_nodes = _graph(name, kinds, layer, edit.strip(), k)
+    st.graphviz_chart(dot, width="stretch")
+    st.caption(t(f"{n_nodes} autograd nodes.", f"{n_nodes} 个自动求导节点。")
+               + (t(" Collapsed by module (more than 60 nodes).", " 节点超过 60 个，按模块折叠。")
+                  if n_nodes > 60 else ""))
+    st.dataframe(table, hide_index=True, width="stretch", key="graph_hooks")
+    st.markdown(t("The deprecated `register_backward_hook` sits on the module's **last** node "
+                  "(add it to a layer above): for a conv that is the convolution itself, but "
+                  "for a module of several ops it only sees the last one.",
+                  "已弃用的 `register_backward_hook` 挂在模块的**最后一个**节点上（在上面把它加到某层试试）："
+                  "卷积层只有卷积这一个操作，但多操作模块里它只看到最后一个操作。"))
+
+
+def doctor_section() -> None:
+    """7 · the hook inventory after the seed's GradCAM ran twice."""
+    st.header(t("7 · Hook doctor: which hooks are still on the model?",
+                "7 · 钩子体检：模型上还挂着哪些钩子？"))
+    st.markdown(t("The seed's `GradCAM` registers two hooks in `register_hooks` and drops both "
+                  "handles. Run the cell twice and conv3 carries **four** hooks; the first "
+                  "object's hooks still fire on every forward and backward. "
+                  "`hooklab.hooks_on(model)` lists every hook and flags those no live handle "
+                  "can remove.",
+                  "课程的 `GradCAM` 在 `register_hooks` 里注册了两个钩子，却把两个句柄都丢掉了。"
+                  "这个单元格运行两次，conv3 上就有**四个**钩子；第一个对象的钩子在之后每次前向和反向"
+                  "时仍会触发。`hooklab.hooks_on(model)` 列出所有钩子，并标出没有任何存活句柄能移除的钩子。"))
+    left, right = st.columns([2, 3])
+    left.code("grad_cam = GradCAM(model, model.conv3)   # run twice\n"
+              "grad_cam = GradCAM(model, model.conv3)\n"
+              "hooklab.hooks_on(model)", language="python")
+    with right, state.guard(t("Hook inventory", "钩子清单")):
+        inv = _seed_gradcam_twice()
+        st.dataframe(inv[["module", "kind", "function", "looks_leaked", "reason"]],
+                     hide_index=True, width="stretch", key="doctor_table")
+        st.metric(t("hooks that look leaked", "疑似泄漏的钩子"), int(inv["looks_leaked"].sum()))
 
 
 def _record_seed(k: float):
@@ -166,6 +249,11 @@ def main() -> None:
                     width="stretch", key="basics_timeline")
     if opened is None:
         run_flow.save_run(trace, PAGE, default_tags=("hook-basics",))
+
+    graph_section(k)
+    doctor_section()
+    st.header(t("8 · Predict, then reveal", "8 · 先预测，再揭晓"))
+    exercise_ui.exercise_section(PAGE)
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing

@@ -6,6 +6,7 @@ import streamlit as st
 
 import hooklab
 from dashboard import state
+from dashboard.components import exercises as exercise_ui
 from dashboard.components import pickers, run_flow
 from dashboard.i18n import t
 from hooklab.charts import trace as charts
@@ -154,6 +155,8 @@ def main() -> None:
             with state.guard(t("Showing the run", "显示结果")):
                 _show(trace, "live")
             run_flow.save_run(trace, PAGE, default_tags=("inspector",))
+    with st.expander(t("Predict, then reveal", "先预测，再揭晓")):
+        exercise_ui.exercise_section(PAGE, kinds=("norm_ratio", "cam_peak"))
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it runs nothing

@@ -22,6 +22,7 @@ from dashboard.i18n import t
 from hooklab.charts import runs as charts
 from hooklab.store.stream import is_watch
 from hooklab.studies.compare import compare_runs
+from hooklab.studies.exercises import answer_summary, class_answers
 
 #: Runs up to this size are exported (verified and zipped) while the page renders.
 EAGER_EXPORT_BYTES = 32 * 2**20
@@ -201,6 +202,20 @@ def compare_section(store, table: pd.DataFrame) -> None:
                  hide_index=True, width="stretch")
 
 
+def exercise_answers_section(store) -> None:
+    """The class's saved exercise answers, per exercise (hooklab.studies.exercises)."""
+    answers = state.attempt(t("Exercise answers", "练习答案"), class_answers, store)
+    if answers is None or answers.empty:
+        st.caption(t("No exercise answers saved yet.", "还没有保存的练习答案。"))
+        return
+    st.dataframe(answer_summary(answers), hide_index=True, width="stretch",
+                 key="runs_exercise_summary")
+    chosen = st.selectbox(t("Exercise", "练习"), sorted(set(answers["exercise"])),
+                          key="runs_exercise_pick")
+    st.dataframe(answers[answers["exercise"] == chosen], hide_index=True, width="stretch",
+                 key="runs_exercise_answers")
+
+
 def import_section(store) -> None:
     up = st.file_uploader(t("Run file (.zip exported from hooklab)",
                             "运行文件（hooklab 导出的 .zip）"),
@@ -258,6 +273,8 @@ def main() -> None:
         run_detail(store, current)
 
     st.divider()
+    st.subheader(t("Exercise answers of the class", "全班的练习答案"))
+    exercise_answers_section(store)
     st.subheader(t("Compare two runs", "比较两个运行"))
     compare_section(store, table)
     c1, c2 = st.columns(2)

@@ -138,10 +138,11 @@ class BackwardGraph:
                       key=lambda h: h.order or 0)
 
     def hooks_table(self) -> pd.DataFrame:
-        """One row per hook: order, kind, layer, node, function, edit."""
+        """One row per hook, in firing order (unnumbered last): order, kind, layer, node..."""
         names = {n.id: n.name for n in self.nodes}
+        hooks = sorted(self.hooks, key=lambda h: (h.order is None, h.order or 0))
         rows = [{"order": h.order, "kind": h.kind, "layer": h.layer, "node": names.get(h.node),
-                 "role": h.role, "edit": h.edit, "function": h.function} for h in self.hooks]
+                 "role": h.role, "edit": h.edit, "function": h.function} for h in hooks]
         return pd.DataFrame(rows, columns=["order", "kind", "layer", "node", "role", "edit",
                                            "function"])
 

@@ -45,6 +45,8 @@ class Check:
 
 
 def _number(value: Any, what: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ExerciseError(f"{what}: no answer given yet")
     try:
         v = float(value)
     except (TypeError, ValueError):
