@@ -1,6 +1,7 @@
 """hooklab dashboard: router and shared sidebar, nothing else (pages: dashboard/pages.py).
 
-Run with ``make run`` (or ``streamlit run dashboard/app.py``).
+Run with ``make run`` (or ``streamlit run dashboard/app.py``); ``HOOKLAB_MODELS=mylab.models
+make run`` also offers the models that module registers (:mod:`hooklab.models.registry`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
 
 from dashboard.i18n import LANGUAGES, t  # noqa: E402
 from dashboard.pages import st_pages  # noqa: E402
-from dashboard.state import default_author  # noqa: E402
+from dashboard.state import default_author, model_module_errors  # noqa: E402
 
 st.set_page_config(page_title="hooklab", page_icon=":material/phishing:", layout="wide")
+model_module_errors()  # $HOOKLAB_MODELS: imported at the first page view, once per process
 
 with st.sidebar:
     choice = st.radio("Language / 语言", list(LANGUAGES), horizontal=True, key="hooklab_lang_label")

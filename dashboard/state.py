@@ -1,4 +1,5 @@
-"""Shared dashboard state: cached models (with a Lock), the store, the author, error boundary.
+"""Shared dashboard state: cached models (with a Lock), the store, the author, error boundary,
+the operator's model modules (``$HOOKLAB_MODELS``).
 
 Pages never register hooks or compute statistics themselves; they call hooklab. Every hooklab
 call that can fail runs inside :func:`guard` (the page stops) or :func:`attempt` (the page goes
@@ -17,7 +18,9 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from dashboard.i18n import t
 from hooklab.core.errors import HooklabError
+from hooklab.models import registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +38,23 @@ def store():
     from hooklab.store.runs import TraceStore
 
     return TraceStore(os.environ.get("HOOKLAB_STORE") or None)
+
+
+def model_module_errors() -> list[str]:
+    """Import the model modules named in ``$HOOKLAB_MODELS`` (once per process and value; the
+    server's operator chose them: trusted code) and load installed packages' ``hooklab.models``
+    entry points (once); returns one message per module that failed. Uploaded files are never
+    imported: they are data (weights, images, runs)."""
+    registry.load_env()
+    registry.registered()
+    return [str(e) for e in registry.load_errors()]
+
+
+def show_model_module_errors() -> None:
+    """One ``st.error`` per model module that failed to load; the built-in models still work."""
+    for msg in model_module_errors():
+        st.error(t(f"{msg}. Its models are missing; the built-in models still work.",
+                   f"{msg}。该模块的模型不可用；内置模型仍可使用。"))
 
 
 def default_author() -> str:

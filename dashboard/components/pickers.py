@@ -4,13 +4,15 @@
 
 Pages import these so every page offers the same choices. Signatures are stable:
 
-* :func:`model_picker` ``(key, default=None, *, seed_recipe=False) -> ModelChoice`` — zoo model
-  + weights (random, trained on shapes, an uploaded file, or with ``seed_recipe`` and a local
-  CIFAR-10 copy the seed's own CIFAR-10 training); cached across sessions with a lock.
+* :func:`model_picker` ``(key, default=None, *, seed_recipe=False) -> ModelChoice`` — zoo or
+  registered model (:mod:`hooklab.models.registry`, ``$HOOKLAB_MODELS``) + weights (random,
+  trained on shapes, a registered model's own file, an uploaded file, or with ``seed_recipe`` and
+  a local CIFAR-10 copy the seed's own CIFAR-10 training); cached across sessions with a lock.
 * :func:`load_model` ``(spec) -> ModelChoice`` — the same without UI (reopening a run).
 * :func:`input_picker` ``(key, model, default=None) -> InputChoice`` — shapes sample, CIFAR-10
   sample (when a local copy exists), uploaded image, random, the seed's input.
 * :func:`make_input` ``(spec, model, upload=None) -> InputChoice`` — the same without UI.
+* :func:`default_edit` ``(model) -> str`` — an example edit line for the model's layers.
 * :func:`layer_picker` ``(key, model, default=None, label=None) -> list[str] | None`` — a
   ``layers=`` argument for :func:`hooklab.record` (``None`` = every leaf module).
 * :func:`hook_kind_picker` ``(key, default=()) -> list[str]`` — extra PyTorch hook kinds.
@@ -42,7 +44,7 @@ from dashboard.i18n import lang, t
 from hooklab.core.errors import DataError, HooklabError
 from hooklab.core.hooks import HOOK_KIND_HELP, HOOK_KINDS
 from hooklab.data import datasets as datalib
-from hooklab.models import inputs, zoo
+from hooklab.models import inputs, registry, zoo
 from hooklab.studies import train
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ MODEL_NAMES_SHOWN = ("simple_cnn", "simple_model", "resnet18", "mobilenet_v3_sma
 WEIGHT_SOURCES = ("auto", "random", "shapes", "upload")
 #: The seed's SimpleCNN trained by the seed's own recipe on a local CIFAR-10 copy.
 SEED_RECIPE = "cifar10-seed"
+#: A registered model's own weights file (``register(..., weights=...)``).
+REGISTERED = "registered"
 INPUT_SOURCES = ("shapes", "cifar10", "upload", "random", "seed")
 
 
@@ -65,7 +69,8 @@ class ModelChoice:
     Attributes:
         name: zoo name (``"simple_cnn"``).
         weights: ``"random"``, ``"shapes"`` (trained on the shapes set), ``"cifar10-seed"``
-            (:data:`SEED_RECIPE`) or ``"upload:<sha12>"``.
+            (:data:`SEED_RECIPE`), ``"registered"`` (a registered model's own file,
+            :data:`REGISTERED`) or ``"upload:<sha12>"``.
         model: the cached module (eval mode).
         input_shape: ``(C, H, W)`` it expects.
         class_names: one per logit.
@@ -108,7 +113,9 @@ def _cached_model(name: str, weights: str, _blob: bytes | None = None) -> nn.Mod
             return zoo.get_model(name, weights=path)
         finally:
             os.unlink(path)
-    return zoo.get_model(name)
+    if weights == REGISTERED:
+        return zoo.get_model(name)  # the registered file, read safely
+    return zoo.get_model(name, weights="random")
 
 
 @st.cache_resource(show_spinner=False)
@@ -158,14 +165,33 @@ def _cifar_names() -> tuple[str, ...]:
 
 
 def default_weights(name: str) -> str:
-    """``"shapes"`` (trained on the shapes set) for the SimpleCNN, else ``"random"``."""
-    return "shapes" if name == "simple_cnn" else "random"
+    """``"shapes"`` (trained on the shapes set) for the SimpleCNN, ``"registered"`` for a
+    registered model with a weights file, else ``"random"``."""
+    if name == "simple_cnn":
+        return "shapes"
+    item = registry.entry(name)
+    return REGISTERED if item is not None and item.weights else "random"
+
+
+def model_names() -> list[str]:
+    """The picker's models: the zoo's, then the registered ones (``$HOOKLAB_MODELS``, entry
+    points; imported once per process by :func:`dashboard.state.model_module_errors`)."""
+    state.model_module_errors()
+    return [*MODEL_NAMES_SHOWN, *(r.name for r in registry.registered())]
+
+
+def model_label(name: str) -> str:
+    """A picker label: the name, and for a registered model its description (or module)."""
+    item = registry.entry(name) if name not in MODEL_NAMES_SHOWN else None
+    if item is None:
+        return name
+    return f"{name} — {item.description or item.module}"
 
 
 def load_model(spec: dict[str, Any] | None = None, blob: bytes | None = None,
                progress: Any = None) -> ModelChoice:
     """A cached model from ``{"name": ..., "weights": "auto"|"random"|"shapes"|"cifar10-seed"|
-    "upload:<sha>"}``.
+    "registered"|"upload:<sha>"}``.
 
     ``blob``: the uploaded checkpoint bytes for ``"upload:..."`` weights. ``progress``:
     ``(step, total, info)`` callback while the seed-recipe model trains (first use only).
@@ -196,14 +222,22 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
     Raises (inside ``state.guard()``): WeightsMismatchError, UnsafeCheckpointError, ...
     """
     default = default or {}
-    names = list(MODEL_NAMES_SHOWN)
+    state.show_model_module_errors()
+    names = model_names()
     name0 = default.get("name", "simple_cnn")
+    if name0 not in names:
+        st.warning(t(f"Model {name0!r} is not available on this server (a registered model: "
+                     "start the server with its module in HOOKLAB_MODELS); showing the default.",
+                     f"此服务器上没有模型 {name0!r}（注册的模型：启动服务器时在 HOOKLAB_MODELS "
+                     "中给出其模块）；显示默认模型。"))
     name = st.selectbox(t("Model", "模型"), names, index=names.index(name0) if name0 in names
-                        else 0, key=f"{key}_model")
+                        else 0, format_func=model_label, key=f"{key}_model")
     labels = {"auto": t("default", "默认"), "random": t("random", "随机"),
               "shapes": t("trained on shapes", "在 shapes 上训练"),
               "upload": t("upload weights", "上传权重"),
               SEED_RECIPE: t("seed recipe (CIFAR-10)", "课程配方（CIFAR-10）")}
+    if default_weights(name) == REGISTERED:
+        labels["auto"] = t("its weights file", "其权重文件")
     options = [w for w in WEIGHT_SOURCES if w != "shapes" or name == "simple_cnn"]
     if seed_recipe and name == "simple_cnn" and cifar_available():
         options.insert(options.index("upload"), SEED_RECIPE)
@@ -339,6 +373,9 @@ def make_input(spec: dict[str, Any], model: ModelChoice, upload: bytes | None = 
     source = spec.get("source", "shapes")
     shape = tuple(model.input_shape)
     if source in ("shapes", "cifar10", "upload", "random"):
+        if not image_like(shape):
+            raise DataError(f"{model.name} takes inputs of shape {shape}, not images: choose "
+                            "the random normal tensor")
         info = model_info(model)
         if source == "shapes":
             sample = inputs.shapes_input(int(spec.get("index", 102)), info)
@@ -357,8 +394,17 @@ def make_input(spec: dict[str, Any], model: ModelChoice, upload: bytes | None = 
                            sample.description)
     # the seed's input: a standard-normal tensor of the model's input shape
     g = torch.Generator().manual_seed(int(spec.get("seed", 42)))
-    x = fit_input(torch.randn(1, *shape, generator=g), shape)
+    x = torch.randn(1, *shape, generator=g)
+    if not image_like(shape):  # a registered model's non-image input (a vector, a sequence...)
+        return InputChoice(x, None, "", None, dict(spec), text=f"randn{tuple(x.shape)} "
+                                                             f"seed={int(spec.get('seed', 42))}")
+    x = fit_input(x, shape)
     return InputChoice(x, None, "", _display(x), dict(spec))
+
+
+def image_like(shape: tuple[int, ...]) -> bool:
+    """True for ``(C, H, W)`` with 1 or 3 channels: images (shapes, CIFAR-10, uploads) fit it."""
+    return len(shape) == 3 and shape[0] in (1, 3)
 
 
 def input_picker(key: str, model: ModelChoice, default: dict[str, Any] | None = None
@@ -376,6 +422,10 @@ def input_picker(key: str, model: ModelChoice, default: dict[str, Any] | None = 
                                                                          "CIFAR-10 样本"),
               "upload": t("upload an image", "上传图片"), "random": t("random", "随机"),
               "seed": t("the seed's input", "课程中的输入")}
+    if not image_like(tuple(model.input_shape)):  # no image fits: a seeded normal tensor
+        sources = ["seed"]
+        labels["seed"] = t(f"random normal tensor {tuple(model.input_shape)}",
+                           f"随机正态张量 {tuple(model.input_shape)}")
     s0 = default.get("source", sources[0])
     source = st.radio(t("Input", "输入"), sources, index=sources.index(s0) if s0 in sources
                       else 0, format_func=labels.get, horizontal=True, key=f"{key}_source")
@@ -450,12 +500,34 @@ EDIT_HELP = ("One edit per line: LAYER=EDIT, or LAYER:TARGET=EDIT with TARGET gr
              "channel_mask([0, 3]), noise(std, seed=0). Example: conv2=scale(0.5)")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _default_edit(_model: nn.Module, key: str) -> str:
+    with_params = [n for n, m in _model.named_modules() if n and next(m.children(), None) is None
+                   and any(True for _ in m.parameters(recurse=False))]
+    if not with_params or "conv2" in with_params:
+        return "conv2=scale(0.5)"
+    return f"{with_params[max(0, len(with_params) // 2 - 1)]}=scale(0.5)"
+
+
+def default_edit(model: ModelChoice) -> str:
+    """An example edit line for ``model``: halve the gradient at ``conv2`` (the seed's layer)
+    when it has one, else at a parametrised leaf near the middle (a registered model)."""
+    return _default_edit(model.model, model.key)
+
+
 def edit_picker(key: str, default: str = "", label: str | None = None,
                 placeholder: str | None = None) -> str:
     """A text area of edit lines (``conv2=scale(0.5)``); returns the text.
 
     Parse it with :func:`hooklab.studies.compare.normalise_config` inside ``state.guard()``.
+    When ``default`` changes (another model picked) and the text is still the old default, the
+    text follows the new default; text the user typed stays.
     """
+    widget, memo = f"{key}_edits", f"{key}_edits_default"
+    old = st.session_state.get(memo)
+    if old is not None and old != default and st.session_state.get(widget) == old:
+        del st.session_state[widget]  # untouched: show the new model's example edit
+    st.session_state[memo] = default
     return st.text_area(label or t("Edits", "梯度/激活修改"), value=default, height=80,
                         placeholder=placeholder if placeholder is not None else
                         t("e.g. conv2=scale(0.5) — empty: no edit",

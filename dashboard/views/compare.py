@@ -109,8 +109,10 @@ def main() -> None:
                                          label=t("Configuration A (empty: no edit)",
                                                  "配置 A（留空：不修改）"))
         with c3:
-            text_b = pickers.edit_picker(f"{PAGE}_b", settings.get("config_b_text", DEFAULT_B),
-                                         label=t("Configuration B", "配置 B"))
+            text_b = pickers.edit_picker(
+                f"{PAGE}_b", settings.get("config_b_text", pickers.default_edit(model)
+                                          if mode == "single" else DEFAULT_B),
+                label=t("Configuration B", "配置 B"))
         if mode == "single":
             cam_layer = st.text_input(t("CAM layer (auto: the last spatial layer; empty: no CAM)",
                                         "CAM 层（auto：最后一个空间层；留空：不计算 CAM）"),

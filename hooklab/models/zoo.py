@@ -209,7 +209,10 @@ def _registered_model(item: registry.RegisteredModel, seed: int | None, weights:
     if seed is not None:
         torch.manual_seed(seed)
     model = registry.build(item)
-    attach(model, input_shape=item.input_shape)
+    try:
+        attach(model, input_shape=item.input_shape)
+    except AttributeError:  # the class defines input_shape as a read-only property
+        log.debug("%s keeps its own input_shape property", item.name)
     random = isinstance(weights, str) and weights.lower() == "random"
     chosen = None if random else (item.weights if weights is None else weights)
     source = (_load_weights(item.name, model, chosen, False) if chosen is not None

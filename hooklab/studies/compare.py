@@ -31,6 +31,7 @@ from torch import nn
 from hooklab.cam.engine import auto_layer, cam_from_trace
 from hooklab.core.edits import Edit, EditSpec, normalise_edits
 from hooklab.core.errors import HooklabError
+from hooklab.core.layers import leaf_names
 from hooklab.core.trace import INPUT_LAYER, Trace
 from hooklab.recording.recorder import record
 from hooklab.studies import train as train_mod
@@ -428,6 +429,8 @@ def compare_edits(model: nn.Module, x: torch.Tensor, config_a: EditsConfig = Non
         chosen_cam = cam_layer
     if chosen_cam and rec_layers is not None:
         rec_layers = list(rec_layers) + [chosen_cam]
+    elif chosen_cam and chosen_cam not in leaf_names(model):  # a block (ResNet's layer4)
+        rec_layers = [*leaf_names(model), chosen_cam]
     base = dict(meta or {})
     trace_a = _record_side(model, x, specs_a, rec_layers, target,
                            {**base, "side": "A"}, max_bytes)
