@@ -50,9 +50,30 @@ def _load(root: str, run_id: str, version: tuple) -> tv.TrainingRun:
     return tv.open_training(state.store(), run_id)
 
 
-def load(store, run_id: str) -> tv.TrainingRun:
-    """The run, re-read only when a new segment was committed (or its status changed)."""
-    return _load(str(store.root), run_id, tv.run_version(store, run_id))
+def load(store, run_id: str) -> tuple[tv.TrainingRun, tuple]:
+    """The run, re-read only when a new segment was committed (or its status changed), and the
+    version it was read at."""
+    version = (str(store.root), run_id, tv.run_version(store, run_id))
+    return _load(*version), version
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _build(key: tuple, _run: tv.TrainingRun, _other: tv.TrainingRun | None, role: str,
+           how: str, max_steps: int, names: tuple[str, str]) -> dict:
+    """The figures of a run (and a comparison run), built once per ``key`` (both runs'
+    versions): a live run's refresh redraws nothing until a new segment is committed."""
+    run, other = _run, _other
+    figs = {
+        "heatmap": charts.grad_norm_heatmap(run.events, role, max_steps=max_steps, how=how),
+        "curves": charts.scalar_curves({names[0]: other.scalars, names[1]: run.scalars}
+                                       if other else run.scalars, how=how),
+        "update": charts.update_ratio_lines(run.scalars, max_steps=max_steps, how=how),
+        "dead": charts.dead_fraction_heatmap(run.scalars, max_steps=max_steps, how=how),
+    }
+    if other is not None:
+        figs["ratio"] = charts.ratio_heatmap(other.events, run.events, role, names=names,
+                                             max_steps=max_steps, how=how)
+    return figs
 
 
 def demo_section(store, *, first: bool) -> None:
@@ -155,34 +176,26 @@ def _header(run: tv.TrainingRun) -> None:
                      f"首个非有限标量：{bad.text()}。"), icon=":material/error:")
 
 
-def _figures(run: tv.TrainingRun, other: tv.TrainingRun | None, role: str, how: str,
+def _figures(figs: dict, run: tv.TrainingRun, other: tv.TrainingRun | None, how: str,
              max_steps: int) -> None:
     """The figures of one run, and the comparison when a second run is chosen."""
     note = tv.binning_for(len(run.steps), max_steps, how).note()
     if note:
         st.caption(t(f"Long run: {note}.", f"长运行：{note}。"))
-    st.plotly_chart(charts.grad_norm_heatmap(run.events, role, max_steps=max_steps, how=how),
-                    width="stretch", key=f"{PAGE}_heatmap")
-    curves = {t("A", "A") + f" {other.run_id}": other.scalars,
-              t("B", "B") + f" {run.run_id}": run.scalars} if other else run.scalars
-    st.plotly_chart(charts.scalar_curves(curves, how=how), width="stretch", key=f"{PAGE}_curves")
+    st.plotly_chart(figs["heatmap"], width="stretch", key=f"{PAGE}_heatmap")
+    st.plotly_chart(figs["curves"], width="stretch", key=f"{PAGE}_curves")
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(charts.update_ratio_lines(run.scalars, max_steps=max_steps, how=how),
-                        width="stretch", key=f"{PAGE}_update")
+        st.plotly_chart(figs["update"], width="stretch", key=f"{PAGE}_update")
     with c2:
-        st.plotly_chart(charts.dead_fraction_heatmap(run.scalars, max_steps=max_steps, how=how),
-                        width="stretch", key=f"{PAGE}_dead")
+        st.plotly_chart(figs["dead"], width="stretch", key=f"{PAGE}_dead")
     if other is None:
         return
     st.subheader(t("Two runs side by side", "两个运行并排比较"))
     no_edit = t("no edit", "无修改")
     st.markdown(f"**A** {other.run_id}: `{run_flow.edit_text(other.meta) or no_edit}` · "
                 f"**B** {run.run_id}: `{run_flow.edit_text(run.meta) or no_edit}`")
-    st.plotly_chart(charts.ratio_heatmap(other.events, run.events, role,
-                                         names=(f"A {other.run_id}", f"B {run.run_id}"),
-                                         max_steps=max_steps, how=how),
-                    width="stretch", key=f"{PAGE}_ratio")
+    st.plotly_chart(figs["ratio"], width="stretch", key=f"{PAGE}_ratio")
     st.caption(t("Red: B's gradient is smaller than A's at that layer and step, blue: larger. "
                  "From the same seed, halving conv2's output gradient halves every gradient "
                  "upstream of conv2 at step 0 (ratio 0.5); after that the runs diverge.",
@@ -203,11 +216,13 @@ def share_box(rid: str, cmp: str) -> None:
 def live_view(store, rid: str, cmp: str, role: str, how: str, max_steps: int,
               was_live: bool) -> None:
     """Everything that changes while a run trains (a fragment when the run is live)."""
-    run = state.attempt(t(f"Opening run {rid}", f"打开运行 {rid}"), load, store, rid)
-    if run is None:
+    got = state.attempt(t(f"Opening run {rid}", f"打开运行 {rid}"), load, store, rid)
+    if got is None:
         return
-    other = state.attempt(t(f"Opening run {cmp}", f"打开运行 {cmp}"), load, store, cmp) \
+    run, version = got
+    got_other = state.attempt(t(f"Opening run {cmp}", f"打开运行 {cmp}"), load, store, cmp) \
         if cmp else None
+    other, other_version = got_other if got_other is not None else (None, None)
     if was_live and not (run.status == "live" or (other and other.status == "live")):
         st.rerun()  # the training ended: rerun the page once, without the refresh timer
     _header(run)
@@ -215,8 +230,11 @@ def live_view(store, rid: str, cmp: str, role: str, how: str, max_steps: int,
         st.info(t("No step committed yet; the first segment appears within seconds.",
                   "还没有提交任何步；第一个片段几秒内就会出现。"))
         return
+    names = (t("A", "A") + f" {cmp}", t("B", "B") + f" {rid}")
     with state.guard(t("Drawing the figures", "绘制图表")):
-        _figures(run, other, role, how, max_steps)
+        figs = _build((version, other_version, role, how, max_steps, names), run, other, role,
+                      how, max_steps, names)
+        _figures(figs, run, other, how, max_steps)
 
 
 def main() -> None:

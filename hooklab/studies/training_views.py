@@ -49,8 +49,30 @@ MODEL_LAYER = "(model)"
 How = Literal["mean", "max"]
 
 
-def _layers(events: pd.DataFrame) -> pd.Series:
-    return events["layer"].astype(str).replace("", MODEL_LAYER)
+def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their labels (as str) of a string or categorical column, without
+    converting every row to a Python string (a long run has millions of rows)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(np.int64), [str(c) for c in col.cat.categories]
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def _display(name: str) -> str:
+    return name or MODEL_LAYER
+
+
+def _first_order(codes: np.ndarray, n: int, key: np.ndarray) -> list[int]:
+    """Codes ``0..n-1`` that occur, ordered by their smallest ``key``."""
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, codes, key)
+    present = np.flatnonzero(first != np.iinfo(np.int64).max)
+    return [int(c) for c in present[np.argsort(first[present], kind="stable")]]
+
+
+def _order_key(events: pd.DataFrame) -> np.ndarray:
+    seq = events["seq"].to_numpy(np.int64)
+    return events["step"].to_numpy(np.int64) * (int(seq.max()) + 1) + seq
 
 
 def layer_order(events: pd.DataFrame) -> list[str]:
@@ -58,10 +80,30 @@ def layer_order(events: pd.DataFrame) -> list[str]:
     event (outputs fire in the forward pass, before any gradient). ``""`` is ``"(model)"``."""
     if events.empty:
         return []
-    seq = events["seq"].to_numpy(np.int64)
-    key = events["step"].to_numpy(np.int64) * (int(seq.max()) + 1) + seq
-    first = pd.Series(key).groupby(_layers(events).to_numpy(), sort=False).min()
-    return [str(x) for x in first.sort_values(kind="stable").index]
+    codes, labels = _codes(events["layer"])
+    return [_display(labels[c]) for c in _first_order(codes, len(labels), _order_key(events))]
+
+
+def _cells(row_codes: np.ndarray, n_rows: int, col_codes: np.ndarray, n_cols: int,
+           values: np.ndarray, how: str) -> np.ndarray:
+    """A rows x cols float64 matrix from coded rows: ``"rss"`` = sqrt of the summed squares,
+    ``"mean"``, or ``"last"`` (the last row of a cell wins); NaN where a cell has no row."""
+    flat = row_codes * n_cols + col_codes
+    size = n_rows * n_cols
+    if how == "last":
+        out = np.full(size, np.nan)
+        rev = flat[::-1]
+        _, first_in_rev = np.unique(rev, return_index=True)
+        last = len(flat) - 1 - first_in_rev  # each cell's last row
+        out[flat[last]] = values[last]
+        return out.reshape(n_rows, n_cols)
+    count = np.bincount(flat, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = np.bincount(flat, weights=values * values if how == "rss" else values,
+                            minlength=size)
+        out = np.sqrt(total) if how == "rss" else total / np.maximum(count, 1)
+    out[count == 0] = np.nan
+    return out.reshape(n_rows, n_cols)
 
 
 def norm_matrix(events: pd.DataFrame, role: str = "grad_output", stat: str = "norm",
@@ -87,22 +129,25 @@ def norm_matrix(events: pd.DataFrame, role: str = "grad_output", stat: str = "no
     """
     if stat not in events.columns:
         raise ValueError(f"unknown statistic {stat!r}; events have {list(events.columns)}")
-    all_steps = sorted(int(s) for s in pd.unique(events["step"])) if steps is None else steps
-    sel = events[events["role"] == role]
-    if sel.empty:
-        return pd.DataFrame(index=pd.Index([], name="layer"),
-                            columns=pd.Index(all_steps, name="step"), dtype="float64")
-    vals = sel[stat].to_numpy(np.float64)
-    frame = pd.DataFrame({"layer": _layers(sel).to_numpy(), "step": sel["step"].to_numpy(),
-                          "v": vals * vals if stat == "norm" else vals})
-    g = frame.groupby(["layer", "step"], sort=False)["v"]
-    with np.errstate(invalid="ignore"):
-        agg = np.sqrt(g.sum(min_count=1)) if stat == "norm" else g.mean()
-    mat = agg.unstack("step")
-    order = [x for x in layer_order(events) if x in mat.index]
-    mat = mat.reindex(index=order, columns=all_steps).astype("float64")
-    mat.index.name, mat.columns.name = "layer", "step"
-    return mat
+    all_steps = (np.unique(events["step"].to_numpy(np.int64)) if steps is None
+                 else np.asarray(sorted(int(s) for s in steps), dtype=np.int64))
+    cols = pd.Index([int(s) for s in all_steps], name="step")
+    mask = (events["role"] == role).to_numpy()
+    if not mask.any():
+        return pd.DataFrame(index=pd.Index([], name="layer"), columns=cols, dtype="float64")
+    codes, labels = _codes(events["layer"])
+    key = _order_key(events)
+    sel_steps = events["step"].to_numpy(np.int64)[mask]
+    pos = np.searchsorted(all_steps, sel_steps)
+    keep = (pos < len(all_steps)) & (all_steps[np.minimum(pos, len(all_steps) - 1)] == sel_steps)
+    sel_codes = codes[mask][keep]
+    mat = _cells(sel_codes, len(labels), pos[keep], len(all_steps),
+                 events[stat].to_numpy(np.float64)[mask][keep],
+                 "rss" if stat == "norm" else "mean")
+    present = set(np.unique(sel_codes).tolist())
+    order = [c for c in _first_order(codes, len(labels), key) if c in present]
+    return pd.DataFrame(mat[order], index=pd.Index([_display(labels[c]) for c in order],
+                                                   name="layer"), columns=cols)
 
 
 @dataclass(frozen=True)
@@ -178,8 +223,9 @@ def user_scalar_names(scalars: pd.DataFrame) -> list[str]:
     """The user's scalar names (``loss``, ``acc``...), in order of first appearance."""
     if scalars.empty:
         return []
-    names = pd.unique(scalars["name"].astype(str))
-    return [str(n) for n in names if not _is_derived(str(n))]
+    codes, labels = _codes(scalars["name"])
+    order = _first_order(codes, len(labels), np.arange(len(codes), dtype=np.int64))
+    return [labels[c] for c in order if not _is_derived(labels[c])]
 
 
 def scalar_matrix(scalars: pd.DataFrame, prefix: str | None = None,
@@ -188,25 +234,35 @@ def scalar_matrix(scalars: pd.DataFrame, prefix: str | None = None,
 
     ``prefix`` (``"update_ratio/"``, ``"dead_frac/"``) keeps those names, with the prefix
     stripped (``"dead_frac/conv1"`` -> ``"conv1"``); ``names`` keeps exactly those (default with
-    no prefix: the user's scalars, :func:`user_scalar_names`). Rows keep first-appearance order.
+    no prefix: the user's scalars, :func:`user_scalar_names`). Rows keep first-appearance order
+    (or the order of ``names``).
     """
+    empty = pd.DataFrame(index=pd.Index([], name="name"), columns=pd.Index([], name="step"),
+                         dtype="float64")
+    if scalars.empty:
+        return empty
+    codes, labels = _codes(scalars["name"])
+    order = _first_order(codes, len(labels), np.arange(len(codes), dtype=np.int64))
     if prefix is not None:
-        wanted = [str(n) for n in pd.unique(scalars["name"].astype(str)) if
-                  str(n).startswith(prefix)] if len(scalars) else []
+        rows = [c for c in order if labels[c].startswith(prefix)]
+    elif names is not None:
+        where = {labels[c]: c for c in order}
+        rows = [where[n] for n in names if n in where]
     else:
-        wanted = list(names) if names is not None else user_scalar_names(scalars)
-    sel = scalars[scalars["name"].isin(wanted)] if len(scalars) else scalars
-    if sel.empty:
-        return pd.DataFrame(index=pd.Index([], name="name"),
-                            columns=pd.Index([], name="step"), dtype="float64")
-    mat = (sel.drop_duplicates(["name", "step"], keep="last")
-           .pivot(index="name", columns="step", values="value"))
-    mat = mat.reindex(index=[n for n in wanted if n in mat.index]).astype("float64")
-    mat.columns = pd.Index([int(c) for c in mat.columns], name="step")
-    if prefix is not None:
-        mat.index = pd.Index([str(n)[len(prefix):] for n in mat.index], name="name")
-    mat.index.name = "name"
-    return mat
+        rows = [c for c in order if not _is_derived(labels[c])]
+    if not rows:
+        return empty
+    lookup = np.full(len(labels), -1, dtype=np.int64)
+    lookup[rows] = np.arange(len(rows))
+    row_of = lookup[codes]
+    mask = row_of >= 0
+    step = scalars["step"].to_numpy(np.int64)[mask]
+    steps, col = np.unique(step, return_inverse=True)
+    mat = _cells(row_of[mask], len(rows), col.reshape(-1), len(steps),
+                 scalars["value"].to_numpy(np.float64)[mask], "last")
+    cut = len(prefix) if prefix is not None else 0
+    return pd.DataFrame(mat, index=pd.Index([labels[c][cut:] for c in rows], name="name"),
+                        columns=pd.Index([int(x) for x in steps], name="step"))
 
 
 def last_scalars(scalars: pd.DataFrame) -> dict[str, tuple[int, float]]:
@@ -293,8 +349,10 @@ def ratio_matrix(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "gr
     and the same seed and data, step 0 shows 0.5 at every layer upstream of conv2.
     """
     a, b = norm_matrix(events_a, role), norm_matrix(events_b, role)
-    layers = [x for x in a.index if x in b.index]
-    steps = [s for s in a.columns if s in set(b.columns)]
+    in_b = set(b.index)
+    layers = [x for x in a.index if x in in_b]
+    b_steps = set(b.columns)
+    steps = [s for s in a.columns if s in b_steps]
     va = a.loc[layers, steps].to_numpy(np.float64)
     vb = b.loc[layers, steps].to_numpy(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -326,3 +326,24 @@ def test_ratio_with_zero_in_a_is_blank():
     assert np.isnan(r.loc["fc", 0]) and np.isfinite(r.drop(index="fc")).all().all()
     fig = C.ratio_heatmap(a.iloc[0:0], b)
     assert "no common layers" in fig.layout.title.text
+
+
+def test_categorical_columns_give_the_same_tables():
+    """The store reads string columns as categoricals; the tables do not depend on that."""
+    ev = make_events(range(0, 30, 10))
+    cat = ev.astype({c: "category" for c in ("layer", "role", "index", "phase")})
+    for role in V.ROLES:
+        pd.testing.assert_frame_equal(V.norm_matrix(cat, role), V.norm_matrix(ev, role))
+    sc = make_scalars(range(5))
+    pd.testing.assert_frame_equal(V.scalar_matrix(sc.astype({"name": "category"}),
+                                                  prefix="dead_frac/"),
+                                  V.scalar_matrix(sc, prefix="dead_frac/"))
+
+
+def test_scalar_matrix_keeps_the_last_value_of_a_step():
+    sc = pd.DataFrame({"step": [0, 0, 1, 1, 1], "name": ["loss", "acc", "loss", "loss", "acc"],
+                       "value": [3.0, 0.1, 2.0, 1.0, 0.2]})
+    m = V.scalar_matrix(sc)
+    assert list(m.index) == ["loss", "acc"] and list(m.columns) == [0, 1]
+    assert m.to_numpy().tolist() == [[3.0, 1.0], [0.1, 0.2]]
+    assert V.scalar_matrix(sc, names=["acc"]).to_numpy().tolist() == [[0.1, 0.2]]

@@ -259,3 +259,37 @@ def test_long_run_is_binned_and_the_page_says_so(store):
     at.radio(key="training_how").set_value("max").run()
     _ok(at)
     assert "(max per bin of 2)" in figures(at)[0]["layout"]["title"]["text"]
+
+
+ENDED_EARLY = """
+import os, sys, torch
+import hooklab
+from hooklab.models.zoo import SimpleModel
+model = SimpleModel()
+x = torch.randn(2, 1, 4, 4)
+with hooklab.watch(model, sys.argv[1], every=1, segment_steps=1) as w:
+    for _ in range(3):
+        model.zero_grad()
+        model(x).sum().backward()
+        w.step(loss=1.0)
+    print(w.run_id, flush=True)
+    os._exit(0)  # the writer dies inside the with: the run stays marked live
+"""
+
+
+def test_a_run_whose_writer_died_is_marked_ended_early(store):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ENDED_EARLY, str(store.root)], check=True,
+                         capture_output=True, text=True, timeout=TIMEOUT,
+                         cwd=Path(PAGE).parents[2])
+    rid = out.stdout.split()[-1]
+    at = run_page(PAGE, TIMEOUT)
+    _ok(at)
+    assert at.selectbox(key=f"training_run_{None}").options[0].startswith("ended early")
+    assert "ended early" in _texts(at, "info")
+    assert "This run ended early" in _texts(at, "warning")
+    assert {m.label: m.value for m in at.metric}["Recorded steps"] == "3"  # every commit kept
+    assert "refreshes every" not in _texts(at, "caption")
+    assert rid in _texts(at, "info")
