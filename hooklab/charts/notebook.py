@@ -140,7 +140,8 @@ def watch_summary(run: WatchRun) -> dict[str, Any]:
     """The HTML summary of a watch run (see the module docstring)."""
     base = events_summary(run.events, run.meta)
     steps = run.steps
-    bad = first_nonfinite(run.events)
+    full = {"nan_count", "inf_count", "step", "layer", "role"} <= set(run.events.columns)
+    bad = first_nonfinite(run.events) if full else None
     status = run.status + (f": {run.error}" if run.error else "")
     return {
         "run": run.run_id,
@@ -152,11 +153,11 @@ def watch_summary(run: WatchRun) -> dict[str, Any]:
                            if steps else f"none of {run.steps_done} trained"),
         "segments": run.segments,
         "events": base["events"],
-        "by role": base["by role"],
+        "by role": base.get("by role", "—"),
         "last scalars": {name: f"{value:.4g} (step {step})"
                          for name, (step, value) in last_scalars(run.scalars).items()},
         "edits": base["edits"],
-        "first NaN/Inf": bad.text() if bad is not None else "none",
+        "first NaN/Inf": bad.text() if bad is not None else "none" if full else "—",
         "author": run.manifest.get("author") or "—",
         "tags": list(run.manifest.get("tags", [])),
     }

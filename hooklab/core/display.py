@@ -112,12 +112,15 @@ def summary_html(title: str, summary: Mapping[str, Any]) -> str:
 
 
 def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({n} bytes)"
-        size /= 1024
-    return f"{n} bytes"  # unreachable
+    """``2504`` -> ``"2.4 KiB (2504 bytes)"``; under 1 KiB just ``"784 bytes"``."""
+    if n < 1024:
+        return f"{n} bytes"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit} ({n} bytes)"
 
 
 def _counts(values: Iterable[Any]) -> dict[str, int]:
@@ -130,22 +133,28 @@ def _counts(values: Iterable[Any]) -> dict[str, int]:
 def events_summary(events: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The summary of an events table (:data:`hooklab.core.trace.EVENT_COLUMNS`) and its meta.
 
-    Entries: model, layers, events (total), by phase, by role, steps, edits, NaN/Inf events.
+    Entries: model, layers, events (total), by phase, by role, steps, edits, NaN/Inf events;
+    an entry whose columns the table lacks (a run opened with a subset of columns) is left out.
     """
-    steps = sorted({int(s) for s in events["step"]}) if len(events) else []
-    bad = int(((events["nan_count"] > 0) | (events["inf_count"] > 0)).sum()) if len(events) else 0
+    cols = set(events.columns)
     layers = list(meta.get("layers", []))
-    return {
+    out: dict[str, Any] = {
         "model": meta.get("model", "?"),
         "layers": f"{len(layers)}: {_format(layers)}" if layers else "—",
         "events": len(events),
-        "by phase": _counts(events["phase"]),
-        "by role": _counts(events["role"]),
-        "steps": (f"{len(steps)} ({steps[0]}..{steps[-1]})" if len(steps) > 1
-                  else str(steps[0]) if steps else "—"),
-        "edits": describe(meta.get("edits") or []) or "none",
-        "events with NaN/Inf": bad,
     }
+    for col in ("phase", "role"):
+        if col in cols:
+            out[f"by {col}"] = _counts(events[col])
+    if "step" in cols:
+        steps = sorted({int(s) for s in events["step"]})
+        out["steps"] = (f"{len(steps)} ({steps[0]}..{steps[-1]})" if len(steps) > 1
+                        else str(steps[0]) if steps else "—")
+    out["edits"] = describe(meta.get("edits") or []) or "none"
+    if {"nan_count", "inf_count"} <= cols:
+        out["events with NaN/Inf"] = int(((events["nan_count"] > 0)
+                                          | (events["inf_count"] > 0)).sum())
+    return out
 
 
 def trace_summary(trace: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import hooklab
 from hooklab.charts import notebook as nb
 from hooklab.charts import trace as T
 from hooklab.charts import training as TR
-from hooklab.core.display import DisplayError
+from hooklab.core.display import DisplayError, events_summary
 from hooklab.models.zoo import SimpleModel
 from hooklab.store.stream import open_watch
 from hooklab.studies import training_views as TV
@@ -101,11 +101,11 @@ def watched(tmp_path_factory):
     plain, losses = _train(store)
     halved, _ = _train(store, edits={"relu": hooklab.core.edits.scale(0.5)},
                        tags=("<script>x</script>",))
-    return plain, halved, losses
+    return plain, halved, losses, store
 
 
 def test_watch_summary_says_what_the_run_holds(watched):
-    plain, halved, losses = watched
+    plain, halved, losses, _ = watched
     s = plain.summary()
     assert s["run"] == plain.run_id and s["status"] == "finished"
     assert s["events"] == len(plain.events) > 0
@@ -119,7 +119,7 @@ def test_watch_summary_says_what_the_run_holds(watched):
 
 
 def test_watch_plots_are_the_training_page_figures(watched):
-    plain, halved, _ = watched
+    plain, halved, _, _ = watched
     assert plain.plot().to_json() == TR.grad_norm_heatmap(plain.events, "grad_output").to_json()
     assert (plain.plot("heatmap", role="param_grad").to_json()
             == TR.grad_norm_heatmap(plain.events, "param_grad").to_json())
@@ -135,7 +135,7 @@ def test_watch_plots_are_the_training_page_figures(watched):
 
 
 def test_watch_ratio_shows_the_halving_upstream(watched):
-    plain, halved, _ = watched
+    plain, halved, _, _ = watched
     # step 0: same weights and batch; halving relu's output gradient halves conv's (upstream)
     ratio = TV.ratio_matrix(plain.events, halved.events, "grad_output")
     assert ratio.loc["conv", 0] == pytest.approx(0.5, rel=1e-5)
@@ -143,3 +143,18 @@ def test_watch_ratio_shows_the_halving_upstream(watched):
     z = halved.plot("ratio", baseline=plain).data[0].z
     layers = list(halved.plot("ratio", baseline=plain).data[0].y)
     assert float(z[layers.index("conv")][0]) == pytest.approx(np.log10(0.5), abs=1e-5)
+
+
+def test_watch_summary_of_a_run_opened_with_some_columns(watched):
+    plain, _, _, store = watched
+    # the Training page's columns: everything the summary and the heatmap need but the phase
+    page = open_watch(store, plain.run_id, columns=TV.TRAINING_COLUMNS)
+    s = page.summary()
+    assert s["events"] == len(plain.events) and s["by role"] == plain.summary()["by role"]
+    assert s["first NaN/Inf"] == "none"
+    assert page.plot().to_json() == plain.plot().to_json()
+    assert "by phase" in plain.trace().summary() and "by phase" not in events_summary(
+        page.events, page.meta)
+    fewer = open_watch(store, plain.run_id, columns=["seq", "step", "layer", "role", "norm"])
+    assert fewer.summary()["first NaN/Inf"] == "—"
+    assert f">{len(plain.events)}</td>" in fewer._repr_html_()

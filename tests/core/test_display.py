@@ -145,3 +145,10 @@ def test_summary_of_a_stored_trace_matches_the_recorded_one(trace, tmp_path):
     for key in ("events", "by phase", "by role", "edits", "stored tensors", "truncated"):
         assert ours[key] == theirs[key], key
     pd.testing.assert_frame_equal(loaded.events, trace.events)
+
+
+def test_stored_bytes_are_readable():
+    assert Trace(meta={"stored_bytes": 784}).summary()["stored bytes"] == "784 bytes"
+    assert Trace(meta={"stored_bytes": 2504}).summary()["stored bytes"] == "2.4 KiB (2504 bytes)"
+    big = 3 * 2**30 + 2**29
+    assert Trace(meta={"stored_bytes": big}).summary()["stored bytes"] == f"3.5 GiB ({big} bytes)"
