@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-import hooklab.charts.notebook  # noqa: F401 - registers Trace.plot()'s figures
+from hooklab.charts import notebook as _notebook  # noqa: F401 - registers .plot()'s figures
 from hooklab.core import edits
 from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace, tensor_stats
