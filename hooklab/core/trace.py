@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 
 from hooklab.core.display import DisplayMixin
+from hooklab.core.stats import STATS_CHUNK, tensor_stats  # noqa: F401  (re-exported)
 
 #: Columns of ``Trace.events``, in order. Statistics are float64; counts are int64.
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -72,86 +72,6 @@ def shape_str(shape: torch.Size | tuple[int, ...]) -> str:
 def parse_shape(text: str) -> tuple[int, ...]:
     """Inverse of :func:`shape_str`."""
     return tuple(int(s) for s in text.split("x")) if text else ()
-
-
-#: Elements per chunk (4 MiB of float32): the four reductions of a chunk then read it from cache.
-STATS_CHUNK = 1 << 20
-
-
-def _chunk_moments(x: torch.Tensor) -> torch.Tensor:
-    lo, hi = torch.aminmax(x)
-    # sum and sum of squares (a BLAS dot) are several times faster than Welford's var_mean
-    return torch.stack([x.sum(), torch.dot(x, x), lo, hi, torch.count_nonzero(x).to(x.dtype)])
-
-
-def _moments(x: torch.Tensor) -> list[float]:
-    """[sum, sum of squares, min, max, nonzero count] of a flat float32 tensor, one sync.
-
-    Large tensors are reduced chunk by chunk, so the four reductions of a chunk read it from
-    the CPU cache instead of memory (about 3x faster than four passes over a large tensor).
-    """
-    if x.numel() <= STATS_CHUNK or x.device.type != "cpu":
-        return _chunk_moments(x).tolist()
-    parts = torch.stack([_chunk_moments(c) for c in x.split(STATS_CHUNK)])
-    return [float(parts[:, 0].double().sum()), float(parts[:, 1].double().sum()),
-            float(parts[:, 2].min()), float(parts[:, 3].max()), float(parts[:, 4].double().sum())]
-
-
-def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
-    """Summary statistics of a tensor, computed in float32 with one device sync.
-
-    Returns mean, std (unbiased; 0 for one element), min, max, L2 norm, the fraction of exact
-    zeros and the NaN and Inf counts. NaN/Inf are counted only when the min/max show that some
-    are present, so a finite tensor costs four fast reductions (sum, dot, aminmax,
-    count_nonzero), chunked so that a large tensor is read from memory about once.
-    Statistics of non-finite tensors are taken over the finite values.
-    """
-    n = t.numel()
-    if n == 0:
-        nan = float("nan")
-        return dict(numel=0, mean=nan, std=nan, min=nan, max=nan, norm=0.0, zero_frac=0.0,
-                    nan_count=0, inf_count=0)
-    x = t.detach()
-    if x.is_complex():
-        x = x.abs()
-    if x.dtype != torch.float32:
-        x = x.float()
-    x = x.reshape(-1)
-    total_v, sumsq_v, lo_v, hi_v, nz = _moments(x)
-    mean_v = total_v / n
-    var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
-    if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:
-        # sum-of-squares cancels when |mean| >> std: use the exact two-pass variance
-        var_v = float(torch.var(x.double(), correction=1))
-    nan_count = inf_count = 0
-    if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
-            and math.isfinite(var_v)):
-        nan_mask = torch.isnan(x)
-        inf_mask = torch.isinf(x)
-        nan_count, inf_count = int(nan_mask.sum()), int(inf_mask.sum())
-        finite = x[~(nan_mask | inf_mask)].double()  # float64: no overflow, no recursion
-        m = finite.numel()
-        if m:
-            mean_v = float(finite.mean())
-            var_v = float(finite.var(correction=1)) if m > 1 else 0.0
-            lo_v, hi_v = float(finite.min()), float(finite.max())
-            sumsq_v = float(torch.dot(finite, finite))
-        else:
-            mean_v = var_v = lo_v = hi_v = float("nan")
-            sumsq_v = 0.0
-        nz = int(torch.count_nonzero(x))
-    sumsq = float("inf") if inf_count else sumsq_v
-    return dict(
-        numel=n,
-        mean=float(mean_v),
-        std=float(math.sqrt(max(var_v, 0.0))) if math.isfinite(var_v) else float("nan"),
-        min=float(lo_v),
-        max=float(hi_v),
-        norm=float(math.sqrt(max(sumsq, 0.0))) if not math.isnan(sumsq) else float("nan"),
-        zero_frac=float((n - nz) / n),
-        nan_count=int(nan_count),
-        inf_count=int(inf_count),
-    )
 
 
 def empty_events() -> pd.DataFrame:
