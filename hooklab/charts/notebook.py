@@ -1,4 +1,4 @@
-"""The plots behind ``Trace.plot()`` and ``WatchRun.plot()``: the dashboard's own figures, registered.
+"""What ``Trace.plot()`` and ``WatchRun.plot()`` draw: the dashboard's own figures, registered.
 
 :class:`hooklab.core.display.DisplayMixin` looks plotters up by class name; this module
 registers them (``import hooklab`` imports it). Each plotter returns exactly what the chart
