@@ -273,3 +273,60 @@ def test_kill_9_mid_training_leaves_every_committed_step(store):
     reader.verify("killed")
     assert reader.list().iloc[0]["status"] == "ended early"
     assert len(reader.load("killed")) == run.manifest["n_events"]
+
+
+_HALT_CHILD = textwrap.dedent("""
+    import sys, torch, torch.nn.functional as F
+    from torch import nn
+    import hooklab
+    from hooklab.testing.faults import halt_at
+    root, point, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with halt_at(point, lambda d: print("HALTED", d, flush=True), nth=nth):
+        with hooklab.watch(model, root, every=1, segment_steps=2, run_id="halted") as w:
+            while True:
+                x, y = torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4,))
+                opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
+                w.step()
+""")
+
+
+@pytest.mark.parametrize(("point", "nth"), [
+    ("after_events", 2),   # segment 2's events file written, nothing else
+    ("before_commit", 3),  # segment 2's files and a temporary manifest written, not swapped in
+])
+def test_kill_9_in_the_middle_of_a_segment_commit(store, point, nth):
+    """Killed at an exact point of the third segment's commit (hooklab.testing.faults.halt_at):
+    the two committed segments are intact, the half-written one is ignored."""
+    proc = subprocess.Popen([sys.executable, "-c", _HALT_CHILD, str(store.root), point,
+                             str(nth)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("HALTED"), line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    path = store.root / "halted"
+    leftovers = {p.name for p in path.iterdir()} - {fmt.MANIFEST}
+    assert "seg-000002.events.parquet" in leftovers  # the interrupted segment's file
+    reader = TraceStore(store.root)
+    run = open_watch(reader, "halted", verify=True)
+    assert run.status == "ended early" and run.steps == [0, 1, 2, 3] and run.segments == 2
+    assert set(run.events["step"]) == {0, 1, 2, 3}
+    reader.verify("halted")
+    assert reader.list().iloc[0]["status"] == "ended early"
+
+
+def test_status_of_a_live_run_written_on_another_machine():
+    m = {"status": "live", "writer": {"pid": 1, "host": "elsewhere", "heartbeat": 1000.0}}
+    assert stream.run_status(m, now=1000.0 + 30) == "live"
+    assert stream.run_status(m, now=1000.0 + stream.STALE_SECONDS + 1) == "ended early"
+    assert stream.run_status({**m, "status": "finished"}, now=1e12) == "finished"
+    dead = {"status": "live", "writer": {"pid": 2**22 + 12345, "host": stream._HOSTNAME,
+                                         "heartbeat": time.time()}}
+    assert stream.run_status(dead) == "ended early"  # same machine: the pid is not alive
+    alive = {**dead, "writer": {**dead["writer"], "pid": os.getpid()}}
+    assert stream.run_status(alive) == "live"
