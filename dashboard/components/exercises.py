@@ -68,7 +68,9 @@ def _answer_cam(ex: Exercise, key: str) -> tuple[object, dict]:
         charts.click_image(img, title=t("Click where the map peaks", "点击热力图最强的位置")),
         on_select="rerun", selection_mode="points", key=f"{key}_click")
     clicked = charts.clicked_pixel(event)
-    if clicked is not None:
+    if clicked is not None and st.session_state.get(f"{key}_last_click") != clicked:
+        # a new click fills the pixel once; typing a pixel afterwards is kept
+        st.session_state[f"{key}_last_click"] = clicked
         st.session_state[f"{key}_row"], st.session_state[f"{key}_col"] = clicked
     c1, c2 = st.columns(2)
     row = c1.number_input(t("row", "行"), min_value=0, max_value=img.shape[0] - 1, value=None,
