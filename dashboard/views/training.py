@@ -189,6 +189,11 @@ def _figures(figs: dict, run: tv.TrainingRun, other: tv.TrainingRun | None, how:
         st.plotly_chart(figs["update"], width="stretch", key=f"{PAGE}_update")
     with c2:
         st.plotly_chart(figs["dead"], width="stretch", key=f"{PAGE}_dead")
+        st.caption(t("A unit (channel) is dead when it is exactly zero for every sample of the "
+                     "batch. A layer whose ReLU is a function in forward() (the seed's "
+                     "SimpleCNN) is recorded before the ReLU, and is rarely exactly zero.",
+                     "某个单元（通道）对批次中每个样本都恰好为零时即为死亡单元。若 ReLU 是 forward() "
+                     "中的函数调用（如课程的 SimpleCNN），记录的是 ReLU 之前的输出，很少恰好为零。"))
     if other is None:
         return
     st.subheader(t("Two runs side by side", "两个运行并排比较"))

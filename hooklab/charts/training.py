@@ -277,5 +277,5 @@ def ratio_heatmap(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "g
     small, binning = downsample_steps(ratio, step_budget(len(ratio), max_steps), how)
     title = _title(f"{what.capitalize()} norm ratio {names[1]} / {names[0]} per layer",
                    binning)
-    return log_heatmap(small, title=title, colorbar=f"{names[1]} / {names[0]}", diverging=True,
-                       hover="ratio", height=height)
+    return log_heatmap(small, title=title, colorbar="ratio", diverging=True, hover="ratio",
+                       height=height)
