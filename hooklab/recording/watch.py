@@ -194,7 +194,8 @@ class Watcher:
         self._traces: list[Trace] = []  # traces of the segment being filled
         self._seg_steps: list[int] = []
         self._scalar_rows: list[tuple[int, str, float]] = []
-        self._pending: list[Segment] = []
+        self._pending: list[Segment] = []  # committed, not yet written (in order)
+        self._writer: _BackgroundWriter | None = None
         self._seq = 0
         self._last_commit = time.monotonic()
         self._last_beat = self._last_commit
@@ -218,15 +219,15 @@ class Watcher:
         self._thread = threading.get_ident()
         if self.sink is not None:
             self.sink.open(self.meta)
+            self._writer = _BackgroundWriter(self)
         self._state = "active"
         self._last_commit = self._last_beat = time.monotonic()
         try:
             self._begin_step(0)
-        except BaseException:
+        except BaseException as exc:
             self._detach_all()
             self._state = "closed"
-            if self.sink is not None:
-                self.sink.close("failed", "could not attach the hooks", 0)
+            self._finish(exc)
             raise
         return self
 
@@ -403,12 +404,9 @@ class Watcher:
             and (self._seg_steps or self._scalar_rows))
         if due:
             self._commit()
-        elif self.sink is not None and now - self._last_beat >= HEARTBEAT_SECONDS:
+        elif self._writer is not None and now - self._last_beat >= HEARTBEAT_SECONDS:
             self._last_beat = now
-            try:
-                self.sink.heartbeat(self.steps_done)
-            except Exception as exc:  # noqa: BLE001 - a heartbeat never stops the training
-                log.warning("watch heartbeat failed: %s", exc)
+            self._writer.beat(self.steps_done)
 
     def _cut(self, upto: int) -> Segment | None:
         """The segment of the finished steps (< ``upto``); resets the buffers."""
@@ -454,8 +452,16 @@ class Watcher:
         if self.sink is None:
             self.segments.append(seg)
             return
-        self._pending.append(seg)
-        self._flush()
+        if self._writer is not None:
+            self._writer.submit(seg)
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait until the segments committed so far are written (segments are written by a
+        background thread, so the training never waits for the disk). Returns whether
+        nothing is left unwritten; a failed write is retried once by this call."""
+        if self._writer is None:
+            return True
+        return self._writer.flush(timeout)
 
     def _flush(self) -> None:
         """Write pending segments in order; stop at the first failure (retried later)."""
@@ -509,7 +515,10 @@ class Watcher:
             log.exception("watch: could not cut the last segment")
         if self.sink is None:
             return
-        if self._pending:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if self._pending:  # the last retry
             self._flush()
         if self._pending:
             self.lost_steps += [s for seg in self._pending for s in seg.steps]
@@ -530,6 +539,74 @@ class Watcher:
             log.error("watch run %s: could not mark the run %s: %s", self.run_id, status,
                       close_exc)
             self.write_errors.append(f"{type(close_exc).__name__}: {close_exc}")
+
+
+class _BackgroundWriter:
+    """The one thread that hands a watcher's committed segments to its sink, in order.
+
+    A segment whose write fails stays first in line and is retried at the next submission
+    (or :meth:`flush`); the watcher's ``_flush`` does the writing and the bookkeeping.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._w = watcher
+        self._cv = threading.Condition()
+        self._io = threading.Lock()  # held while the sink is in use
+        self._requested = 0
+        self._attempted = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="hooklab-watch-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, seg: Segment) -> None:
+        with self._cv:
+            self._w._pending.append(seg)
+            self._requested += 1
+            self._cv.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._cv:
+            self._requested += 1
+            want = self._requested
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._attempted >= want or not self._thread.is_alive(),
+                              timeout)
+            return not self._w._pending
+
+    def beat(self, steps_done: int) -> None:
+        """A heartbeat, unless a segment is being written (that refreshes it anyway)."""
+        if not self._io.acquire(blocking=False):
+            return
+        try:
+            assert self._w.sink is not None
+            self._w.sink.heartbeat(steps_done)
+        except Exception as exc:  # noqa: BLE001 - a heartbeat never stops the training
+            log.warning("watch heartbeat failed: %s", exc)
+        finally:
+            self._io.release()
+
+    def stop(self) -> None:
+        """Write what was submitted (one attempt), then end the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stopping or self._requested > self._attempted)
+                if self._requested <= self._attempted:
+                    return  # stopping, nothing new
+                want = self._requested
+            try:
+                with self._io:
+                    self._w._flush()
+            finally:
+                with self._cv:
+                    self._attempted = want
+                    self._cv.notify_all()
 
 
 def _alive_units(out: torch.Tensor) -> torch.Tensor:

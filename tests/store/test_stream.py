@@ -141,6 +141,7 @@ def test_a_second_store_sees_the_run_live_while_training_goes_on(store):
         assert first.status == "live" and first.steps == [] and first.events.empty
         for x, y in _batches(6):
             w.step(loss=_train_step(model, opt, x, y))
+            assert w.flush()  # segments are written by a background thread
             run = reader.watch_run(w.run_id)
             seen.append((run.status, run.steps, run.segments))
         assert reader.list().iloc[0]["status"] == "live"
@@ -171,6 +172,7 @@ def test_segment_write_failure_keeps_committed_steps_and_training_goes_on(store,
         for i, (x, y) in enumerate(_batches(8)):
             w.step(loss=_train_step(model, opt, x, y))
             if i == 3:  # the failed segment: committed steps are still loadable
+                assert not w.flush()
                 run = open_watch(TraceStore(store.root), w.run_id, verify=True)
                 assert run.steps == [0, 1]
     assert "No space left" in caplog.text and len(w.write_errors) == 2 and not w.lost_steps
@@ -185,6 +187,7 @@ def test_segment_writes_that_keep_failing_are_reported_at_exit(store, monkeypatc
     with hooklab.watch(model, store, every=1, segment_steps=2) as w:
         for i, (x, y) in enumerate(_batches(6)):
             if i == 2:
+                assert w.flush()
                 monkeypatch.setattr(stream, "_write_parquet", _disk_full)
             w.step(loss=_train_step(model, opt, x, y))
     assert w.lost_steps == [2, 3, 4, 5]
@@ -241,6 +244,7 @@ _CHILD = textwrap.dedent("""
             w.step(loss=loss.item())
             step += 1
             if step % 2 == 0:
+                w.flush()
                 print("COMMITTED", step, flush=True)
 """)
 
