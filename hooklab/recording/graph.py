@@ -473,8 +473,9 @@ def module_graph(model: nn.Module, x: torch.Tensor, layers: LayerSpec = None, *,
     """The backward graph of ``model(x)`` with the recorder's (and any other) hooks on it.
 
     Args:
-        model: any ``nn.Module``; its hooks, ``training`` and ``.grad`` are left as they were
-            apart from the gradients this one backward accumulates (cleared first).
+        model: any ``nn.Module``; its hooks, ``training`` and parameters' ``.grad`` are as
+            they were afterwards (the backward runs on cleared gradients, then they are put
+            back), also when it raises.
         x: the input batch.
         layers, hooks, edits, input_grads, param_grads: as :func:`hooklab.record`.
         target: what to backpropagate (:meth:`hooklab.Recorder.run`'s ``target``).
@@ -484,20 +485,25 @@ def module_graph(model: nn.Module, x: torch.Tensor, layers: LayerSpec = None, *,
         A :class:`BackwardGraph`; each hook has ``order`` (1 fires first) from the recorded
         events, hooks of other code keep ``order=None``.
     """
-    model.zero_grad(set_to_none=True)
-    with record(model, layers, hooks=hooks, edits=edits, input_grads=input_grads,
-                param_grads=param_grads, keep_tensors=False) as rec:
-        with GraphProbe(model) as probe:
-            xx = x.detach().requires_grad_() if input_grads else x
-            loss = scalar_loss(model(xx), target)
-        fns, _ = walk(loss.grad_fn)
-        probe.place_module_hooks(fns)
-        pending = [*probe.pending, *_param_hooks(model)]
-        graph = _build(loss.grad_fn, probe.owner, _leaf_names(model, {"input": xx}), pending,
-                       title=title)
-        loss.backward()
-        events = rec.trace.events
-    model.zero_grad(set_to_none=True)
+    params = list(model.parameters())
+    saved = [p.grad for p in params]  # the caller's .grad comes back afterwards
+    try:
+        model.zero_grad(set_to_none=True)
+        with record(model, layers, hooks=hooks, edits=edits, input_grads=input_grads,
+                    param_grads=param_grads, keep_tensors=False) as rec:
+            with GraphProbe(model) as probe:
+                xx = x.detach().requires_grad_() if input_grads else x
+                loss = scalar_loss(model(xx), target)
+            fns, _ = walk(loss.grad_fn)
+            probe.place_module_hooks(fns)
+            pending = [*probe.pending, *_param_hooks(model)]
+            graph = _build(loss.grad_fn, probe.owner, _leaf_names(model, {"input": xx}),
+                           pending, title=title)
+            loss.backward()
+            events = rec.trace.events
+    finally:
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g
     return _number(graph, events)
 
 

@@ -281,6 +281,15 @@ def test_tensor_graph_of_the_seed_example():
     assert ref.item() == pytest.approx(192.0)
 
 
+def test_the_callers_grads_come_back():
+    model = SimpleModel()
+    model(torch.randn(1, 1, 4, 4)).sum().backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    module_graph(model, torch.randn(1, 1, 4, 4), "conv", param_grads=True)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, before[n]), n
+
+
 def test_no_hook_left_after_an_exception(no_leak):
     model = SimpleModel()
 
