@@ -410,10 +410,11 @@ class Watcher:
 
     def _cut(self, upto: int) -> Segment | None:
         """The segment of the finished steps (< ``upto``); resets the buffers."""
+        # A recorder lives for one segment at most: its tensor-hook handles (one per output
+        # per forward) are released with it, so a long run does not accumulate them. The
+        # next recorded step attaches a fresh one (between steps: nothing is in flight).
+        self._detach_recorder()
         traces, self._traces = self._traces, []
-        if self._rec is not None:  # the attached recorder goes on filling a new trace
-            self._rec.trace = Trace()
-            self._traces.append(self._rec.trace)
         frames = [t.events for t in traces if len(t)]
         tensors: dict[str, torch.Tensor] = {}
         if frames:
