@@ -117,3 +117,43 @@ def test_inspector_offers_the_exercises(store_dir):
     at.run()
     assert not at.exception, at.exception
     assert at.button(key="inspector_ex_halve-conv2_check") is not None
+
+
+def test_instructor_file_from_env_and_a_bad_one(store_dir, tmp_path, monkeypatch):
+    from dashboard.components import exercises as ui
+
+    good = tmp_path / "lab.toml"
+    good.write_text('format = 1\nid = "lab"\ntitle = "Lab 2"\n[[exercises]]\nid = "only"\n'
+                    'kind = "tensor_grad"\nquestion = "Predict x.grad for k = 3."\nk = 3\n'
+                    "choose_k = false\n", encoding="utf-8")
+    monkeypatch.setenv("HOOKLAB_EXERCISES", str(good))
+    ui._default_set.clear()
+    at = AppTest.from_file(BASICS, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Predict x.grad for k = 3." in m.value for m in at.markdown)
+    at.number_input(key="hook_basics_ex_only_answer").set_value(576.0)
+    at.button(key="hook_basics_ex_only_check").click().run()
+    assert any("Right!" in s.value for s in at.success)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("format = 1\nid = 'x'\n", encoding="utf-8")
+    monkeypatch.setenv("HOOKLAB_EXERCISES", str(bad))
+    ui._default_set.clear()
+    at = AppTest.from_file(BASICS, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("no exercises" in e.value for e in at.error)
+    assert at.get("graphviz_chart")  # the rest of the page is still there
+    ui._default_set.clear()
+
+
+def test_a_saved_attempt_opens_on_hook_basics(store_dir):
+    from hooklab.store.runs import TraceStore
+
+    ex_set = ex_lib.load_set()
+    rid = ex_lib.save_attempt(TraceStore(store_dir), ex_set,
+                              ex_lib.check(ex_set.get("tensor-k"), 96.0), "ana")
+    at = AppTest.from_file(BASICS, default_timeout=TIMEOUT)
+    at.query_params["run"] = rid
+    at.run()
+    assert not at.exception, at.exception
