@@ -34,6 +34,7 @@ from hooklab.core.trace import EVENT_COLUMNS  # noqa: E402
 from hooklab.recording.watch import Segment  # noqa: E402
 from hooklab.store.runs import TraceStore  # noqa: E402
 from hooklab.store.stream import StreamWriter  # noqa: E402
+from hooklab.studies import training_runs as tr  # noqa: E402
 from hooklab.studies import training_views as tv  # noqa: E402
 
 ROLES = [("output", "0"), ("grad_output", "0"), ("param_grad", "weight"), ("param_grad", "bias")]
@@ -86,7 +87,7 @@ def main() -> None:
             writer.write_segment(segment(np.arange(start, min(start + 500, args.steps)), layers,
                                          rng))
         writer.close("finished", "", args.steps)
-        run, read_s = timed(lambda: tv.open_training(store, writer.run_id))
+        run, read_s = timed(lambda: tr.open_training(store, writer.run_id))
     print(f"run: {args.steps:,} steps x {args.layers} layers, {len(run.events):,} events, "
           f"{len(run.scalars):,} scalars")
 

@@ -20,6 +20,7 @@ from dashboard import pages, state
 from dashboard.components import run_flow
 from dashboard.i18n import t
 from hooklab.charts import training as charts
+from hooklab.studies import training_runs as tr
 from hooklab.studies import training_views as tv
 from hooklab.studies import watch_demo
 
@@ -45,20 +46,20 @@ def _role_names() -> dict[str, str]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _load(root: str, run_id: str, version: tuple) -> tv.TrainingRun:
+def _load(root: str, run_id: str, version: tuple) -> tr.TrainingRun:
     """A run's tables, cached until it changes (``version``: committed segments and status)."""
-    return tv.open_training(state.store(), run_id)
+    return tr.open_training(state.store(), run_id)
 
 
-def load(store, run_id: str) -> tuple[tv.TrainingRun, tuple]:
+def load(store, run_id: str) -> tuple[tr.TrainingRun, tuple]:
     """The run, re-read only when a new segment was committed (or its status changed), and the
     version it was read at."""
-    version = (str(store.root), run_id, tv.run_version(store, run_id))
+    version = (str(store.root), run_id, tr.run_version(store, run_id))
     return _load(*version), version
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _build(key: tuple, _run: tv.TrainingRun, _other: tv.TrainingRun | None, role: str,
+def _build(key: tuple, _run: tr.TrainingRun, _other: tr.TrainingRun | None, role: str,
            how: str, max_steps: int, names: tuple[str, str]) -> dict:
     """The figures of a run (and a comparison run), built once per ``key`` (both runs'
     versions): a live run's refresh redraws nothing until a new segment is committed."""
@@ -142,7 +143,7 @@ def _choose(table, wanted: str | None, other: str | None) -> tuple[str, str]:
     return rid, cmp
 
 
-def _header(run: tv.TrainingRun) -> None:
+def _header(run: tr.TrainingRun) -> None:
     """Status, steps, last scalars; the first NaN/Inf as a callout."""
     meta = run.meta
     parts = [f"{t('Run', '运行')} {run.run_id}", _status_text(run.status),
@@ -176,7 +177,7 @@ def _header(run: tv.TrainingRun) -> None:
                      f"首个非有限标量：{bad.text()}。"), icon=":material/error:")
 
 
-def _figures(figs: dict, run: tv.TrainingRun, other: tv.TrainingRun | None, how: str,
+def _figures(figs: dict, run: tr.TrainingRun, other: tr.TrainingRun | None, how: str,
              max_steps: int) -> None:
     """The figures of one run, and the comparison when a second run is chosen."""
     note = tv.binning_for(len(run.steps), max_steps, how).note()
@@ -252,7 +253,7 @@ def main() -> None:
     with state.guard(t("Opening the store", "打开记录库")):
         store = state.store()
     with state.guard(t("Listing runs", "列出运行")):
-        table = tv.training_runs(store.list())
+        table = tr.training_runs(store.list())
     wanted, other = st.query_params.get("run"), st.query_params.get("compare")
     if table.empty and not wanted:
         demo_section(store, first=True)

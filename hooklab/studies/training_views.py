@@ -4,9 +4,8 @@ matrices over steps, step downsampling, the first NaN/Inf, run-to-run ratios.
 Inputs are a watch run's ``events`` (columns :data:`hooklab.core.trace.EVENT_COLUMNS`, one row
 per hook firing of a recorded step) and ``scalars`` (columns ``step``, ``name``, ``value``: the
 user's ``w.step(loss=...)`` values, ``update_ratio/<param>`` and ``dead_frac/<layer>``). Pure
-functions (no figures: those are :mod:`hooklab.charts.training`), and at the end the store
-side: :func:`training_runs` (which runs of a listing are trainings) and :func:`open_training`
-(one run's tables, also a one-shot training trace).
+functions: no store (:mod:`hooklab.studies.training_runs` reads the runs), no figures (those are
+:mod:`hooklab.charts.training`).
 
 A *matrix* is a DataFrame with one row per layer (or scalar name), in forward order, and one
 column per recorded step (ascending int), NaN where nothing was recorded.
@@ -29,20 +28,19 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from hooklab.store import stream
-from hooklab.store.runs import TraceStore
-
 __all__ = ["ROLES", "DERIVED_PREFIXES", "MODEL_LAYER", "StepBinning", "NonFinite",
            "ScalarNonFinite", "layer_order", "norm_matrix", "binning_for", "downsample_steps",
            "scalar_matrix", "user_scalar_names", "last_scalars", "first_nonfinite",
-           "first_nonfinite_scalar", "ratio_matrix", "TRAINING_COLUMNS", "TrainingRun",
-           "training_runs", "history_scalars", "run_version", "open_training"]
+           "first_nonfinite_scalar", "ratio_matrix", "TRAINING_COLUMNS"]
 
 #: Roles a per-layer norm matrix can show, with their English names.
 ROLES: dict[str, str] = {"grad_output": "output gradient", "param_grad": "parameter gradient",
                          "output": "activation"}
 #: Scalar name prefixes the watch derives itself (everything else is the user's).
 DERIVED_PREFIXES: tuple[str, ...] = ("update_ratio/", "dead_frac/")
+#: Event columns the training figures read (fewer columns: a long run opens faster).
+TRAINING_COLUMNS: list[str] = ["seq", "step", "layer", "role", "index", "norm", "zero_frac",
+                               "nan_count", "inf_count"]
 #: Display name of events about the model as a whole (layer ``""``).
 MODEL_LAYER = "(model)"
 
@@ -361,120 +359,3 @@ def ratio_matrix(events_a: pd.DataFrame, events_b: pd.DataFrame, role: str = "gr
     out = pd.DataFrame(r, index=pd.Index(layers, name="layer"),
                        columns=pd.Index(steps, name="step"))
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Runs: the listing of training runs and one run's tables
-# ----------------------------------------------------------------------------------------------
-#: Event columns the training figures read (fewer columns: a long run opens faster).
-TRAINING_COLUMNS: list[str] = ["seq", "step", "layer", "role", "index", "norm", "zero_frac",
-                               "nan_count", "inf_count"]
-#: Listing columns of :func:`training_runs`.
-RUN_COLUMNS: tuple[str, ...] = ("run_id", "created", "status", "author", "model", "edits",
-                                "notes")
-#: History columns of a one-shot training trace that are not scalars to plot.
-_NOT_SCALARS = ("step", "epoch")
-
-
-def training_runs(listing: pd.DataFrame) -> pd.DataFrame:
-    """The training runs of a store listing (``TraceStore.list()``): runs whose page is
-    ``"training"`` (every :func:`hooklab.watch` run), newest first, with :data:`RUN_COLUMNS`.
-
-    ``status`` is ``"live"``, ``"finished"``, ``"failed"``, ``"ended early"`` or
-    ``"corrupt: <reason>"`` (the listing's ``"ok"`` reads ``"finished"``).
-    """
-    if listing is None or listing.empty or "page" not in listing:
-        return pd.DataFrame(columns=list(RUN_COLUMNS))
-    sel = listing[listing["page"].astype(str) == "training"].copy()
-    sel["status"] = sel["status"].astype(str).replace({"ok": "finished", "": "finished"})
-    for col in RUN_COLUMNS:
-        if col not in sel:
-            sel[col] = ""
-    if "created" in sel and len(sel):
-        order = pd.to_datetime(sel["created"], errors="coerce", utc=True, format="mixed")
-        sel = sel.assign(_t=order).sort_values("_t", ascending=False, na_position="last",
-                                               kind="stable")
-    return sel[list(RUN_COLUMNS)].reset_index(drop=True)
-
-
-def history_scalars(history: object) -> pd.DataFrame:
-    """A one-shot training trace's history (``trace.meta["history"]`` of
-    :func:`hooklab.studies.train.train_run`: a list of row dicts) as a scalars table
-    (``step``, ``name``, ``value``): every numeric column but ``step``/``epoch`` and the
-    per-layer norms (those are in the events)."""
-    empty = pd.DataFrame({"step": pd.Series(dtype="int64"), "name": pd.Series(dtype="str"),
-                          "value": pd.Series(dtype="float64")})
-    if not isinstance(history, list) or not history:
-        return empty
-    df = pd.DataFrame([r for r in history if isinstance(r, dict)])
-    if "step" not in df:
-        return empty
-    names = [c for c in df.columns if c not in _NOT_SCALARS and "grad_norm" not in str(c)
-             and pd.api.types.is_numeric_dtype(df[c])]
-    if not names:
-        return empty
-    names.sort(key=lambda n: n != "loss")  # the loss first (stored JSON sorts the keys)
-    long = df.melt(id_vars="step", value_vars=names, var_name="name", value_name="value")
-    return long.dropna(subset=["value"]).astype(
-        {"step": "int64", "name": "str", "value": "float64"}).reset_index(drop=True)
-
-
-@dataclass
-class TrainingRun:
-    """A training run's tables for the figures: a streamed :func:`hooklab.watch` run as committed
-    so far, or a one-shot training trace (e.g. :func:`hooklab.studies.train.train_run`)."""
-
-    run_id: str
-    kind: str  # "watch" (streamed) or "trace" (one-shot)
-    status: str  # "live", "finished", "failed" or "ended early"
-    manifest: dict
-    events: pd.DataFrame  # at least TRAINING_COLUMNS
-    scalars: pd.DataFrame  # step, name, value
-    steps: list[int]  # recorded steps, ascending
-
-    @property
-    def meta(self) -> dict:
-        """The run's metadata (model, edits, every, ...)."""
-        m = self.manifest.get("meta")
-        return dict(m) if isinstance(m, dict) else {}
-
-    @property
-    def last(self) -> dict[str, tuple[int, float]]:
-        """The user's scalars at their latest step (:func:`last_scalars`)."""
-        return last_scalars(self.scalars)
-
-    @property
-    def last_step(self) -> int:
-        """The latest step with a recording or a scalar (-1 when none)."""
-        last = [max(self.steps)] if self.steps else []
-        if len(self.scalars):
-            last.append(int(self.scalars["step"].max()))
-        return max(last) if last else -1
-
-
-def run_version(store: TraceStore, run_id: str) -> tuple[int, str, int]:
-    """A cheap key that changes whenever a training run gets new data: (committed segments,
-    status, steps done), from the manifest only."""
-    m = store.manifest(run_id)
-    if not stream.is_watch(m):
-        return (0, "finished", int(m.get("n_events", 0)))
-    return (len(m["segments"]), stream.run_status(m), int(m.get("steps_done", 0)))
-
-
-def open_training(store: TraceStore, run_id: str) -> TrainingRun:
-    """The run ``run_id`` of ``store`` as a :class:`TrainingRun` (only the event columns the
-    figures read: :data:`TRAINING_COLUMNS`).
-
-    Raises:
-        StoreError / CorruptRunError: no such run, or it (a committed segment) is damaged.
-    """
-    m = store.manifest(run_id)
-    if stream.is_watch(m):
-        run = stream.open_watch(store, run_id, columns=TRAINING_COLUMNS)
-        return TrainingRun(run.run_id, "watch", run.status, run.manifest, run.events,
-                           run.scalars, list(run.steps))
-    trace = store.load(run_id)
-    events = trace.events
-    steps = sorted(int(s) for s in pd.unique(events["step"])) if len(events) else []
-    return TrainingRun(run_id, "trace", "finished", m, events,
-                       history_scalars(trace.meta.get("history")), steps)

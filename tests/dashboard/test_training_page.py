@@ -19,6 +19,7 @@ from dashboard import pages
 from hooklab.charts import runs as run_charts
 from hooklab.models.zoo import SimpleModel, seed_model
 from hooklab.store.runs import TraceStore
+from hooklab.studies import training_runs as tr
 from hooklab.studies import training_views as tv
 from tests.conftest import hook_counts
 from tests.dashboard.conftest import figures, plotly_array, run_page
@@ -82,7 +83,7 @@ def test_empty_store_offers_the_demo_and_its_runs_appear(store):
     at.slider(key="training_demo_steps").set_value(4)
     at.button(key="training_demo").click().run(timeout=TIMEOUT)
     _ok(at)
-    listing = tv.training_runs(store.list())
+    listing = tr.training_runs(store.list())
     assert len(listing) == 2 and set(listing["status"]) == {"finished"}
     b, a = listing["run_id"]  # newest first: B (conv2=scale(0.5)) was trained second
     assert list(listing["edits"]) == ["conv2=scale(0.5)", ""]
@@ -157,7 +158,7 @@ def test_live_run_shows_as_live_then_finished(store):
             model.zero_grad()
             model(x).sum().backward()
             w.step(loss=1.0)
-        listing = tv.training_runs(store.list())
+        listing = tr.training_runs(store.list())
         assert list(listing["status"]) == ["live"]
         at = run_page(PAGE, TIMEOUT)
         _ok(at)
@@ -290,6 +291,8 @@ def test_a_run_whose_writer_died_is_marked_ended_early(store):
     assert at.selectbox(key=f"training_run_{None}").options[0].startswith("ended early")
     assert "ended early" in _texts(at, "info")
     assert "This run ended early" in _texts(at, "warning")
-    assert {m.label: m.value for m in at.metric}["Recorded steps"] == "3"  # every commit kept
+    committed = store.watch_run(rid).steps  # what the writer committed before it died
+    assert committed and committed == list(range(len(committed)))
+    assert {m.label: m.value for m in at.metric}["Recorded steps"] == str(len(committed))
     assert "refreshes every" not in _texts(at, "caption")
     assert rid in _texts(at, "info")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hooklab.store.runs import TraceStore
+from hooklab.studies import training_runs as tr
 from hooklab.studies import training_views as tv
 from hooklab.studies import watch_demo
 
@@ -19,7 +20,7 @@ def test_demo_pair_halves_upstream_of_conv2_at_step_0(tmp_path):
     ra, rb = store.watch_run(a), store.watch_run(b)
     assert ra.status == rb.status == "finished" and ra.steps == rb.steps == [0, 1, 2]
     assert ra.meta["page"] == "training" and "demo" in store.manifest(b)["tags"]
-    assert tv.training_runs(store.list())["edits"].tolist() == ["conv2=scale(0.5)", ""]
+    assert tr.training_runs(store.list())["edits"].tolist() == ["conv2=scale(0.5)", ""]
     out = tv.ratio_matrix(ra.events, rb.events, "grad_output")[0]
     par = tv.ratio_matrix(ra.events, rb.events, "param_grad")[0]
     assert out["conv1"] == pytest.approx(0.5, rel=1e-5)  # upstream of conv2: halved
