@@ -31,12 +31,23 @@ def _replace():
     return lessons.forward_replace_lesson()
 
 
+#: The hook notes' words in Chinese (the graph is drawn in the page's language).
+ZH_LABELS = {"tensor": "张量钩子", "full_backward": "full backward 钩子",
+             "full_backward_pre": "full backward pre 钩子",
+             "backward": "register_backward_hook（已弃用）",
+             "post_accumulate_grad": "post-accumulate-grad 钩子"}
+
+
 @st.cache_data(show_spinner=False)
-def _graph(name: str, kinds: tuple[str, ...], layer: str, edit: str, k: float):
+def _graph(name: str, kinds: tuple[str, ...], layer: str, edit: str, k: float, collapse: bool,
+           language: str = "en"):
     """DOT text and hooks table of one graph example (hooklab.studies.graphs)."""
     hooks = {layer: list(kinds)} if kinds and layer else None
     g = graphs.example_graph(name, hooks=hooks, edits=edit or None, k=k)
-    return graph_dot(g), g.hooks_table(), len(g.nodes)
+    zh = language == "zh"
+    dot = graph_dot(g, max_nodes=1 if collapse else 60, labels=ZH_LABELS if zh else None,
+                    words=("挂在", "修改") if zh else ("on", "edit"))
+    return dot, g.hooks_table(), len(g.nodes)
 
 
 @st.cache_data(show_spinner=False)
@@ -75,12 +86,13 @@ def graph_section(k: float) -> None:
         default_edit = "conv2=scale(0.5)" if name == "simple_cnn" else ""
         edit = c3.text_input(t("Gradient edit", "梯度修改"), value=default_edit,
                              key=f"graph_edit_{name}")
+    collapse = c1.toggle(t("Collapse by module", "按模块折叠"), key="graph_collapse")
     with state.guard(t("Backward graph", "反向图")):
-        dot, table, n_nodes = _graph(name, kinds, layer, edit.strip(), k)
+        dot, table, n_nodes = _graph(name, kinds, layer, edit.strip(), k, collapse, lang())
     st.graphviz_chart(dot, width="stretch")
     st.caption(t(f"{n_nodes} autograd nodes.", f"{n_nodes} 个自动求导节点。")
-               + (t(" Collapsed by module (more than 60 nodes).", " 节点超过 60 个，按模块折叠。")
-                  if n_nodes > 60 else ""))
+               + (t(" Collapsed by module.", " 已按模块折叠。") if collapse or n_nodes > 60
+                  else ""))
     st.dataframe(table, hide_index=True, width="stretch", key="graph_hooks")
     st.markdown(t("The deprecated `register_backward_hook` sits on the module's **last** node "
                   "(add it to a layer above): for a conv that is the convolution itself, but "

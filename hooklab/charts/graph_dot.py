@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hooklab.charts.common import KIND_COLORS
 from hooklab.recording.graph import BackwardGraph, GraphNode, HookMark
 
@@ -53,14 +55,20 @@ def _node_label(n: GraphNode) -> str:
     return f"{n.variable} = {n.name}" if n.variable else n.name
 
 
-def hook_label(h: HookMark) -> str:
-    """The text of one hook's note: number, kind, where it was registered, its edit."""
+def hook_label(h: HookMark, labels: Mapping[str, str] | None = None,
+               words: tuple[str, str] = ("on", "edit")) -> str:
+    """The text of one hook's note: number, kind, where it was registered, its edit.
+
+    ``labels`` overrides :data:`KIND_LABELS` (another language), ``words`` the words "on" and
+    "edit".
+    """
+    names = {**KIND_LABELS, **(labels or {})}
     head = f"{circled(h.order)} " if h.order is not None else ""
     where = h.layer + (f".{h.index}" if h.role == "param_grad" and h.index else "")
     who = "hooklab" if h.owner == "hooklab" else h.function.rsplit(".", 1)[-1]
-    text = f"{head}{KIND_LABELS.get(h.kind, h.kind)}\non {where} · {who}"
+    text = f"{head}{names.get(h.kind, h.kind)}\n{words[0]} {where} · {who}"
     if h.edit:
-        text += f"\nedit: {h.edit}"
+        text += f"\n{words[1]}: {h.edit}"
     return text
 
 
@@ -75,7 +83,8 @@ def _node_attrs(n: GraphNode) -> str:
 
 
 def graph_dot(graph: BackwardGraph, *, max_nodes: int = MAX_NODES, title: str | None = None,
-              clusters: bool = True) -> str:
+              clusters: bool = True, labels: Mapping[str, str] | None = None,
+              words: tuple[str, str] = ("on", "edit")) -> str:
     """DOT text of ``graph`` (collapsed by module when it has more than ``max_nodes`` nodes).
 
     Args:
@@ -83,6 +92,8 @@ def graph_dot(graph: BackwardGraph, *, max_nodes: int = MAX_NODES, title: str | 
         max_nodes: collapse above this many nodes (``0``: never).
         title: the caption (default ``graph.title``).
         clusters: draw one rounded box around each module call's nodes.
+        labels, words: the hook notes' kind names and words, for another language
+            (:func:`hook_label`).
     """
     if max_nodes and len(graph.nodes) > max_nodes:
         graph = graph.collapsed()
@@ -114,7 +125,7 @@ def graph_dot(graph: BackwardGraph, *, max_nodes: int = MAX_NODES, title: str | 
     for j, h in enumerate(graph.hooks):
         color = EDIT_COLOR if h.edit else KIND_COLORS.get(h.kind, "#7f8c8d")
         fill = "#fdedec" if h.edit else "#fef9e7"
-        lines.append(f"  h{j} [label={_q(hook_label(h))}, shape=note, style=filled, "
+        lines.append(f"  h{j} [label={_q(hook_label(h, labels, words))}, shape=note, style=filled, "
                      f"fillcolor={_q(fill)}, color={_q(color)}, fontcolor={_q(color)}, "
                      "fontsize=9];")
         lines.append(f"  h{j} -> {h.node} [style=dashed, color={_q(color)}, arrowhead=dot];")

@@ -157,3 +157,13 @@ def test_a_saved_attempt_opens_on_hook_basics(store_dir):
     at.query_params["run"] = rid
     at.run()
     assert not at.exception, at.exception
+
+
+def test_graph_collapses_and_speaks_chinese(app):
+    app.toggle(key="graph_collapse").set_value(True).run()
+    assert not app.exception, app.exception
+    assert "box3d" in _dot(app) and "ConvolutionBackward0" not in _dot(app)
+    app.session_state["hooklab_lang"] = "zh"
+    app.run()
+    assert not app.exception, app.exception
+    assert "张量钩子" in _dot(app) and "修改: scale(0.5)" in _dot(app)
