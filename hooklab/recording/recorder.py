@@ -47,6 +47,7 @@ from hooklab.core.hooks import (
 )
 from hooklab.core.layers import LayerSpec, resolve_layers
 from hooklab.core.trace import Trace, tensor_stats
+from hooklab.recording.pool import POOL
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
         for k, v in obj.items():
             out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
     return out
+
+
+def stored_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached float32 CPU copy of ``t``, in a buffer from :data:`~hooklab.recording.pool.POOL`
+    (memory already mapped once the pool has warmed up: no page faults)."""
+    src = t.detach()
+    if src.layout != torch.strided or src.is_complex():  # rare: the plain converting copy
+        return src.to("cpu", torch.float32, copy=True)
+    return POOL.take(src.shape).copy_(src)
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -491,7 +501,7 @@ class Recorder:
                     else:
                         self.trace.meta["truncated"] = True
                 if fits:
-                    tensor = t.detach().to("cpu", torch.float32, copy=True)
+                    tensor = stored_copy(t)
             with self._lock:
                 seq = next(self._seq)
                 if tensor is not None:
