@@ -53,9 +53,10 @@ __all__ = ["BackwardGraph", "GraphEdge", "GraphNode", "GraphProbe", "HookMark", 
 
 _HOOK_WRAPPER = "BackwardHookFunctionBackward"
 #: Hooks hooklab adds only to know which backward is its own; not drawn.
-_INTERNAL = ("Recorder._mark_hook",)
-#: Functions of the recorder's own hooks start with this.
-_RECORDER = "hooklab.recording.recorder."
+_INTERNAL = ("._mark_hook",)
+#: Functions of the recorder's own hooks start with this (any module of the recording layer,
+#: so moving the recorder's hook code between its modules keeps them numbered).
+_RECORDER = "hooklab.recording."
 
 
 @dataclass(frozen=True)
