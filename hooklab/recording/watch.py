@@ -28,6 +28,10 @@ What a watcher does per training step ``k`` (0-based, counted by :meth:`Watcher.
 
 Finished steps are handed to a *sink* (:class:`SegmentSink`) in segments of ``segment_steps``
 recorded steps, or sooner when ``segment_seconds`` have passed, so a reader sees the run grow.
+By default (``segment_steps=None``) segments are cut by time only (at most
+:data:`AUTO_SEGMENT_STEPS` recorded steps each), and the interval grows with the run's age
+(``max(segment_seconds, age / AGE_DIVISOR)``): a fresh run shows new steps every few seconds,
+and a run of many hours still has only some hundreds of segments to read.
 A sink that fails to write (disk full) does not stop the training: the watcher logs an error,
 keeps the unwritten segments (at most :data:`MAX_PENDING` of them; older ones are then
 dropped and counted in :attr:`Watcher.lost_steps`), retries at the next commit and at exit, and
@@ -58,11 +62,14 @@ from hooklab.recording.recorder import DEFAULT_MAX_BYTES, Recorder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SEGMENT_STEPS", "MAX_PENDING", "SCALAR_COLUMNS", "Segment", "SegmentSink",
+__all__ = ["AGE_DIVISOR", "AUTO_SEGMENT_STEPS", "MAX_PENDING", "SCALAR_COLUMNS", "Segment", "SegmentSink",
            "Watcher"]
 
-#: Recorded steps per segment when ``segment_steps`` is not given.
-DEFAULT_SEGMENT_STEPS = 50
+#: Most recorded steps in one segment when ``segment_steps`` is not given (a memory bound).
+AUTO_SEGMENT_STEPS = 500
+#: Time-cut segments: the interval is ``max(segment_seconds, age / AGE_DIVISOR)``, about
+#: 460 segments per tenfold of run time once the age term dominates.
+AGE_DIVISOR = 200.0
 #: Unwritten segments kept in memory while the sink fails; beyond, the oldest are dropped.
 MAX_PENDING = 20
 #: Columns of a segment's (and a watch run's) scalars table.
@@ -126,9 +133,11 @@ class Watcher:
         tensors_at: steps whose tensors are kept (statistics only on the others).
         edits: as in :func:`hooklab.record`; applied on every step.
         meta: extra metadata for the run (model name, data, ...).
-        segment_steps: recorded steps per segment (default :data:`DEFAULT_SEGMENT_STEPS`).
+        segment_steps: recorded steps per segment (default ``None``: by time, at most
+            :data:`AUTO_SEGMENT_STEPS`).
         segment_seconds: commit a segment at the first step end this long after the last commit
-            (``None``: only by ``segment_steps``).
+            (``None``: only by steps); with ``segment_steps=None`` the interval grows with the
+            run's age (``age / AGE_DIVISOR``).
         update_ratios: compute ``update_ratio/<param>`` (keeps one copy of the parameters).
         max_bytes: tensor byte budget per segment (steps in ``tensors_at``).
     """
@@ -144,9 +153,9 @@ class Watcher:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1 (record every Nth step), got "
                              f"{every!r}")
-        segment_steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
-        if isinstance(segment_steps, bool) or not isinstance(segment_steps, int) \
-                or segment_steps < 1:
+        if segment_steps is not None and (isinstance(segment_steps, bool)
+                                          or not isinstance(segment_steps, int)
+                                          or segment_steps < 1):
             raise ValueError(f"segment_steps must be an integer >= 1, got {segment_steps!r}")
         if segment_seconds is not None and not (float(segment_seconds) > 0):
             raise ValueError(f"segment_seconds must be > 0 or None, got {segment_seconds!r}")
@@ -159,6 +168,8 @@ class Watcher:
         self.every = every
         self.param_grads = bool(param_grads)
         self.segment_steps = segment_steps
+        self._auto = segment_steps is None
+        self._max_steps = AUTO_SEGMENT_STEPS if segment_steps is None else segment_steps
         self.segment_seconds = None if segment_seconds is None else float(segment_seconds)
         self.update_ratios = bool(update_ratios)
         self.max_bytes = max_bytes
@@ -197,7 +208,7 @@ class Watcher:
         self._pending: list[Segment] = []  # committed, not yet written (in order)
         self._writer: _BackgroundWriter | None = None
         self._seq = 0
-        self._last_commit = time.monotonic()
+        self._last_commit = self._started = time.monotonic()
         self._last_beat = self._last_commit
         self._recording = False
         self._grad_forward = False
@@ -221,7 +232,7 @@ class Watcher:
             self.sink.open(self.meta)
             self._writer = _BackgroundWriter(self)
         self._state = "active"
-        self._last_commit = self._last_beat = time.monotonic()
+        self._last_commit = self._last_beat = self._started = time.monotonic()
         try:
             self._begin_step(0)
         except BaseException as exc:
@@ -399,9 +410,12 @@ class Watcher:
     # -- segments -------------------------------------------------------------------------------
     def _maybe_commit(self, force: bool = False) -> None:
         now = time.monotonic()
-        due = force or len(self._seg_steps) >= self.segment_steps or (
-            self.segment_seconds is not None and now - self._last_commit >= self.segment_seconds
-            and (self._seg_steps or self._scalar_rows))
+        interval = self.segment_seconds
+        if interval is not None and self._auto:
+            interval = max(interval, (now - self._started) / AGE_DIVISOR)
+        due = force or len(self._seg_steps) >= self._max_steps or (
+            interval is not None and now - self._last_commit >= interval
+            and bool(self._seg_steps or self._scalar_rows))
         if due:
             self._commit()
         elif self._writer is not None and now - self._last_beat >= HEARTBEAT_SECONDS:

@@ -56,9 +56,12 @@ def watch(model: nn.Module, store: TraceStore | str | os.PathLike[str] | None = 
         author, tags, notes: as in :meth:`TraceStore.save`.
         edits: as in :func:`hooklab.record`; applied on every step.
         meta: extra metadata (``model``, data set, ...); ``meta["page"]`` is ``"training"``.
-        segment_steps: recorded steps per segment (default 50).
+        segment_steps: recorded steps per segment (default ``None``: cut by time, at most 500
+            recorded steps per segment).
         segment_seconds: commit at the first step end this long after the last commit, so a
             live run shows new steps every few seconds (``None``: by ``segment_steps`` only).
+            With ``segment_steps=None`` the interval grows with the run's age (age / 200), so
+            a run of many hours has some hundreds of segments, not thousands.
         update_ratios: store ``update_ratio/<param>`` per recorded step.
         max_bytes: tensor byte budget per segment.
         run_id: an explicit run id (default a new sortable one).

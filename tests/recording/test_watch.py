@@ -335,3 +335,27 @@ def test_cuda_stats_on_device_stored_on_cpu(no_leak):
     assert row["norm"] == pytest.approx(float(g.norm()), rel=1e-4)
     sc = _scalars(w)
     assert sc[sc.name.str.startswith("update_ratio/")]["value"].gt(0).all()
+
+
+def test_automatic_segments_by_time_grow_with_the_run_age(monkeypatch):
+    import hooklab.recording.watch as watch_mod
+
+    now = [0.0]
+    monkeypatch.setattr(watch_mod.time, "monotonic", lambda: now[0])
+    model = _net()
+    data = _data(1)
+    with Watcher(model, every=1, segment_seconds=1.0) as w:  # segment_steps=None: automatic
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for dt in [0.5, 0.6, 0.5, 0.5, 998.0, 2.0, 2.0, 2.0]:
+            now[0] += dt
+            x, y = data[0]
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            w.step()
+    # 1 s interval at first; at age ~1000 s the interval is 1000/200 = 5 s: steps 5-7 wait
+    assert [s.steps for s in w.segments] == [[0, 1], [2, 3], [4], [5, 6, 7]]
+    monkeypatch.setattr(watch_mod, "AUTO_SEGMENT_STEPS", 3)
+    with Watcher(model, every=1, segment_seconds=None) as w:
+        _train(model, w, _data(7))
+    assert [s.steps for s in w.segments] == [[0, 1, 2], [3, 4, 5], [6]]
