@@ -158,6 +158,7 @@ def test_live_run_shows_as_live_then_finished(store):
             model.zero_grad()
             model(x).sum().backward()
             w.step(loss=1.0)
+        assert w.flush()  # segments are written by a background thread: wait for them
         listing = tr.training_runs(store.list())
         assert list(listing["status"]) == ["live"]
         at = run_page(PAGE, TIMEOUT)
@@ -170,6 +171,7 @@ def test_live_run_shows_as_live_then_finished(store):
             model.zero_grad()
             model(x).sum().backward()
             w.step(loss=0.5)
+        assert w.flush()
         at.run()
         assert {m.label: m.value for m in at.metric}["Recorded steps"] == "5"
     at = run_page(PAGE, TIMEOUT, run=w.run_id)
@@ -273,6 +275,7 @@ with hooklab.watch(model, sys.argv[1], every=1, segment_steps=1) as w:
         model.zero_grad()
         model(x).sum().backward()
         w.step(loss=1.0)
+    assert w.flush()  # the three segments are on disk
     print(w.run_id, flush=True)
     os._exit(0)  # the writer dies inside the with: the run stays marked live
 """
@@ -291,8 +294,7 @@ def test_a_run_whose_writer_died_is_marked_ended_early(store):
     assert at.selectbox(key=f"training_run_{None}").options[0].startswith("ended early")
     assert "ended early" in _texts(at, "info")
     assert "This run ended early" in _texts(at, "warning")
-    committed = store.watch_run(rid).steps  # what the writer committed before it died
-    assert committed and committed == list(range(len(committed)))
-    assert {m.label: m.value for m in at.metric}["Recorded steps"] == str(len(committed))
+    assert store.watch_run(rid).steps == [0, 1, 2]  # every committed step survives
+    assert {m.label: m.value for m in at.metric}["Recorded steps"] == "3"
     assert "refreshes every" not in _texts(at, "caption")
     assert rid in _texts(at, "info")

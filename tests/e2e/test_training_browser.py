@@ -87,6 +87,7 @@ def test_a_live_run_updates_itself(training_server, page, ui):
     with hooklab.watch(model, store, every=1, segment_steps=1,
                        meta={"model": "simple_model"}) as w:
         _train(w, model, 2)
+        assert w.flush()  # segments are written by a background thread: wait for them
         ui.open_page(page, f"{url}/training?run={w.run_id}")
         main = _main(page)
         main.get_by_text(re.compile(rf"Run {w.run_id} · ● live")).first.wait_for(
