@@ -236,8 +236,6 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
               "shapes": t("trained on shapes", "在 shapes 上训练"),
               "upload": t("upload weights", "上传权重"),
               SEED_RECIPE: t("seed recipe (CIFAR-10)", "课程配方（CIFAR-10）")}
-    if default_weights(name) == REGISTERED:
-        labels["auto"] = t("its weights file", "其权重文件")
     options = [w for w in WEIGHT_SOURCES if w != "shapes" or name == "simple_cnn"]
     if seed_recipe and name == "simple_cnn" and cifar_available():
         options.insert(options.index("upload"), SEED_RECIPE)
@@ -246,6 +244,11 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
                    else 0, format_func=labels.get, horizontal=True, key=f"{key}_weights")
     blob = None
     weights = src
+    if src == "auto" and default_weights(name) == REGISTERED:
+        # (a caption, not another radio label: relabelling the checked option unchecks it)
+        file = os.path.basename(str(getattr(registry.entry(name), "weights", "")))
+        st.caption(t(f"Default: its registered weights file {file}.",
+                     f"默认：其注册的权重文件 {file}。"))
     if src == "upload":
         up = st.file_uploader(t("Weights file (.safetensors, .pt, .pth)",
                                 "权重文件 (.safetensors, .pt, .pth)"),
@@ -526,9 +529,12 @@ def edit_picker(key: str, default: str = "", label: str | None = None,
     widget, memo = f"{key}_edits", f"{key}_edits_default"
     old = st.session_state.get(memo)
     if old is not None and old != default and st.session_state.get(widget) == old:
-        del st.session_state[widget]  # untouched: show the new model's example edit
+        st.session_state[widget] = default  # untouched: set (the browser shows it) the new one
     st.session_state[memo] = default
-    return st.text_area(label or t("Edits", "梯度/激活修改"), value=default, height=80,
+    # ``value`` only seeds a new widget; once it has state, the state is its value (and a value
+    # beside a state set here would draw Streamlit's "default value and Session State" warning)
+    value = "" if widget in st.session_state else default
+    return st.text_area(label or t("Edits", "梯度/激活修改"), value=value, height=80,
                         placeholder=placeholder if placeholder is not None else
                         t("e.g. conv2=scale(0.5) — empty: no edit",
                           "例如 conv2=scale(0.5) —— 留空：不修改"),

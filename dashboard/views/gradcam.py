@@ -160,6 +160,8 @@ def main() -> None:
     info = model.info
     names = camui.class_names(info.class_names)
     if st.session_state.get("gradcam_model_key") != model.choice.key:
+        if "gradcam_model_key" in st.session_state:  # another model: its own automatic layer
+            st.session_state["gradcam_layer"] = "auto"  # (set, so the browser shows the label)
         st.session_state["gradcam_model_key"] = model.choice.key
         if model.choice.weights == pickers.SEED_RECIPE:  # the seed's own model and input
             st.session_state["gradcam_source"] = "cifar10"

@@ -75,6 +75,8 @@ def test_inspector_records_the_registered_model_and_saves_a_run_for_runs(lab):
     _ok(at)
     _pick_lab(at, "inspector_model")
     assert at.radio(key="inspector_weights").value == "auto"  # its own weights file
+    assert any("Default: its registered weights file lab_resnet.safetensors" in c.value
+               for c in at.caption)
     assert any("label: cross" in c.value for c in at.caption)  # shapes sample 102 fits 3x32x32
     at.button(key="inspector_run").click().run()
     _ok(at)
