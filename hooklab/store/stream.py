@@ -331,22 +331,30 @@ class SegmentTensors(Mapping[str, torch.Tensor]):
                                       f"stored: {missing[:5]}")
 
 
-def _key_segments(directory: Path, manifest: Mapping[str, Any], where: str,
-                  events: pd.DataFrame) -> dict[str, int]:
-    """Map each stored tensor key to the segment that holds it (from the events)."""
-    counts = [seg["n_events"] for seg in manifest["segments"]]
+def _key_segments(directory: Path, manifest: Mapping[str, Any], where: str
+                  ) -> dict[str, int]:
+    """Map each stored tensor key to the segment that holds it: the events' ``key`` column of
+    the segments that store tensors (the others are never read for this)."""
     out: dict[str, int] = {}
-    keys = events["key"].astype(str).tolist()
-    pos = 0
-    for seg, n in zip(manifest["segments"], counts, strict=True):
-        for k in keys[pos:pos + n]:
+    for seg in manifest["segments"]:
+        if "tensors" not in seg["files"]:
+            continue
+        keys = _read_table(directory / seg["files"]["events"]["name"], where, ["key"])
+        for k in keys.column("key").to_pylist():
             if k:
-                if "tensors" not in seg["files"]:
-                    raise CorruptRunError(f"{where}: segment {seg['index']} names tensor {k!r} "
-                                          "but stores none")
-                out[k] = seg["index"]
-        pos += n
+                out[str(k)] = seg["index"]
     return out
+
+
+def _check_keys(manifest: Mapping[str, Any], where: str, events: pd.DataFrame) -> None:
+    """A segment without a tensors file names no tensor (full reads only)."""
+    pos = 0
+    for seg in manifest["segments"]:
+        n = seg["n_events"]
+        if "tensors" not in seg["files"] and n and (events["key"].iloc[pos:pos + n] != "").any():
+            raise CorruptRunError(f"{where}: segment {seg['index']} names tensors but stores "
+                                  "none")
+        pos += n
 
 
 @dataclass
@@ -443,13 +451,12 @@ def open_watch(store: TraceStore, run_id: str, *, columns: list[str] | None = No
 def _open(path: Path, manifest: dict[str, Any], where: str, *, columns: list[str] | None,
           verify: bool) -> WatchRun:
     check_segments(path, manifest, where, hashes=verify)
-    cols = None if columns is None else list(dict.fromkeys([*columns, "key"]))
-    events = read_segment_events(path, manifest, where, columns=cols)
-    tensors = SegmentTensors(path, manifest, where, _key_segments(path, manifest, where, events))
+    events = read_segment_events(path, manifest, where, columns=columns)
+    tensors = SegmentTensors(path, manifest, where, _key_segments(path, manifest, where))
     if verify:
         tensors.check()
-    if columns is not None and "key" not in columns:
-        events = events.drop(columns="key")
+        if "key" in events.columns:
+            _check_keys(manifest, where, events)
     return WatchRun(run_id=manifest["run_id"], manifest=manifest, status=run_status(manifest),
                     events=events, scalars=read_segment_scalars(path, manifest, where),
                     steps=steps_of(manifest), _tensors=tensors)
