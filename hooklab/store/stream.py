@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -50,8 +50,21 @@ from hooklab.core.trace import EVENT_COLUMNS, Trace, normalise_events
 from hooklab.recording.watch import SCALAR_COLUMNS, Segment
 from hooklab.store import format as fmt
 
-if TYPE_CHECKING:
-    from hooklab.store.runs import TraceStore
+
+class TraceStore(Protocol):
+    """What this module needs of a store (:class:`hooklab.store.runs.TraceStore` is one; not
+    imported here, since runs imports this module)."""
+
+    root: Path
+    durable: bool
+
+    def _run_dir(self, run_id: str) -> Path: ...
+
+    def is_taken(self, run_id: str) -> bool: ...
+
+    def make_temp_dir(self) -> Path: ...
+
+    def commit_dir(self, tmp: Path, run_id: str) -> None: ...
 
 log = logging.getLogger(__name__)
 
