@@ -44,14 +44,19 @@ def _device_moments(x: torch.Tensor) -> list[float]:
                         torch.count_nonzero(x).to(x.dtype)]).tolist()
 
 
-def _cpu_moments(x: torch.Tensor) -> list[float]:
-    """[sum, sum of squares, min, max, nonzero count] of a flat float32 CPU tensor."""
+def _cpu_moments(x: torch.Tensor, out: torch.Tensor | None = None) -> list[float]:
+    """[sum, sum of squares, min, max, nonzero count] of a flat CPU tensor (float32, or any real
+    dtype when ``out``, a flat float32 tensor of the same size, receives its float32 copy chunk
+    by chunk: each chunk is then summarised from the copy while the copy is in the cache)."""
     n = x.numel()
     chunks = x.split(STATS_CHUNK) if n > STATS_CHUNK else (x,)
+    dests = (out.split(STATS_CHUNK) if n > STATS_CHUNK else (out,)) if out is not None else None
     sums: list[torch.Tensor] = []
     lo_v, hi_v = math.inf, -math.inf
     nonzero = 0.0
-    for c in chunks:
+    for i, c in enumerate(chunks):
+        if dests is not None:
+            c = dests[i].copy_(c)
         c_lo, c_hi = (float(v) for v in torch.aminmax(c))
         sums.append(torch.stack([c.sum(), torch.dot(c, c)]))
         # a NaN makes the sum NaN, so tensor_stats recounts over the finite values anyway
@@ -77,26 +82,42 @@ def _moments(x: torch.Tensor) -> list[float]:
     return _cpu_moments(x)
 
 
-def tensor_stats(t: torch.Tensor) -> dict[str, float | int]:
+def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
+                 ) -> dict[str, float | int]:
     """Summary statistics of a tensor, computed in float32 (chunk sums added in float64).
 
     Returns mean, std (unbiased; 0 for one element), min, max, L2 norm, the fraction of exact
     zeros and the NaN and Inf counts. NaN/Inf are counted only when the min/max show that some
     are present. Statistics of non-finite tensors are taken over the finite values. Complex
     tensors are summarised by their magnitudes; other dtypes as float32.
+
+    ``out``: a contiguous float32 CPU tensor with as many elements as ``t``, filled with
+    ``t.to(torch.float32)`` (the recorder's stored copy). For a real CPU tensor the copy is
+    made chunk by chunk and each chunk summarised from the copy while it is in the cache, so
+    ``t`` is read from memory once for both; the statistics are the same as without ``out``.
     """
     n = t.numel()
+    if out is not None and (out.numel() != n or out.dtype != torch.float32
+                            or out.device.type != "cpu" or not out.is_contiguous()):
+        raise ValueError("out must be a contiguous float32 CPU tensor with t's element count")
     if n == 0:
         nan = float("nan")
         return dict(numel=0, mean=nan, std=nan, min=nan, max=nan, norm=0.0, zero_frac=0.0,
                     nan_count=0, inf_count=0)
     x = t.detach()
-    if x.is_complex():
-        x = x.abs()
-    if x.dtype != torch.float32:
-        x = x.float()
-    x = x.reshape(-1)
-    total_v, sumsq_v, lo_v, hi_v, nz = _moments(x)
+    if out is not None and x.device.type == "cpu" and x.layout == torch.strided \
+            and not x.is_complex():
+        x = out.view(-1)
+        total_v, sumsq_v, lo_v, hi_v, nz = _cpu_moments(t.detach().reshape(-1), out=x)
+    else:
+        if out is not None:
+            out.copy_(x.to_dense() if x.layout != torch.strided else x)
+        if x.is_complex():
+            x = x.abs()
+        if x.dtype != torch.float32:
+            x = x.float()
+        x = x.reshape(-1)
+        total_v, sumsq_v, lo_v, hi_v, nz = _moments(x)
     mean_v = total_v / n
     var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
     if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:

@@ -74,13 +74,27 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+def _poolable(t: torch.Tensor) -> bool:
+    return t.layout == torch.strided and not t.is_complex()
+
+
 def stored_copy(t: torch.Tensor) -> torch.Tensor:
     """A detached float32 CPU copy of ``t``, in a buffer from :data:`~hooklab.recording.pool.POOL`
     (memory already mapped once the pool has warmed up: no page faults)."""
     src = t.detach()
-    if src.layout != torch.strided or src.is_complex():  # rare: the plain converting copy
+    if not _poolable(src):  # rare: the plain converting copy
         return src.to("cpu", torch.float32, copy=True)
     return POOL.take(src.shape).copy_(src)
+
+
+def _stats_and_copy(t: torch.Tensor) -> tuple[dict[str, float | int], torch.Tensor]:
+    """:func:`tensor_stats` of ``t`` and its stored copy; a CPU tensor is copied into a pooled
+    buffer chunk by chunk and summarised from the copy while it is in the cache."""
+    src = t.detach()
+    if not _poolable(src):
+        return tensor_stats(src), stored_copy(src)
+    buf = POOL.take(src.shape)
+    return tensor_stats(src, out=buf), buf
 
 
 def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -489,7 +503,6 @@ class Recorder:
         if cached is not None and cached[0]() is t and cached[1] == t._version:
             stats, key = cached[2], cached[3]
         else:
-            stats = tensor_stats(t)
             key = ""
             tensor = None
             if self.keep_tensors:
@@ -501,7 +514,9 @@ class Recorder:
                     else:
                         self.trace.meta["truncated"] = True
                 if fits:
-                    tensor = stored_copy(t)
+                    stats, tensor = _stats_and_copy(t)
+            if tensor is None:
+                stats = tensor_stats(t)
             with self._lock:
                 seq = next(self._seq)
                 if tensor is not None:

@@ -164,3 +164,46 @@ def test_cuda_matches_cpu():
             assert np.isnan(gpu[k])
         else:
             assert gpu[k] == pytest.approx(cpu[k], rel=1e-5), k
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all((np.isnan(a[k]) and np.isnan(b[k])) or a[k] == b[k] for k in a) and a.keys() == b.keys()
+
+
+@pytest.mark.parametrize("case", ["relu", "nan", "inf", "noncontig", "double", "half", "int",
+                                  "scalar", "empty", "cancel"])
+def test_stats_with_out_copy_equal_stats_without(small_chunk, case):
+    g = torch.Generator().manual_seed(8)
+    t = torch.randn(small_chunk * 3 + 11, generator=g)
+    if case == "relu":
+        t = t.relu()
+    elif case == "nan":
+        t[small_chunk + 3] = float("nan")
+    elif case == "inf":
+        t[5] = float("inf")
+    elif case == "noncontig":
+        t = torch.randn(70, 90, generator=g).t()[:, ::2]
+    elif case == "double":
+        t = t.double() * 1e-3
+    elif case == "half":
+        t = t.half()
+    elif case == "int":
+        t = torch.arange(-700, 2500)
+    elif case == "scalar":
+        t = torch.tensor(-2.5)
+    elif case == "empty":
+        t = torch.empty(0, 5)
+    elif case == "cancel":
+        t = torch.full((small_chunk * 2,), 1000.0) + torch.randn(small_chunk * 2, generator=g) * 1e-2
+    out = torch.full(t.shape, 123.0)  # stale contents must be overwritten everywhere
+    got = tensor_stats(t, out=out)
+    assert _same(got, tensor_stats(t))
+    assert torch.equal(out, t.to(torch.float32)) or (
+        case == "nan" and torch.equal(out.nan_to_num(7.0), t.float().nan_to_num(7.0)))
+
+
+def test_stats_out_must_fit():
+    t = torch.randn(10)
+    for bad in (torch.empty(9), torch.empty(10, dtype=torch.float64), torch.empty(20)[::2]):
+        with pytest.raises(ValueError, match="out must be"):
+            tensor_stats(t, out=bad)
