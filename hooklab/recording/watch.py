@@ -375,7 +375,10 @@ class Watcher:
 
     # -- update ratio ---------------------------------------------------------------------------
     def _snapshot(self) -> None:
-        """Copy the weights before this step's optimizer step, into buffers reused every step."""
+        """Copy the weights before this step's optimizer step, into buffers reused every step
+        (the trainable parameters of this step: unfreezing a layer later is followed)."""
+        self._params = [(n, p) for n, p in self.model.named_parameters()
+                        if p.requires_grad and p.is_floating_point()]
         params = [p.detach() for _, p in self._params]
         if not params:
             return

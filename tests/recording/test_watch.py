@@ -359,3 +359,21 @@ def test_automatic_segments_by_time_grow_with_the_run_age(monkeypatch):
     with Watcher(model, every=1, segment_seconds=None) as w:
         _train(model, w, _data(7))
     assert [s.steps for s in w.segments] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_update_ratio_follows_frozen_and_unfrozen_parameters():
+    model = _net()
+    model.fc.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Watcher(model, every=1) as w:
+        for i, (x, y) in enumerate(_data(3)):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            w.step()  # also takes the weights before step i + 1
+            if i == 0:
+                model.fc.requires_grad_(True)  # unfrozen after step 0's end: tracked from step 2
+    sc = _scalars(w)
+    fc = sc[sc.name == "update_ratio/fc.weight"]
+    assert fc["step"].tolist() == [2] and fc["value"].iloc[0] > 0
+    assert sc[sc.name == "update_ratio/conv1.weight"]["step"].tolist() == [0, 1, 2]
