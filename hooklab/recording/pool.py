@@ -27,7 +27,6 @@ from collections import OrderedDict
 
 import torch
 
-
 __all__ = ["POOL", "BufferPool"]
 
 
