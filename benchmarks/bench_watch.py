@@ -12,7 +12,7 @@ update ratio of every parameter and the dead-unit fraction of every leaf:
 
 Each variant trains its own copy of the model (same weights) in blocks of ``--block`` steps
 (default 50, so an every=50 block holds exactly one recorded step); the variants' blocks are
-interleaved and each variant's per-step time is the minimum (also printed: the median) over
+interleaved (in an order rotated every round) and each variant's per-step time is the minimum (also printed: the median) over
 ``--repeats`` blocks: the block least disturbed by other load on the machine. Every watch writes its run into a temporary store
 (segments fsynced, as in real use).
 
@@ -131,8 +131,10 @@ def bench_training(args: argparse.Namespace, tmp: Path) -> None:
         for v in variants:  # warm-up: every=50's recorded step 0 happens here
             for _ in range(2):
                 v.step(x, y)
-        for _ in range(args.repeats):
-            for v in variants:
+        for r in range(args.repeats):
+            # rotate the order: a block right after another (wandb's service process still
+            # busy, say) is not always the same variant's
+            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
                 t0 = time.perf_counter()
                 for _ in range(args.block):
                     v.step(x, y)
