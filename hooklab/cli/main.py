@@ -430,7 +430,8 @@ def cmd_runs_purge(args: argparse.Namespace) -> int:
 # -- main ----------------------------------------------------------------------------------------
 #: One function per subcommand; each adds its parser and sets ``func``. Add new ones here.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_record_parser, add_cam_parser, add_train_parser, add_runs_parser, add_hooks_parser]
+    add_record_parser, add_cam_parser, add_train_parser, add_runs_parser, add_hooks_parser,
+    add_models_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,7 +450,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in PARSERS:
         add(sub)
-    add_models_parser(sub)  # `hooklab models`: the zoo and the registered models
     return parser
 
 

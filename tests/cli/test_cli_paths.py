@@ -55,6 +55,9 @@ MATRIX: dict[tuple[tuple[str, ...], str], tuple[str, list[str]]] = {
                                                  "20260101-000000-00000000"]),
     (("runs", "trash"), "--store"): ("store", ["runs", "trash"]),
     (("runs", "purge"), "--store"): ("store", ["runs", "purge", "--yes"]),
+    (("hooks",), "--store"): ("store", ["hooks"]),
+    (("hooks",), "--weights"): ("weights", ["hooks"]),
+    (("hooks",), "--dot"): ("output_file", ["hooks"]),
 }
 
 #: What each kind must refuse. Paths are relative to a scratch folder holding ``file.txt`` (a
