@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not e2e"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hooklab dashboard tests benchmarks
+	$(VENV)/bin/ruff check hooklab dashboard tests benchmarks examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

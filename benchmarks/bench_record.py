@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -100,18 +101,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         store = TraceStore(Path(tmp) / "store")
         raw_t, early_t, save_t = [], [], []
-        for i in range(3):
+
+        def run_raw(i: int) -> None:
+            path = Path(tmp) / f"raw{i}.bin"
             t0 = time.perf_counter()
-            raw_write(Path(tmp) / f"raw{i}.bin", tensors, early=False)
+            raw_write(path, tensors, early=False)
             raw_t.append(time.perf_counter() - t0)
+            os.remove(path)
+
+        def run_early(i: int) -> None:
+            path = Path(tmp) / f"early{i}.bin"
             t0 = time.perf_counter()
-            raw_write(Path(tmp) / f"early{i}.bin", tensors, early=True)
+            raw_write(path, tensors, early=True)
             early_t.append(time.perf_counter() - t0)
+            os.remove(path)
+
+        def run_save(i: int) -> None:
             t0 = time.perf_counter()
-            store.save(trace, author="bench")
+            rid = store.save(trace, author="bench")
             save_t.append(time.perf_counter() - t0)
-            os.remove(Path(tmp) / f"raw{i}.bin")
-            os.remove(Path(tmp) / f"early{i}.bin")
+            shutil.rmtree(store.root / rid)
+
+        # the order rotates every round and each output is removed at once, so no variant
+        # always writes behind the others' dirty pages or onto a fuller disk
+        variants = [run_raw, run_early, run_save]
+        for i in range(3 * len(variants)):
+            variants[(i + i // len(variants)) % len(variants)](i)
     raw, early, save = (statistics.median(v) for v in (raw_t, early_t, save_t))
 
     print(f"ResNet-18, batch {args.batch}, {args.size} px, CPU, {torch.get_num_threads()} threads,"
