@@ -17,8 +17,9 @@ Usage::
 
     python benchmarks/bench_dashboard.py [--reps 7] [--screenshots docs/screenshots]
 
-``--screenshots DIR`` also saves a screenshot of each of the five pages (after a Grad-CAM run
-is saved, so the Runs page has something to show).
+``--screenshots DIR`` also saves a screenshot of the first five pages (after a Grad-CAM run
+is saved, so the Runs page has something to show); the Training page is not among them (on
+an empty store it offers a demo training that takes minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ The library records forward outputs, backward gradients and gradient edits into 
 (:func:`record`), stores traces as immutable run directories (:class:`TraceStore`) and computes
 Grad-CAM-family maps. It never imports Streamlit; the dashboard in ``dashboard/`` is built on it.
 
-Layers, top to bottom (each imports only from the ones above it): ``core`` (errors, edits,
-layer resolution, the Trace), ``recording`` (:func:`record`: the only code that registers hooks),
-``store`` (:class:`TraceStore`), ``data``, ``models``, ``cam``, ``studies`` (training, the bias
-experiment, A/B comparison, the seed's lessons), ``charts`` (Plotly figures), ``cli`` and
-``testing`` (fault injection for tests and benchmarks).
+Layers, top to bottom (each imports only from the ones above it): ``core`` (errors, edits, layer
+resolution, the Trace), ``recording`` (:func:`record` and the watcher behind :func:`watch`: the
+only code that registers hooks; :func:`hooks_on`), ``store`` (:class:`TraceStore`, streamed
+watch runs), ``data``, ``models``, ``cam``, ``studies`` (training, the bias experiment, A/B
+comparison, the seed's lessons), ``charts`` (Plotly figures), ``cli`` and ``testing`` (fault
+injection for tests and benchmarks).
 """
 
 from __future__ import annotations
