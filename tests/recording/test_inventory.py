@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import (
     register_module_forward_hook,
@@ -18,7 +17,7 @@ from torch.nn.modules.module import (
 import hooklab
 from hooklab.models.zoo import SimpleCNN, SimpleModel
 from hooklab.recording.inventory import GLOBAL, INVENTORY_COLUMNS, INVENTORY_KINDS, hooks_on
-from hooklab.studies.hook_doctor import seed_gradcam_twice
+from hooklab.studies.hook_doctor import SeedGradCAM, seed_gradcam_twice
 
 
 def _noop(*args, **kwargs):
@@ -127,48 +126,15 @@ def test_inventory_after_an_exception_inside_record_is_empty(no_leak):
     assert hooks_on(model).empty
 
 
-class SeedGradCAMVerbatim:
-    """The seed's GradCAM class as the lesson writes it (SEED_NOTES §5): handles dropped."""
-
-    def __init__(self, model, target_layer):
-        self.model = model
-        self.target_layer = target_layer
-        self.gradients = None
-        self.activations = None
-        self.register_hooks()
-
-    def register_hooks(self):
-        def forward_hook(module, input, output):
-            self.activations = output.detach()
-
-        def backward_hook(module, grad_input, grad_output):
-            self.gradients = grad_output[0].detach()
-
-        self.target_layer.register_forward_hook(forward_hook)
-        self.target_layer.register_backward_hook(backward_hook)
-
-    def generate_cam(self, input_image, target_class=None):
-        model_output = self.model(input_image)
-        if target_class is None:
-            target_class = torch.argmax(model_output, dim=1).item()
-        self.model.zero_grad()
-        one_hot = torch.zeros_like(model_output)
-        one_hot[0, target_class] = 1
-        model_output.backward(gradient=one_hot)
-        weights = torch.mean(self.gradients, dim=(2, 3), keepdim=True)
-        cam = F.relu(torch.sum(weights * self.activations, dim=1, keepdim=True))
-        return cam, target_class
-
-
 def test_seed_gradcam_run_twice_leaves_four_leaked_hooks_on_conv3():
     torch.manual_seed(0)
     model = SimpleCNN().eval()
     x = torch.randn(1, 3, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first = SeedGradCAMVerbatim(model, model.conv3)
+        first = SeedGradCAM(model, model.conv3)
         first.generate_cam(x)
-        grad_cam = SeedGradCAMVerbatim(model, model.conv3)  # the cell run again
+        grad_cam = SeedGradCAM(model, model.conv3)  # the cell run again
         grad_cam.generate_cam(x)
         # the old object's hooks still fire: its activations are refreshed by the new forward
         stale = first.activations
