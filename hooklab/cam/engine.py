@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hooklab.cam.methods import METHODS, CamMethod, method_name, minmax, scorecam_weights
+from hooklab.cam.context import CamContext
+from hooklab.cam.methods import METHODS, CamMethod, method_name, minmax
 from hooklab.core.errors import HooklabError, NonSpatialLayerError
 from hooklab.core.layers import LayerItem, LayerSpec, resolve_layers
 from hooklab.core.modes import frozen
@@ -254,6 +255,62 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
     return store, _logits(out)
 
 
+def _replace_output(model: nn.Module, x: torch.Tensor, name: str, sample: int,
+                    acts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits of image ``sample`` with layer ``name``'s output replaced by each of ``acts``."""
+    module = model.get_submodule(name)
+    outs = []
+    for s in range(0, acts.shape[0], batch_size):
+        chunk = acts[s:s + batch_size]
+
+        def hook(_m: nn.Module, _i: Any, out: Any, chunk: torch.Tensor = chunk) -> torch.Tensor:
+            return chunk.to(dtype=out.dtype, device=out.device)
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                z = x[sample:sample + 1].expand(chunk.shape[0], *x.shape[1:])
+                outs.append(_logits(model(z)).float())
+        finally:
+            handle.remove()
+    return torch.cat(outs)
+
+
+def _capture_grads(model: nn.Module, z: torch.Tensor, name: str, targets: torch.Tensor,
+                   create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's activation and ``d(Σ target logits)/dA`` for inputs ``z``."""
+    z = z.detach().contiguous()
+    with torch.enable_grad():
+        acts, logits = _capture(model, z, [name], need_grad=True)
+        a = acts[name]
+        t = targets.to(logits.device).long().reshape(-1, 1)
+        if t.shape[0] != logits.shape[0]:
+            raise CamError(f"{t.shape[0]} targets for {logits.shape[0]} inputs")
+        score = logits.gather(1, t).sum()
+        (g,) = torch.autograd.grad(score, [a], create_graph=create_graph, allow_unused=True)
+    if g is None:
+        g = torch.zeros_like(a)
+    if create_graph:
+        return a, g
+    return a.detach().float(), g.detach().float()
+
+
+def _context(model: nn.Module, x: torch.Tensor, name: str, acts: torch.Tensor,
+             grads: torch.Tensor | None, targets: torch.Tensor, batch_size: int,
+             eigen_smooth: bool = False) -> CamContext:
+    """The :class:`CamContext` of one layer for a model-calling method."""
+
+    def logits_fn(z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return _logits(model(z)).float()
+
+    return CamContext(
+        model=model, x=x, layer=name, acts=acts, grads=grads, targets=targets,
+        batch_size=batch_size, eigen_smooth=eigen_smooth, logits_fn=logits_fn,
+        replace_fn=lambda i, a: _replace_output(model, x, name, i, a, batch_size),
+        capture_fn=lambda z, t, cg: _capture_grads(model, z, name, t, cg))
+
+
 def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: LayerSpec = None,
             target: Target = None, *, layers: Sequence[LayerItem] | None = None,
             size: tuple[int, int] | None = None, fuse: str = "mean",
@@ -331,13 +388,10 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
                         log.warning("the target score does not depend on layer %s", n)
                         g = torch.zeros_like(a)
                     per_layer[n].append(spec.map(a, g.float()))
-            elif spec.name == "scorecam":
-                with torch.no_grad():
-                    for n in names:
-                        w = scorecam_weights(acts[n], x, tj, lambda z: _logits(model(z)),
-                                             batch_size=batch_size)
-                        per_layer[n].append(
-                            F.relu(torch.einsum("bc,bchw->bhw", w, acts[n].float())))
+            elif spec.run is not None:
+                for n in names:
+                    ctx = _context(model, x, n, acts[n].detach().float(), None, tj, batch_size)
+                    per_layer[n].append(spec.run(ctx).float())
             else:
                 for n in names:
                     raw = per_layer[n][0] if j else spec.map(acts[n].detach().float(), None)
@@ -395,13 +449,13 @@ def cam_from_trace(trace: Any, layer: str, method: str = "gradcam",
     Args:
         trace: a :class:`hooklab.core.trace.Trace` (recorded or loaded from the store).
         layer: the layer name as recorded.
-        method: any method except ``"scorecam"`` (which needs the model).
+        method: any method that does not need the model (not Score-CAM and its kin).
         size: output size; default the recorded input's ``(H, W)`` when the trace's metadata
             has it (``meta["input_shape"]``), else the layer's own resolution.
         step: training step (default the last); call: module call (default the last).
 
     Raises:
-        CamError: unknown method, Score-CAM, or events/tensors missing from the trace.
+        CamError: unknown method, a method that needs the model, or events/tensors missing.
         NonSpatialLayerError: the stored activation is not ``(N, C, H, W)``.
 
     Example:
@@ -413,8 +467,8 @@ def cam_from_trace(trace: Any, layer: str, method: str = "gradcam",
         spec = METHODS[method_name(method)]
     except KeyError as exc:
         raise CamError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}") from exc
-    if spec.name == "scorecam":
-        raise CamError("Score-CAM needs the model (it runs masked forwards); it cannot be "
+    if spec.needs_model:
+        raise CamError(f"{spec.title} needs the model (it runs the model again); it cannot be "
                        "computed from a stored run — pick another method or load the model")
     act_row = _pick_event(trace, layer, "output", step, call)
     if act_row is None:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hooklab.cam.context import CamContext
+
 _EPS = 1e-7
 
 
@@ -154,18 +156,28 @@ def scorecam_weights(acts: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,
     return weights
 
 
+def scorecam(ctx: CamContext) -> torch.Tensor:
+    """Score-CAM on a :class:`~hooklab.cam.context.CamContext`: ``ReLU(Σ_k w_k A_k)`` with
+    :func:`scorecam_weights`."""
+    w = scorecam_weights(ctx.acts, ctx.x, ctx.targets, ctx.logits, batch_size=ctx.batch_size)
+    return _weighted(w, ctx.acts.float())
+
+
 @dataclass(frozen=True)
 class CamMethod:
     """One CAM method of the registry.
 
     Attributes:
         name: canonical name (``"gradcam"``).
-        fn: ``fn(acts, grads) -> (B, h, w)`` raw map (``None`` for Score-CAM, which needs the
-            model; :mod:`hooklab.cam.engine` runs it).
+        fn: ``fn(acts, grads) -> (B, h, w)`` raw map (``None`` for a method that needs the
+            model).
         needs_grad: whether the gradient of the target score is needed.
         class_specific: whether the map depends on the target class.
         title: display name.
         reference: the paper.
+        run: ``run(ctx) -> (B, h, w)`` raw map for a method that calls the model again
+            (Score-CAM); it gets a :class:`hooklab.cam.context.CamContext` from
+            :func:`hooklab.cam.engine.compute`.
     """
 
     name: str
@@ -174,6 +186,12 @@ class CamMethod:
     class_specific: bool
     title: str
     reference: str
+    run: Callable[[CamContext], torch.Tensor] | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the method calls the model again (it cannot be computed from a stored run)."""
+        return self.run is not None
 
     def map(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
         """The raw ``(B, h, w)`` map from activations and gradients (not for Score-CAM)."""
@@ -194,7 +212,7 @@ METHODS: dict[str, CamMethod] = {
     "layercam": CamMethod("layercam", layercam, True, True, "LayerCAM",
                           "Jiang et al., IEEE TIP 2021"),
     "scorecam": CamMethod("scorecam", None, False, True, "Score-CAM",
-                          "Wang et al., CVPR-W 2020"),
+                          "Wang et al., CVPR-W 2020", run=scorecam),
     "eigencam": CamMethod("eigencam", eigencam, False, False, "EigenCAM",
                           "Muhammad & Yeasin, IJCNN 2020"),
 }

@@ -55,9 +55,10 @@ def rerender(trace: Trace, layer: str, method: str = "gradcam",
         CamError: Score-CAM without a model.
     """
     x = model_input(trace)
-    if engine.method_name(method) != "scorecam":
+    if not engine.METHODS[engine.method_name(method)].needs_model:
         size = (int(x.shape[-2]), int(x.shape[-1]))
         return engine.cam_from_trace(trace, layer, method, size=size)
     if model is None:
-        raise engine.CamError("Score-CAM needs the model, and this run's model is not available")
+        raise engine.CamError(f"{engine.METHODS[engine.method_name(method)].title} needs the "
+                              "model, and this run's model is not available")
     return engine.compute(model, x, method=method, layer=layer, target=target)
