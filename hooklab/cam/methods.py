@@ -220,6 +220,23 @@ METHODS: dict[str, CamMethod] = {
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 
 
+def register(method: CamMethod, *aliases: str) -> CamMethod:
+    """Add a method to :data:`METHODS` (and spellings to the aliases); returns it.
+
+    The modules holding further methods call this at import; ``hooklab/cam/__init__.py``
+    imports them, so every ``hooklab.cam`` user sees the whole registry.
+
+    Raises:
+        ValueError: the name is taken by another method.
+    """
+    if method.name in METHODS and METHODS[method.name] is not method:
+        raise ValueError(f"a CAM method named {method.name!r} exists already")
+    METHODS[method.name] = method
+    for alias in aliases:
+        _ALIASES[alias.lower().replace("-", "").replace("_", "").replace(" ", "")] = method.name
+    return method
+
+
 def method_name(name: str) -> str:
     """Canonical method name: case, ``-``, ``_`` and spaces ignored (``"Grad-CAM++"`` works).
 

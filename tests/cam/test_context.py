@@ -94,3 +94,18 @@ def test_a_failing_forward_leaves_no_hook(setup):
     with pytest.raises(RuntimeError):
         ctx.with_layer_output(0, torch.zeros(2, 7, 16, 16))  # wrong channel count
     assert _hooks(model) == 0
+
+
+def test_register_adds_a_method_once():
+    from hooklab.cam import methods
+
+    spec = methods.CamMethod("test-only-cam", methods.gradcam, True, True, "Test CAM", "none")
+    try:
+        methods.register(spec, "Test_Only CAM")
+        assert methods.method_name("test only cam") == "test-only-cam"
+        assert methods.register(spec) is spec  # the same object again is fine
+        with pytest.raises(ValueError, match="exists already"):
+            methods.register(methods.CamMethod("test-only-cam", None, False, True, "x", "y"))
+    finally:
+        methods.METHODS.pop("test-only-cam", None)
+        methods._ALIASES.pop("testonlycam", None)
