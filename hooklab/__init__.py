@@ -21,12 +21,13 @@ from hooklab.core import edits
 from hooklab.core.errors import HooklabError
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.core.version import __version__
+from hooklab.recording.attention import attention
 from hooklab.recording.inventory import hooks_on
 from hooklab.recording.recorder import Recorder, record
 from hooklab.store.runs import TraceStore
 from hooklab.store.watch import watch
 
-__all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "edits", "hooks_on",
-           "record", "tensor_stats", "watch"]
+__all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "attention", "edits",
+           "hooks_on", "record", "tensor_stats", "watch"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
