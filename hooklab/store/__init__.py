@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hooklab.store.access import Identity, LabPolicy, PermissionDenied
+from hooklab.store.audit import AuditReport
 from hooklab.store.runs import (
     DEFAULT_ROOT,
     ENV_VAR,
@@ -13,7 +15,11 @@ from hooklab.store.runs import (
 )
 
 __all__ = [
+    "AuditReport",
     "DEFAULT_ROOT",
+    "Identity",
+    "LabPolicy",
+    "PermissionDenied",
     "ENV_VAR",
     "LIST_COLUMNS",
     "TraceStore",

@@ -113,8 +113,22 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, expecte
                               "manifest.json (tampered or damaged)")
 
 
-def import_run(store: RunSink, path: str | os.PathLike[str]) -> str:
-    """Validate the zip at ``path`` and add its run to ``store``; see TraceStore.import_."""
+def _stamp_importer(manifest: dict, imported_by: dict[str, str] | None) -> None:
+    """Record who imported the run (and when), dropping whatever the zip claimed about it."""
+    for key in ("imported_by", "imported_at"):
+        manifest.pop(key, None)
+    if imported_by is not None:
+        manifest["imported_by"] = dict(imported_by)
+        manifest["imported_at"] = fmt.iso(fmt.utc_now())
+
+
+def import_run(store: RunSink, path: str | os.PathLike[str],
+               imported_by: dict[str, str] | None = None) -> str:
+    """Validate the zip at ``path`` and add its run to ``store``; see TraceStore.import_.
+
+    ``imported_by`` (an identity as a dict) is written to the manifest with ``imported_at``,
+    replacing any such fields the zip carried (they are the importer's to state, not the
+    zip's)."""
     path = Path(path)
     where = f"import of {path.name}"
     if not path.is_file():
@@ -145,6 +159,7 @@ def import_run(store: RunSink, path: str | os.PathLike[str]) -> str:
             manifest["run_id"] = rid
             manifest["imported_from"] = original
             log.info("run id %s is taken here; imported as %s", original, rid)
+        _stamp_importer(manifest, imported_by)
         fmt.write_manifest(tmp / fmt.MANIFEST, manifest, durable=True)
         trace = fmt.open_run(tmp, where, verify=False, manifest=manifest)  # schema, keys
         del trace

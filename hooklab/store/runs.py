@@ -14,6 +14,11 @@ Temporary directories left by a killed writer are removed the next time a store 
 Runs are immutable with one documented exception: :meth:`TraceStore.update` replaces
 ``manifest.json`` (notes and tags only) by writing a new file and ``os.replace``-ing it.
 
+Who may change a run is the store's :class:`~hooklab.store.access.LabPolicy` (open by default:
+everyone may do everything); every change (save, notes/tags, trash, restore, purge, import)
+appends one chained line to ``<root>/.audit/log.jsonl`` (:mod:`hooklab.store.audit`), read back
+with :meth:`TraceStore.history` and checked with :meth:`TraceStore.verify_audit`.
+
 Example:
     >>> store = hooklab.TraceStore("runs")
     >>> run_id = store.save(rec.trace, author="ana", notes="halved conv2 grads", tags=["halve"])
@@ -47,7 +52,9 @@ from hooklab.core.trace import Trace
 from hooklab.core.version import __version__
 from hooklab.store import format as fmt
 from hooklab.store import stream
+from hooklab.store.access import Decision, Identity, LabPolicy
 from hooklab.store.archive import export_run, import_run
+from hooklab.store.audit import AuditLog, AuditReport
 from hooklab.store.listing import (
     LIST_COLUMNS,
     normalise_tags,
@@ -92,12 +99,17 @@ class TraceStore:
             cannot be checked (another machine sharing the folder). Directories of writers on
             this machine whose process has died are removed at once.
         max_import_bytes: largest total size accepted by :meth:`import_`.
+        policy: who may change which run (:class:`~hooklab.store.access.LabPolicy`); default
+            open: everyone may do everything (the local default). Every changing method takes
+            ``by=`` (an :class:`~hooklab.store.access.Identity`; default the OS user).
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, durable: bool = True,
-                 stale_after: float = 3600.0, max_import_bytes: int = 8 * 2**30) -> None:
+                 stale_after: float = 3600.0, max_import_bytes: int = 8 * 2**30,
+                 policy: LabPolicy | None = None) -> None:
         root_path = Path(root) if root is not None else default_root()
         self.durable = durable
+        self.policy = policy if policy is not None else LabPolicy.open()
         self.stale_after = float(stale_after)
         self.max_import_bytes = int(max_import_bytes)
         try:
@@ -112,6 +124,7 @@ class TraceStore:
             log.info("store %s is read-only", root_path)
         self.root = root_path.resolve()
         self.trash = self.root / TRASH
+        self.audit = AuditLog(self.root, durable=durable)
         self.cleaned = self.clean_temp()
 
     def __repr__(self) -> str:
@@ -199,7 +212,8 @@ class TraceStore:
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, trace: Trace, *, author: str | None = None, notes: str = "",
-             tags: str | Iterable[str] | None = None, run_id: str | None = None) -> str:
+             tags: str | Iterable[str] | None = None, run_id: str | None = None,
+             by: Identity | None = None) -> str:
         """Store ``trace`` as a new run and return its id.
 
         Args:
@@ -209,6 +223,8 @@ class TraceStore:
             tags: list of labels, or a comma-separated string.
             run_id: an explicit id (see :func:`hooklab.store.format.check_run_id`); default a
                 new sortable id ``YYYYMMDD-HHMMSS-xxxxxxxx`` (UTC). An id already used is an error.
+            by: who saves (a signed-in member): then the author is ``by.label`` (``author`` is
+                ignored) and the manifest records ``author_identity``, which the policy uses.
 
         Raises:
             StoreError: bad id, id taken, unwritable store, a tensor that cannot be stored.
@@ -220,7 +236,9 @@ class TraceStore:
             fmt.check_run_id(run_id)
             if self.is_taken(run_id):
                 raise StoreError(f"run id {run_id!r} is already used in {self.root}")
-        if author is None:
+        if by is not None:
+            author = by.label
+        elif author is None:
             try:
                 author = getpass.getuser()
             except Exception:  # no login name (containers)
@@ -231,6 +249,8 @@ class TraceStore:
         rid = run_id if run_id is not None else fmt.new_run_id(created)
         info = {"run_id": rid, "created": fmt.iso(created), "author": author, "notes": notes,
                 "tags": normalise_tags(tags), "versions": _versions()}
+        if by is not None:
+            info["author_identity"] = by.to_dict()
         tmp = self.make_temp_dir()
         try:
             manifest = fmt.write_run(tmp, trace, info, self.durable)
@@ -252,19 +272,61 @@ class TraceStore:
             raise
         log.info("saved run %s (%d events, %d tensors)", rid, manifest["n_events"],
                  manifest["n_tensors"])
+        self.audit.append(by or Identity.local(), "save", rid,
+                          after={"author": author, "notes": notes, "tags": info["tags"]})
         return rid
 
+    # -- permissions and the audit log ---------------------------------------------------------
+    def _manifest_any(self, run_id: str) -> dict[str, Any]:
+        """The manifest of a run here or in the trash (``{"run_id": id}`` if unreadable)."""
+        for trash in (False, True):
+            path = (self.trash if trash else self.root) / fmt.check_run_id(run_id)
+            if path.is_dir() and not path.is_symlink():
+                try:
+                    return self._manifest_at(path, run_id)
+                except StoreError:
+                    return {"run_id": run_id}
+        self._run_dir(run_id)  # raises "no run ..."
+        return {"run_id": run_id}  # pragma: no cover
+
+    def decide(self, run_id: str, action: str, by: Identity | None = None) -> Decision:
+        """May ``by`` (default the OS user) do ``action`` ("update", "trash", "restore",
+        "purge") to ``run_id``? A :class:`~hooklab.store.access.Decision` with the reason."""
+        return self.policy.decide(by or Identity.local(), action, self._manifest_any(run_id))
+
+    def history(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        """The audit log's lines about ``run_id``, oldest first (who, time, action, before,
+        after)."""
+        fmt.check_run_id(run_id)
+        return self.audit.history(run_id)
+
+    def verify_audit(self) -> AuditReport:
+        """Check the audit log's chain: every edited, removed or reordered line is reported."""
+        return self.audit.verify()
+
     def update(self, run_id: str, *, notes: str | None = None,
-               tags: str | Iterable[str] | None = None) -> dict[str, Any]:
+               tags: str | Iterable[str] | None = None,
+               by: Identity | None = None) -> dict[str, Any]:
         """Change a run's notes and/or tags: the one mutation a run allows.
 
         A new ``manifest.json`` is written beside the old one and swapped in with ``os.replace``,
         so readers see the old or the new manifest, never a mix. Data files are untouched (their
         hashes stay valid). Concurrent updates of one run: the last one wins.
         Returns the new manifest.
+
+        Raises:
+            PermissionDenied: ``by`` is neither the run's owner nor an admin (nothing changes).
         """
+        who = by or Identity.local()
+        with self.audit.locked():
+            return self._update(run_id, notes, tags, who)
+
+    def _update(self, run_id: str, notes: str | None, tags: str | Iterable[str] | None,
+                who: Identity) -> dict[str, Any]:
         path = self._run_dir(run_id)
         manifest = read_run_manifest(path, run_id)
+        self.policy.check(who, "update", manifest)
+        before = {"notes": manifest["notes"], "tags": list(manifest["tags"])}
         if stream.is_watch(manifest) and stream.run_status(manifest) == "live":
             raise StoreError(f"run {run_id} is still being written (a live watch run); change "
                              "its notes and tags after the training ends")
@@ -286,6 +348,10 @@ class TraceStore:
                 tmp.unlink()
         if self.durable:
             fmt.fsync_dir(path)
+        after = {"notes": manifest["notes"], "tags": manifest["tags"]}
+        self.audit.append(who, "update", run_id, _locked=True,
+                          before={k: v for k, v in before.items() if after[k] != v},
+                          after={k: v for k, v in after.items() if before[k] != v})
         return manifest
 
     # -- reading -------------------------------------------------------------------------------
@@ -381,14 +447,23 @@ class TraceStore:
         return query_runs(self.root, ids, layer=layer, role=role, column=column, kinds=kinds)
 
     # -- trash ---------------------------------------------------------------------------------
-    def delete(self, run_id: str) -> None:
-        """Move a run to the trash (``<root>/.trash``); :meth:`restore` brings it back."""
+    def delete(self, run_id: str, *, by: Identity | None = None) -> None:
+        """Move a run to the trash (``<root>/.trash``); :meth:`restore` brings it back.
+
+        Raises PermissionDenied when ``by`` may not (nothing moves)."""
+        who = by or Identity.local()
+        with self.audit.locked():
+            self._delete(run_id, who)
+            self.audit.append(who, "trash", run_id, _locked=True)
+
+    def _delete(self, run_id: str, who: Identity) -> None:
         path = self._run_dir(run_id)
         target = self.trash / run_id
         try:
             manifest = self._manifest_at(path, run_id)
-        except StoreError:  # a damaged run can always be deleted
-            manifest = {}
+        except StoreError:  # a damaged run can be deleted (by its owner or an admin)
+            manifest = {"run_id": run_id}
+        self.policy.check(who, "trash", manifest)
         if stream.is_watch(manifest) and stream.run_status(manifest) == "live":
             raise StoreError(f"run {run_id} is still being written (a live watch run of "
                              f"process {manifest['writer']['pid']}); stop the training first")
@@ -405,9 +480,16 @@ class TraceStore:
             pass
         log.info("moved run %s to the trash", run_id)
 
-    def restore(self, run_id: str) -> None:
-        """Bring a deleted run back from the trash."""
-        path = self._run_dir(run_id, trash=True)
+    def restore(self, run_id: str, *, by: Identity | None = None) -> None:
+        """Bring a deleted run back from the trash (PermissionDenied when ``by`` may not)."""
+        who = by or Identity.local()
+        with self.audit.locked():
+            path = self._run_dir(run_id, trash=True)
+            self.policy.check(who, "restore", self._manifest_any(run_id))
+            self._restore(run_id, path)
+            self.audit.append(who, "restore", run_id, _locked=True)
+
+    def _restore(self, run_id: str, path: Path) -> None:
         if os.path.lexists(self.root / run_id):
             raise StoreError(f"cannot restore {run_id}: a run with that id exists")
         try:
@@ -433,16 +515,29 @@ class TraceStore:
             (self.trash / r).stat().st_mtime, fmt._dt.UTC)) for r in df["run_id"]])
         return df.sort_values("deleted", ascending=False, kind="stable").reset_index(drop=True)
 
-    def purge(self, run_id: str | None = None, *, older_than: float | None = None
-              ) -> builtins.list[str]:
+    def purge(self, run_id: str | None = None, *, older_than: float | None = None,
+              by: Identity | None = None) -> builtins.list[str]:
         """Delete trashed runs for good: one (``run_id``), those deleted more than ``older_than``
-        seconds ago, or (neither given) the whole trash. Returns the ids purged."""
+        seconds ago, or (neither given) the whole trash. Returns the ids purged.
+
+        Under a lab policy every run purged must be one ``by`` may purge; if one is not,
+        PermissionDenied is raised before anything is deleted."""
+        who = by or Identity.local()
+        with self.audit.locked():
+            return self._purge(run_id, older_than, who)
+
+    def _purge(self, run_id: str | None, older_than: float | None,
+               who: Identity) -> builtins.list[str]:
         if run_id is not None:
             self._run_dir(run_id, trash=True)
             ids = [run_id]
         else:
             ids = [e.name for e in self._trash_entries() if not e.name.startswith(".")]
         now = time.time()
+        if self.policy.enforce:
+            for rid in ids:
+                if older_than is None or now - (self.trash / rid).stat().st_mtime >= older_than:
+                    self.policy.check(who, "purge", self._manifest_any(rid))
         purged = []
         for rid in ids:
             path = self.trash / rid
@@ -455,6 +550,7 @@ class TraceStore:
                 raise StoreError(f"cannot purge {rid}: {exc}") from exc
             shutil.rmtree(doomed, ignore_errors=True)
             purged.append(rid)
+            self.audit.append(who, "purge", rid, _locked=True)
         return purged
 
     # -- zip -----------------------------------------------------------------------------------
@@ -469,7 +565,7 @@ class TraceStore:
         self.verify(run_id)
         return export_run(src, run_id, path)
 
-    def import_(self, path: str | os.PathLike[str]) -> str:
+    def import_(self, path: str | os.PathLike[str], *, by: Identity | None = None) -> str:
         """Add a run exported by :meth:`export`; returns its id in this store.
 
         The zip must hold exactly ``manifest.json``, ``events.parquet`` and
@@ -479,5 +575,18 @@ class TraceStore:
 
         If the run's id is already used here (imported twice, or a clash), the run gets a new
         id; its manifest then records the original one as ``imported_from``.
+
+        The run keeps the author its zip names. Under a lab policy, or when ``by`` is given,
+        its manifest records ``imported_by`` (replacing whatever the zip claimed) and
+        ``imported_at``, and the policy treats the importer as the owner: an author in a zip
+        cannot be verified. Locally (open policy, no ``by``) the files stay byte-identical;
+        the audit log records the import either way.
         """
-        return import_run(self, path)
+        who = by or Identity.local()
+        stamp = by is not None or self.policy.enforce
+        rid = import_run(self, path, imported_by=who.to_dict() if stamp else None)
+        m = self.manifest(rid)
+        self.audit.append(who, "import", rid, after={
+            "author": m.get("author", ""), "claimed_author_identity": m.get("author_identity"),
+            "imported_from": m.get("imported_from", m["run_id"])})
+        return rid
