@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from dashboard.components.text import plain
 from dashboard.i18n import t
 from hooklab.core.errors import HooklabError
 from hooklab.models import registry
@@ -69,10 +70,11 @@ def author() -> str:
 
 
 def _message(what: str, exc: BaseException) -> str:
-    """The one st.error text of a failed action: ``"<what>: <first line of the error>"``."""
+    """The one st.error text of a failed action: ``"<what>: <first line of the error>"``, as
+    text (an error quotes a run's fields or a run id from the URL: no Markdown of theirs)."""
     msg = str(exc) if isinstance(exc, HooklabError) else (
         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return f"{what}: {msg}" if what else msg
+    return f"{plain(what)}: {plain(msg)}" if what else plain(msg)
 
 
 def attempt(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
