@@ -16,7 +16,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from dashboard import state
-from dashboard.components.text import code, plain
+from dashboard.components.text import plain
 from dashboard.i18n import t
 from dashboard.pages import share_link
 from hooklab.charts import runs as run_charts
@@ -44,7 +44,7 @@ def open_run() -> tuple[str, Trace] | None:
         trace = state.store().load(str(run_id))
     except (HooklabError, OSError, ValueError) as exc:
         log.info("cannot open run %s: %s", run_id, exc)
-        st.error(f"{t('Opening run', '打开运行记录')} {code(run_id)}: {plain(exc)}")
+        st.error(f"{t('Opening run', '打开运行记录')} {plain(run_id)}: {plain(exc)}")
         return None
     return str(run_id), trace
 
@@ -52,15 +52,15 @@ def open_run() -> tuple[str, Trace] | None:
 def banner(run_id: str, trace: Trace) -> None:
     """Which run is shown: id, author, model and its edits (or "no edit")."""
     m = trace.meta
-    no_edit = t("no edit", "无修改")  # a run's own text is shown as code (dashboard/components/text)
+    no_edit = t("no edit", "无修改")  # a run's own text is shown as text: plain()
     cmp = m.get("compare") if isinstance(m.get("compare"), dict) else {}
     if "config_a" in cmp or "config_b" in cmp:  # an A/B comparison: both configurations
-        sides = [f"{side}: {code(_config_text(cmp.get(f'config_{side.lower()}'))) or no_edit}"
+        sides = [f"{side}: {plain(_config_text(cmp.get(f'config_{side.lower()}'))) or no_edit}"
                  for side in ("A", "B")]
         edits = " · ".join(sides)
     else:
-        edits = code(edit_text(m)) or no_edit
-    parts = [f"{t('Run', '运行')} {code(run_id)}", code(m.get("author")), code(m.get("model")),
+        edits = plain(edit_text(m)) or no_edit
+    parts = [f"{t('Run', '运行')} {plain(run_id)}", plain(m.get("author")), plain(m.get("model")),
              edits]
     st.info(" · ".join(p for p in parts if p))
 
