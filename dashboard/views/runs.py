@@ -18,6 +18,7 @@ import streamlit as st
 
 from dashboard import pages, state
 from dashboard.components import run_flow
+from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
 from hooklab.store.stream import is_watch
@@ -97,15 +98,16 @@ def run_detail(store, rid: str) -> None:
     meta = manifest.get("meta", {})
     page = pages.page_of(meta)
     st.subheader(t(f"Run {rid}", f"运行 {rid}"))
-    st.markdown(
-        f"**{t('Author', '作者')}:** {manifest.get('author') or '—'} · "
-        f"**{t('Time', '时间')}:** {manifest.get('created', '')[:19].replace('T', ' ')} UTC · "
-        f"**{t('Model', '模型')}:** {meta.get('model', '—')} · "
+    created = str(manifest.get("created", ""))[:19].replace("T", " ")
+    st.markdown(  # a run's fields as text (dashboard/components/text.py)
+        f"**{t('Author', '作者')}:** {plain(manifest.get('author')) or '—'} · "
+        f"**{t('Time', '时间')}:** {plain(created)} UTC · "
+        f"**{t('Model', '模型')}:** {plain(meta.get('model')) or '—'} · "
         f"**{t('Page', '页面')}:** {page.title} · "
-        f"**{t('Events', '事件数')}:** {manifest.get('n_events', 0)}")
+        f"**{t('Events', '事件数')}:** {plain(manifest.get('n_events', 0))}")
     edits = run_flow.edit_text(meta)
     if edits:
-        st.markdown(f"**{t('Edits', '修改')}:** `{edits}`")
+        st.markdown(f"**{t('Edits', '修改')}:** {code(edits)}")
     run_flow.share_box(rid, PAGE)
     if page.id != PAGE:
         st.caption(t(f"Open in {page.title}, the page that made it:",
@@ -183,8 +185,8 @@ def compare_section(store, table: pd.DataFrame) -> None:
         quantities = [q for q in ("grad_output", "param_grad", "input_grad")
                       if q in set(full["quantity"])]
     no_edit = t("no edit", "无修改")
-    st.markdown(f"**A** {a}: `{run_flow.edit_text(ta.meta) or no_edit}` · "
-                f"**B** {b}: `{run_flow.edit_text(tb.meta) or no_edit}`")
+    st.markdown(f"**A** {a}: {code(run_flow.edit_text(ta.meta) or no_edit)} · "
+                f"**B** {b}: {code(run_flow.edit_text(tb.meta) or no_edit)}")
     if not quantities:
         st.info(t("Neither run recorded gradients.", "两个运行都没有记录梯度。"))
         return
