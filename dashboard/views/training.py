@@ -18,6 +18,7 @@ import streamlit as st
 
 from dashboard import pages, state
 from dashboard.components import run_flow
+from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import training as charts
 from hooklab.studies import training_runs as tr
@@ -146,16 +147,17 @@ def _choose(table, wanted: str | None, other: str | None) -> tuple[str, str]:
 def _header(run: tr.TrainingRun) -> None:
     """Status, steps, last scalars; the first NaN/Inf as a callout."""
     meta = run.meta
-    parts = [f"{t('Run', '运行')} {run.run_id}", _status_text(run.status),
-             str(run.manifest.get("author") or ""), str(meta.get("model") or ""),
-             run_flow.edit_text(meta) or t("no edit", "无修改")]
+    parts = [f"{t('Run', '运行')} {plain(run.run_id)}", plain(_status_text(run.status)),
+             plain(run.manifest.get("author")), plain(meta.get("model")),
+             plain(run_flow.edit_text(meta)) or t("no edit", "无修改")]  # a run's text as text
     st.info(" · ".join(p for p in parts if p))
     cols = st.columns(2 + min(4, len(run.last)))
     cols[0].metric(t("Recorded steps", "已记录步数"), f"{len(run.steps):,}")
     cols[1].metric(t("Last step", "最后一步"), f"{run.last_step:,}" if run.last_step >= 0
                    else "—")
     for col, (name, (step, value)) in zip(cols[2:], list(run.last.items())[:4], strict=False):
-        col.metric(name, f"{value:.4g}", help=t(f"at step {step}", f"第 {step} 步"))
+        col.metric(plain(name), f"{value:.4g}",
+                   help=t(f"at step {step}", f"第 {step} 步"))
     if run.status == "live":
         st.caption(t(f"Live: refreshes every {REFRESH_S:g} s while the training runs.",
                      f"进行中：训练期间每 {REFRESH_S:g} 秒刷新一次。"))
@@ -166,15 +168,16 @@ def _header(run: tr.TrainingRun) -> None:
     elif run.status == "failed":
         err = str(run.manifest.get("error") or "")
         st.warning(t("The training loop raised an error", "训练循环出错")
-                   + (f": {err}" if err else "."))
+                   + (f": {plain(err)}" if err else "."))
     found = tv.first_nonfinite(run.events)
     if found is not None:
-        st.warning(t(f"First NaN/Inf: {found.text()} (ringed on the heatmap).",
-                     f"首个 NaN/Inf：{found.text()}（热图上已圈出）。"), icon=":material/error:")
+        st.warning(t(f"First NaN/Inf: {plain(found.text())} (ringed on the heatmap).",
+                     f"首个 NaN/Inf：{plain(found.text())}（热图上已圈出）。"),
+                   icon=":material/error:")
     bad = tv.first_nonfinite_scalar(run.scalars)
     if bad is not None:
-        st.warning(t(f"First non-finite scalar: {bad.text()}.",
-                     f"首个非有限标量：{bad.text()}。"), icon=":material/error:")
+        st.warning(t(f"First non-finite scalar: {plain(bad.text())}.",
+                     f"首个非有限标量：{plain(bad.text())}。"), icon=":material/error:")
 
 
 def _figures(figs: dict, run: tr.TrainingRun, other: tr.TrainingRun | None, how: str,
@@ -199,8 +202,8 @@ def _figures(figs: dict, run: tr.TrainingRun, other: tr.TrainingRun | None, how:
         return
     st.subheader(t("Two runs side by side", "两个运行并排比较"))
     no_edit = t("no edit", "无修改")
-    st.markdown(f"**A** {other.run_id}: `{run_flow.edit_text(other.meta) or no_edit}` · "
-                f"**B** {run.run_id}: `{run_flow.edit_text(run.meta) or no_edit}`")
+    st.markdown(f"**A** {other.run_id}: {code(run_flow.edit_text(other.meta) or no_edit)} · "
+                f"**B** {run.run_id}: {code(run_flow.edit_text(run.meta) or no_edit)}")
     st.plotly_chart(figs["ratio"], width="stretch", key=f"{PAGE}_ratio")
     st.caption(t("Red: B's gradient is smaller than A's at that layer and step, blue: larger. "
                  "From the same seed, halving conv2's output gradient halves every gradient "
