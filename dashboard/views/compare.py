@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.components import pickers, run_flow
+from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import compare as charts
 from hooklab.studies import compare as cmp_mod
@@ -23,12 +24,13 @@ def _train_config(specs: list, steps: int):
 
 def _render_edits(cmp: cmp_mod.EditComparison, key: str) -> None:
     names = (t("A", "A"), t("B", "B"))
-    st.markdown(f"**A**: `{cmp_mod.config_text(cmp.config_a)}` · "
-                f"**B**: `{cmp_mod.config_text(cmp.config_b)}`")
+    st.markdown(f"**A**: {code(cmp_mod.config_text(cmp.config_a))} · "  # a run's text: code
+                f"**B**: {code(cmp_mod.config_text(cmp.config_b))}")
     c1, c2 = st.columns(2)
     c1.metric(t("input gradient ‖B‖/‖A‖", "输入梯度 ‖B‖/‖A‖"), f"{cmp.input_grad_ratio:.4g}")
     if cmp.target:
-        c2.metric(t("backpropagated class", "反向传播的类别"), ", ".join(map(str, cmp.target)))
+        c2.metric(t("backpropagated class", "反向传播的类别"),
+                  plain(", ".join(map(str, cmp.target))))
     quantity = st.radio(t("Gradients", "梯度"), ["param_grad", "grad_output"],
                         format_func={"param_grad": t("parameter gradients", "参数梯度"),
                                      "grad_output": t("layer output gradients", "层输出梯度")}.get,
@@ -58,8 +60,8 @@ def _render_edits(cmp: cmp_mod.EditComparison, key: str) -> None:
 
 
 def _render_training(res: cmp_mod.TrainingComparison, key: str) -> None:
-    st.markdown(f"**A**: `{cmp_mod.config_text(res.config_a.get('edits'))}` · "
-                f"**B**: `{cmp_mod.config_text(res.config_b.get('edits'))}` · "
+    st.markdown(f"**A**: {code(cmp_mod.config_text(res.config_a.get('edits')))} · "
+                f"**B**: {code(cmp_mod.config_text(res.config_b.get('edits')))} · "
                 f"{t('steps', '步数')}: {len(res.history_a)}")
     c1, c2 = st.columns(2)
     c1.metric(t("test accuracy A", "测试准确率 A"), f"{res.test_accuracy_a:.3f}")
