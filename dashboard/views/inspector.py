@@ -8,6 +8,7 @@ import hooklab
 from dashboard import state
 from dashboard.components import exercises as exercise_ui
 from dashboard.components import pickers, run_flow
+from dashboard.components.text import plain
 from dashboard.i18n import t
 from hooklab.charts import trace as charts
 from hooklab.studies import inspect
@@ -39,7 +40,7 @@ def _show(trace: hooklab.Trace, key: str) -> None:
     c2.metric(t("Layers", "层数"), ev["layer"].nunique())
     c3.metric(t("Stored", "已存储"), f"{trace.stored_bytes / 2**20:.2f} MiB")
     if "prediction" in m:
-        c4.metric(t("Prediction", "预测"), str(m.get("prediction_name", m["prediction"])))
+        c4.metric(t("Prediction", "预测"), plain(m.get("prediction_name", m["prediction"])))
     if trace.truncated:
         st.warning(t("The tensor budget ran out: later events kept statistics only.",
                      "张量预算已用完：后面的事件只保留了统计量。"))
@@ -53,7 +54,7 @@ def _show(trace: hooklab.Trace, key: str) -> None:
     bad = ev[(ev["nan_count"] > 0) | (ev["inf_count"] > 0)]
     if not bad.empty:
         st.error(t(f"NaN/Inf in {len(bad)} events: ", f"{len(bad)} 个事件含 NaN/Inf：")
-                 + ", ".join(charts.event_label(r) for _, r in bad.head(8).iterrows()))
+                 + plain(", ".join(charts.event_label(r) for _, r in bad.head(8).iterrows())))
     st.subheader(t("Events", "事件"))
     st.dataframe(charts.event_table(ev), hide_index=True, width="stretch", height=300,
                  key=f"{key}_table")
