@@ -26,6 +26,7 @@ from dashboard.components import cam as camui
 from dashboard.components import pickers, run_flow
 from dashboard.components.cam import Model, compute, wrap
 from dashboard.components.pickers import InputChoice
+from dashboard.components.text import plain
 from dashboard.i18n import t
 from hooklab.cam import engine as camlib
 from hooklab.cam import metrics
@@ -61,9 +62,9 @@ def show_panels(image: np.ndarray, cam: np.ndarray, alpha: float, target_name: s
     fig = charts.three_panels(image, cam, alpha=alpha,
                               titles=panel_titles(true_name, target_name, method))
     st.plotly_chart(fig, width="stretch", key=key)
-    st.caption(t(f"CAM for class **{target_name}**. Overlay = {alpha:.2f}·jet(CAM) + "
+    st.caption(t(f"CAM for class **{plain(target_name)}**. Overlay = {alpha:.2f}·jet(CAM) + "
                  f"{1 - alpha:.2f}·image (the seed uses 0.4 / 0.6).",
-                 f"类别 **{target_name}** 的 CAM。叠加 = {alpha:.2f}·jet(CAM) + "
+                 f"类别 **{plain(target_name)}** 的 CAM。叠加 = {alpha:.2f}·jet(CAM) + "
                  f"{1 - alpha:.2f}·图像（原课程用 0.4 / 0.6）。"))
 
 
@@ -92,12 +93,12 @@ def saved_run_view(run_id: str, trace) -> None:
         return
     with state.guard(t("Opening the saved run", "打开保存的运行")):
         manifest = state.store().manifest(run_id)
-    st.info(t(f"Saved run {run_id} by {manifest.get('author') or '?'} "
-              f"({manifest.get('created', '')[:19].replace('T', ' ')} UTC)",
-              f"保存的运行 {run_id}，作者 {manifest.get('author') or '?'}"
-              f"（{manifest.get('created', '')[:19].replace('T', ' ')} UTC）"))
+    who = plain(manifest.get("author")) or "?"  # a run's fields as text (components/text.py)
+    when = plain(str(manifest.get("created", ""))[:19].replace("T", " "))
+    st.info(t(f"Saved run {run_id} by {who} ({when} UTC)",
+              f"保存的运行 {run_id}，作者 {who}（{when} UTC）"))
     if manifest.get("notes"):
-        st.markdown(f"**{t('Notes', '备注')}:** {manifest['notes']}")
+        st.markdown(f"**{t('Notes', '备注')}:** {plain(manifest['notes'])}")
     method, layer = cam_meta.get("method", "gradcam"), cam_meta.get("layer")
     mean = tuple(cam_meta.get("mean", datalib.SEED_MEAN))
     std = tuple(cam_meta.get("std", datalib.SEED_STD))
@@ -126,10 +127,12 @@ def saved_run_view(run_id: str, trace) -> None:
     tname = names[target] if 0 <= target < len(names) else str(target)
     label = cam_meta.get("label")
     true_name = names[int(label)] if label is not None and 0 <= int(label) < len(names) else None
-    st.caption(t(f"Model **{meta.get('model', '?')}** ({cam_meta.get('weights', '?')}), method "
-                 f"**{title}**, layer **{layer}**, input {cam_meta.get('input', '?')} — {how}.",
-                 f"模型 **{meta.get('model', '?')}**（{cam_meta.get('weights', '?')}），方法 "
-                 f"**{title}**，层 **{layer}**，输入 {cam_meta.get('input', '?')} —— {how}。"))
+    mname, wname = plain(meta.get("model", "?")), plain(cam_meta.get("weights", "?"))
+    lname, iname = plain(layer), plain(cam_meta.get("input", "?"))
+    st.caption(t(f"Model **{mname}** ({wname}), method "
+                 f"**{title}**, layer **{lname}**, input {iname} — {how}.",
+                 f"模型 **{mname}**（{wname}），方法 "
+                 f"**{title}**，层 **{lname}**，输入 {iname} —— {how}。"))
     alpha = st.slider(t("Heatmap opacity", "热力图不透明度"), 0.0, 1.0,
                       float(cam_meta.get("alpha", 0.4)), 0.05, key="gradcam_run_alpha")
     cam = res.maps[0].numpy()
@@ -229,7 +232,7 @@ def main() -> None:
             st.plotly_chart(charts.topk_bar(labels, probs, highlight=hi,
                                             x_title=t("probability", "概率")),
                             width="stretch", key="gradcam_topk")
-        st.markdown(f"**{t('Input', '输入')}:** {sample.description}  \n"
+        st.markdown(f"**{t('Input', '输入')}:** {plain(sample.description)}  \n"
                     f"**{t('True class', '真实类别')}:** {truth or '—'}  \n"
                     f"**{t('Layer', '层')}:** {res.layer}  \n"
                     f"**{t('Method', '方法')}:** {camlib.METHODS[res.method].title}")
