@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dashboard import state
+from dashboard.components.text import plain
 from dashboard.i18n import lang, t
 from hooklab.core.errors import DataError, HooklabError
 from hooklab.core.hooks import HOOK_KIND_HELP, HOOK_KINDS
@@ -226,9 +227,10 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
     names = model_names()
     name0 = default.get("name", "simple_cnn")
     if name0 not in names:
-        st.warning(t(f"Model {name0!r} is not available on this server (a registered model: "
+        shown = plain(repr(name0))  # from a run's settings: shown as text
+        st.warning(t(f"Model {shown} is not available on this server (a registered model: "
                      "start the server with its module in HOOKLAB_MODELS); showing the default.",
-                     f"此服务器上没有模型 {name0!r}（注册的模型：启动服务器时在 HOOKLAB_MODELS "
+                     f"此服务器上没有模型 {shown}（注册的模型：启动服务器时在 HOOKLAB_MODELS "
                      "中给出其模块）；显示默认模型。"))
     name = st.selectbox(t("Model", "模型"), names, index=names.index(name0) if name0 in names
                         else 0, format_func=model_label, key=f"{key}_model")
