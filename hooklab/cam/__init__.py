@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hooklab.cam import attention as _attention  # noqa: F401 (registers rollout, legrad)
 from hooklab.cam.engine import (
     METHODS,
     CamError,
