@@ -14,6 +14,7 @@ from hooklab.cam.engine import (
     frozen,
     resize,
 )
+from hooklab.cam.sweep import auto_target_layer
 
 __all__ = [
     "CamError",
@@ -21,6 +22,7 @@ __all__ = [
     "METHODS",
     "NonSpatialLayerError",
     "auto_layer",
+    "auto_target_layer",
     "cam_from_trace",
     "compute",
     "frozen",
