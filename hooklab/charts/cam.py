@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from hooklab.charts.common import grid
+from hooklab.charts.common import grid, plain_text
 
 # matplotlib's "jet" segment data (x, y) per channel; y0 == y1 at every break point.
 _JET = {
@@ -165,6 +165,7 @@ def three_panels(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4,
     ov = overlay(img, c, alpha)
     img, step = _stride(img)
     c, ov = c[::step, ::step], ov[::step, ::step]
+    titles = [plain_text(x) for x in titles]  # class names may come from a run: text, not HTML
     layout, cell = _grid(1, 3, titles, hspace=0.04)
     heat = _heat_trace(c, titles[1], showscale=True)
     # a thin horizontal scale under the heatmap, clear of the neighbouring panels

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -186,13 +187,24 @@ def grid(rows: int, cols: int, titles: Sequence[str] = (), *, hspace: float = 0.
     return layout, cell
 
 
+def plain_text(s: Any) -> str:
+    """``s`` as text for Plotly: ``&``, ``<`` and ``>`` as entities.
+
+    Plotly renders a subset of HTML (``<a href>``, ``<b>``, ``<br>``, ``<span style>``) in titles,
+    legend names, tick labels and hover text; text a run carries (author, notes, layer and class
+    names) goes through this, so it shows as written and cannot add a link.
+    """
+    return html.escape("" if s is None else str(s), quote=False)
+
+
 def base_layout(fig: go.Figure, title: str = "", height: int = 360) -> go.Figure:
-    """Common layout: title, height, small margins. Width is left to the page.
+    """Common layout: title (as text: :func:`plain_text`), height, small margins. Width is left
+    to the page.
 
     No template is set: the dashboard applies its theme, and assigning a Plotly template
     deep-copies it (about 0.2 s per figure).
     """
-    fig.update_layout(title={"text": title}, height=height,
+    fig.update_layout(title={"text": plain_text(title)}, height=height,
                       margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40})
     return fig
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hooklab.charts.common import plain_text
 from hooklab.core.edits import describe
 
 #: Columns of :func:`runs_table`, in display order.
@@ -188,7 +189,8 @@ def norm_comparison(table: pd.DataFrame, names: Sequence[str] = ("A", "B"),
     """Grouped bars of run A's and B's per-layer values (log axis) and the ratio as a line on a
     second axis; ``table`` is :func:`layer_norms` output."""
     fig = go.Figure()
-    x = list(table["layer"])
+    x = [plain_text(v) for v in table["layer"]]  # layer names from two runs: text
+    names = [plain_text(v) for v in names]
     fig.add_trace(go.Bar(name=names[0], x=x, y=table["a"].to_numpy(np.float32),
                          marker_color="#2471a3"))
     fig.add_trace(go.Bar(name=names[1], x=x, y=table["b"].to_numpy(np.float32),
@@ -208,10 +210,12 @@ def norm_comparison(table: pd.DataFrame, names: Sequence[str] = ("A", "B"),
 def runs_timeline(table: pd.DataFrame, height: int = 260) -> go.Figure:
     """Runs over time, one marker per run, one colour per author; hover shows id, page, notes."""
     fig = go.Figure()
-    for author, grp in table.groupby("author", sort=True):
+    for author, grp in table.groupby("author", sort=True):  # a run's text as text: plain_text
         fig.add_trace(go.Scatter(
-            x=grp["created"], y=grp["page"].replace("", "?"), mode="markers", name=author or "?",
-            marker=dict(size=11), customdata=np.stack([grp["run_id"], grp["notes"]], axis=1),
+            x=grp["created"], y=grp["page"].replace("", "?").map(plain_text), mode="markers",
+            name=plain_text(author) or "?", marker=dict(size=11),
+            customdata=np.stack([grp["run_id"].map(plain_text), grp["notes"].map(plain_text)],
+                                axis=1),
             hovertemplate="%{customdata[0]}<br>%{y}<br>%{customdata[1]}<extra>%{fullData.name}"
                           "</extra>"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
