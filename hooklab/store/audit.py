@@ -105,9 +105,23 @@ class AuditLog:
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            self._check_writable()  # before the caller changes anything
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+    def _check_writable(self) -> None:
+        """Raise StoreError now if the next line could not be appended (damaged last line)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read the audit log {self.path}: {exc}") from exc
+        try:
+            self._tail(fd)
+        finally:
+            os.close(fd)
 
     def _tail(self, fd: int) -> tuple[int, str, int]:
         """(last seq, last hash, length of the complete part) of the open log."""
