@@ -1,4 +1,6 @@
-"""The seed's hook lessons (SEED_NOTES §1-§4) as functions that return what happened.
+"""The seed's hook lessons (SEED_NOTES §1-§4) as functions that return what happened, and the
+attention lesson (a forward pre-hook with ``with_kwargs=True`` that asks a ViT's
+``nn.MultiheadAttention`` for the weights it is called without: :func:`attention_lesson`).
 
 Each lesson runs the seed's code, exactly (same seed, same shapes, same numbers), with the seed's
 flaws corrected: every hook is removed in ``finally``, the deprecated backward hook is shown next
@@ -36,7 +38,8 @@ __all__ = [
     "CODE", "SAYS", "code", "CallbackLesson", "ForwardHookLesson", "GradEntry", "BackwardKindResult",
     "MultiOpDemo", "BackwardHookLesson", "TensorHookLesson", "ForwardReplaceLesson",
     "callback_lesson", "forward_hook_lesson", "backward_hook_lesson", "tensor_hook_lesson",
-    "forward_replace_lesson", "BACKWARD_KINDS",
+    "forward_replace_lesson", "BACKWARD_KINDS", "AttentionLesson", "attention_lesson",
+    "attention_model", "FALLBACK_VIT",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -161,6 +164,42 @@ finally:
     handle.remove()
 bias = model.conv.bias.view(1, -1, 1, 1).expand_as(conv_out)
 print(f"conv output == conv.bias everywhere: {torch.allclose(conv_out, bias)}")''',
+    "attention": '''\
+# torchvision's ViT block: x, _ = self.self_attention(x, x, x, need_weights=False)
+attn = model.encoder.layers.encoder_layer_3.self_attention    # an nn.MultiheadAttention
+weights, queries, asked = [], [], []
+
+def ask_for_weights(module, args, kwargs):        # forward PRE-hook, with_kwargs=True
+    asked.append(kwargs.get("need_weights"))      # what the caller passed
+    queries.append(args[0].detach())              # query = key = value: the ln_1 output
+    kwargs = {**kwargs, "need_weights": True,     # compute the weights ...
+              "average_attn_weights": False}      # ... one map per head
+    return args, kwargs                           # forward is called with these
+
+def take_weights(module, args, output):           # forward hook
+    out, w = output                               # w: (B, heads, T, T)
+    weights.append(w.detach())
+    return out, None                              # what the caller asked for
+
+handles = [attn.register_forward_pre_hook(ask_for_weights, with_kwargs=True),
+           attn.register_forward_hook(take_weights)]
+try:
+    logits = model(x)                             # x: one shapes image (1, 3, 32, 32)
+finally:
+    for h in handles:
+        h.remove()                                # always, even if forward raised
+
+w = weights[0]
+print(f"the caller passed need_weights={asked[0]}")
+print(f"attention weights: {tuple(w.shape)}")    # 4 heads, 1 class + 8x8 patch tokens
+cls = w[0, :, 0, 1:].reshape(-1, 8, 8)           # class token's row: one 8x8 map per head
+
+# the same weights by hand: q, k from in_proj, scaled dot product, softmax
+E, H = attn.embed_dim, attn.num_heads
+q, k, _ = F.linear(queries[0], attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+q, k = (t.reshape(1, -1, H, E // H).transpose(1, 2) for t in (q, k))
+by_hand = torch.softmax(q @ k.transpose(-2, -1) / (E // H) ** 0.5, dim=-1)
+print(f"max |hook - by hand|: {(w - by_hand).abs().max():.1e}")''',
 }
 
 #: What the lessons print, in English and in the seed's Chinese (the printed prefixes).
@@ -176,6 +215,9 @@ SAYS: dict[str, dict[str, str]] = {
         "tensor_hook": "tensor hook: grad shape ",
         "grad_seen": "gradient seen: ",
         "x_grad": "x.grad: ",
+        "caller_passed": "the caller passed ",
+        "attn_weights": "attention weights: ",
+        "by_hand": "max |hook - by hand|: ",
     },
     "zh": {
         "result": "计算结果是: ",
@@ -188,6 +230,9 @@ SAYS: dict[str, dict[str, str]] = {
         "tensor_hook": "张量钩子: 梯度形状 ",
         "grad_seen": "原始梯度: ",
         "x_grad": "x的梯度: ",
+        "caller_passed": "调用方传入 ",
+        "attn_weights": "注意力权重: ",
+        "by_hand": "钩子与手算的最大差 |hook - by hand|: ",
     },
 }
 
@@ -199,13 +244,15 @@ def _says(lang: str) -> dict[str, str]:
         raise ValueError(f"unknown language {lang!r}; known: {', '.join(SAYS)}") from exc
 
 
-def code(name: str, lang: str = "en", *, k: float | None = None) -> str:
+def code(name: str, lang: str = "en", *, k: float | None = None, block: int | None = None
+         ) -> str:
     """The snippet of lesson ``name`` as the page shows it: printing in ``lang``.
 
     Args:
         name: a key of :data:`CODE`.
         lang: ``"en"`` or ``"zh"``; the printed prefixes come from :data:`SAYS`.
         k: for ``"tensor"``, the factor on the page's slider (the snippet's first line).
+        block: for ``"attention"``, the encoder block chosen on the page.
 
     Example:
         >>> code("tensor", "zh", k=0.25).splitlines()[0].split("#")[0].strip()
@@ -219,6 +266,8 @@ def code(name: str, lang: str = "en", *, k: float | None = None) -> str:
     if k is not None and name == "tensor":
         shown = f"{float(k):g}" if float(f"{float(k):g}") == float(k) else repr(float(k))
         text = text.replace("k = 0.5", f"k = {shown}", 1)
+    if block is not None and name == "attention":
+        text = text.replace("encoder_layer_3", f"encoder_layer_{int(block)}", 1)
     return text
 
 
@@ -847,3 +896,184 @@ def forward_replace_lesson(seed: int = 42) -> ForwardReplaceLesson:
         logits=logits, logits_output_replaced=logits_replaced,
         fc_bias=model.fc.bias.detach().clone(), conv_output=captured[0],
         conv_output_input_replaced=captured[1], conv_bias=model.conv.bias.detach().clone())
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention as a hook lesson: a forward pre-hook with kwargs asks nn.MultiheadAttention for the
+# weights torchvision's ViT never returns
+# ----------------------------------------------------------------------------------------------
+#: The lesson's ViT when the zoo has no simple_vit: torchvision's ViT at SimpleViT's sizes.
+FALLBACK_VIT = {"image_size": 32, "patch_size": 4, "num_layers": 4, "num_heads": 4,
+                "hidden_dim": 64, "mlp_dim": 128}
+
+
+@dataclass(frozen=True)
+class AttentionLesson:
+    """What the attention lesson's hooks saw on one shapes image.
+
+    Attributes:
+        model: which model ran (``"simple_vit (shipped weights, shapes)"`` or a fallback).
+        layer: the ``nn.MultiheadAttention`` the hooks were on.
+        image: the input as shown, float32 ``(32, 32, 3)`` in [0, 1].
+        label: the image's class name; prediction: the model's.
+        asked: the ``need_weights`` the caller passed (torchvision's ViT: ``False``).
+        weights: ``(1, heads, T, T)`` the weights the forward hook took.
+        by_hand: the same from q, k (in_proj weights, scaled dot product, softmax).
+        maps: ``(heads, gh, gw)`` the class token's attention over the patch grid.
+        library: ``hooklab.attention``'s weights of the same module on the same input.
+        logits, logits_without_hooks: the model output with and without the two hooks.
+        lines: what the snippet printed.
+    """
+
+    model: str
+    layer: str
+    image: Any
+    label: str
+    prediction: str
+    asked: bool | None
+    weights: torch.Tensor
+    by_hand: torch.Tensor
+    maps: torch.Tensor
+    library: torch.Tensor
+    logits: torch.Tensor
+    logits_without_hooks: torch.Tensor
+    lines: list[str]
+
+    @property
+    def heads(self) -> int:
+        """Number of attention heads."""
+        return int(self.weights.shape[1])
+
+    @property
+    def max_error(self) -> float:
+        """``max |hook - by hand|``."""
+        return float((self.weights - self.by_hand).abs().max())
+
+    @property
+    def matches_by_hand(self) -> bool:
+        """The hook's weights equal the weights computed by hand from q and k."""
+        return torch.allclose(self.weights, self.by_hand, atol=1e-5, rtol=1e-4)
+
+    @property
+    def matches_library(self) -> bool:
+        """The snippet's weights equal ``hooklab.attention``'s."""
+        return torch.allclose(self.weights, self.library, atol=1e-6, rtol=1e-5)
+
+    @property
+    def output_unchanged(self) -> bool:
+        """The hooks left the model's output as it was (up to the fused kernel's rounding)."""
+        return torch.allclose(self.logits, self.logits_without_hooks, atol=1e-5, rtol=1e-4)
+
+
+def attention_model() -> tuple[nn.Module, str, tuple[str, ...]]:
+    """The lesson's ViT, its description and class names.
+
+    hooklab's ``simple_vit`` with its shipped shapes weights when they exist, else ``simple_vit``
+    with random weights (seed 0), else torchvision's ViT at the same sizes
+    (:data:`FALLBACK_VIT`, seed 0). The global RNG is left as it was.
+    """
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from hooklab.core.errors import HooklabError
+    from hooklab.data.datasets import SHAPE_CLASSES
+    from hooklab.models import zoo
+
+    classes = tuple(SHAPE_CLASSES)
+    shipped = getattr(zoo, "SHIPPED_WEIGHTS", {})
+    if "simple_vit" in zoo.MODEL_NAMES and ("simple_vit", "shapes") in shipped:
+        try:
+            return (zoo.get_model("simple_vit", weights="shapes"),
+                    "simple_vit (shipped weights, shapes)", classes)
+        except HooklabError as exc:
+            log.warning("simple_vit's shipped weights are not usable (%s); random weights", exc)
+    state = torch.random.get_rng_state()
+    try:
+        if "simple_vit" in zoo.MODEL_NAMES:
+            return (zoo.get_model("simple_vit", seed=0, num_classes=len(classes)),
+                    "simple_vit (random weights, seed 0)", classes)
+        torch.manual_seed(0)
+        model = VisionTransformer(num_classes=len(classes), **FALLBACK_VIT).eval()
+        return model, "torchvision ViT 32 px, patch 4 (random weights, seed 0)", classes
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def attention_lesson(block: int = 3, index: int = 0, lang: str = "en",
+                     model: tuple[nn.Module, str, tuple[str, ...]] | None = None
+                     ) -> AttentionLesson:
+    """Run the attention snippet (:data:`CODE` ``["attention"]``) on one shapes test image.
+
+    A forward pre-hook registered ``with_kwargs=True`` rewrites torchvision's
+    ``need_weights=False`` call to ``need_weights=True, average_attn_weights=False``; a forward
+    hook takes the per-head weights and hands the caller ``(out, None)``, as it asked. Both
+    handles are removed in ``finally``. The weights are checked against a computation by hand
+    from q and k and against :func:`hooklab.attention`.
+
+    Args:
+        block: which encoder block's attention (``encoder_layer_<block>``).
+        index: which shapes test image.
+        lang: language of the printed lines (``"en"`` or ``"zh"``).
+        model: ``(model, description, class names)``; default :func:`attention_model`.
+
+    Raises:
+        ValueError: no such block, or an unknown language.
+    """
+    from hooklab.cam.attention import patch_grid
+    from hooklab.data.datasets import shapes_sample, to_display
+    from hooklab.recording.attention import capture_attention
+
+    says = _says(lang)
+    vit, description, classes = model if model is not None else attention_model()
+    encoder_layers = vit.get_submodule("encoder.layers")
+    blocks = [n for n, _ in encoder_layers.named_children()]
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block must be between 0 and {len(blocks) - 1}, got {block}")
+    layer = f"encoder.layers.{blocks[block]}.self_attention"
+    image, label, _ = shapes_sample(index, "test")
+    x = image[None]
+    attn = vit.get_submodule(layer)
+    if not isinstance(attn, nn.MultiheadAttention):
+        raise ValueError(f"{layer} is a {type(attn).__name__}, not an nn.MultiheadAttention")
+    weights: list[torch.Tensor] = []
+    queries: list[torch.Tensor] = []
+    asked: list[Any] = []
+    lines: list[str] = []
+
+    def ask_for_weights(module, args, kwargs):
+        asked.append(kwargs.get("need_weights"))
+        queries.append(args[0].detach())
+        kwargs = {**kwargs, "need_weights": True, "average_attn_weights": False}
+        return args, kwargs
+
+    def take_weights(module, args, output):
+        out, w = output
+        weights.append(w.detach())
+        return out, None
+
+    with torch.no_grad():
+        plain = vit(x)
+        handles = [attn.register_forward_pre_hook(ask_for_weights, with_kwargs=True),
+                   attn.register_forward_hook(take_weights)]
+        try:
+            logits = vit(x)
+        finally:
+            for h in handles:
+                h.remove()
+        w = weights[0]
+        lines.append(f"{says['caller_passed']}need_weights={asked[0]}")
+        lines.append(f"{says['attn_weights']}{tuple(w.shape)}")
+        e, heads = int(attn.embed_dim), int(attn.num_heads)
+        assert attn.in_proj_weight is not None  # torchvision's packed q, k, v projection
+        q, k, _ = F.linear(queries[0], attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k = (t.reshape(1, -1, heads, e // heads).transpose(1, 2) for t in (q, k))
+        by_hand = torch.softmax(q @ k.transpose(-2, -1) / (e // heads) ** 0.5, dim=-1)
+        lines.append(f"{says['by_hand']}{(w - by_hand).abs().max():.1e}")
+        library = capture_attention(vit, x, layer)[0].weights[layer]
+    grid, extra = patch_grid(vit, x, int(w.shape[-1]))
+    maps = w[0, :, 0, extra:].reshape(-1, *grid)
+    pred = int(logits.argmax(dim=1))
+    return AttentionLesson(
+        model=description, layer=layer, image=to_display(image), label=classes[label],
+        prediction=classes[pred] if pred < len(classes) else str(pred), asked=asked[0],
+        weights=w.float(), by_hand=by_hand.float(), maps=maps.float(), library=library,
+        logits=logits, logits_without_hooks=plain, lines=lines)
