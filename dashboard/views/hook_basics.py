@@ -8,6 +8,7 @@ from dashboard import state
 from dashboard.components import exercises as exercise_ui
 from dashboard.components import run_flow
 from dashboard.i18n import lang, t
+from hooklab.charts import attention as attention_charts
 from hooklab.charts import basics as charts
 from hooklab.charts import trace as trace_charts
 from hooklab.charts.graph_dot import graph_dot
@@ -62,8 +63,8 @@ def _seed_gradcam_twice():
 
 
 def graph_section(k: float) -> None:
-    """6 · the backward graph of an example with the hooks on it, numbered in firing order."""
-    st.header(t("6 · The autograd graph, with the hooks on it", "6 · 自动求导图以及上面的钩子"))
+    """7 · the backward graph of an example with the hooks on it, numbered in firing order."""
+    st.header(t("7 · The autograd graph, with the hooks on it", "7 · 自动求导图以及上面的钩子"))
     st.caption(t("Boxes are grad_fn nodes (gradients flow top to bottom), ellipses the leaves "
                  "whose .grad is filled, notes the hooks where PyTorch calls them, numbered in "
                  "the order they fired; an edited gradient is red. Dashed boxes are the "
@@ -102,9 +103,9 @@ def graph_section(k: float) -> None:
 
 
 def doctor_section() -> None:
-    """7 · the hook inventory after the seed's GradCAM ran twice."""
-    st.header(t("7 · Hook doctor: which hooks are still on the model?",
-                "7 · 钩子体检：模型上还挂着哪些钩子？"))
+    """8 · the hook inventory after the seed's GradCAM ran twice."""
+    st.header(t("8 · Hook doctor: which hooks are still on the model?",
+                "8 · 钩子体检：模型上还挂着哪些钩子？"))
     st.markdown(t("The seed's `GradCAM` registers two hooks in `register_hooks` and drops both "
                   "handles. Run the cell twice and conv3 carries **four** hooks; the first "
                   "object's hooks still fire on every forward and backward. "
@@ -129,6 +130,65 @@ def _record_seed(k: float):
     return inspect.record_seed_model(
         _forward().input, k, meta={"page": PAGE, "model": "simple_model", "k": k,
                                    "input": {"source": "seed", "seed": 42}})
+
+
+@st.cache_resource(show_spinner=False)
+def _attention_vit():
+    """The attention lesson's ViT (simple_vit, shipped weights when they exist), shared."""
+    return lessons.attention_model()
+
+
+@st.cache_data(show_spinner=False)
+def _attention(block: int, index: int, language: str = "en"):
+    """The attention lesson on shapes test image ``index`` (the shared ViT under its lock)."""
+    with state.model_lock("hook_basics_attention"):
+        return lessons.attention_lesson(block, index, language, model=_attention_vit())
+
+
+def attention_section() -> None:
+    """5 · a forward pre-hook with kwargs asks a ViT's attention for its weights."""
+    st.header(t("5 · A pre-hook that changes the call: a ViT's attention weights",
+                "5 · 改变调用的 pre-hook：ViT 的注意力权重"))
+    st.markdown(t("torchvision's ViT calls its attention as `self_attention(x, x, x, "
+                  "need_weights=False)`: the weights are never returned. A forward **pre**-hook "
+                  "registered with `with_kwargs=True` receives `(module, args, kwargs)` and may "
+                  "return new ones, so it can ask for `need_weights=True, "
+                  "average_attn_weights=False`; a forward hook then takes the per-head weights "
+                  "and hands the caller `(out, None)`, as it asked. Below: the class token's "
+                  "attention over the 8×8 patches, one map per head. "
+                  "`with hooklab.attention(model) as att:` does the same for every block.",
+                  "torchvision 的 ViT 以 `self_attention(x, x, x, need_weights=False)` 调用注意力："
+                  "权重从不返回。用 `with_kwargs=True` 注册的前向 **pre**-hook 收到 "
+                  "`(module, args, kwargs)` 并可以返回新的参数，于是可以要求 `need_weights=True, "
+                  "average_attn_weights=False`；随后的前向钩子取走每个头的权重，再把调用方要的 "
+                  "`(out, None)` 交回。下面是类别 token 对 8×8 个图块的注意力，每个头一张图。"
+                  "`with hooklab.attention(model) as att:` 对每个块做同样的事。"))
+    c1, c2 = st.columns(2)
+    block = c1.slider(t("Encoder block", "编码器块"), min_value=0, max_value=3, value=3,
+                      key="attn_block")
+    index = int(c2.number_input(t("Shapes test image", "shapes 测试图像"), min_value=0,
+                                max_value=9999, value=0, key="attn_image"))
+    left, right = st.columns(2)
+    left.code(lessons.code("attention", lang(), block=block), language="python")
+    les = state.attempt(t("Attention lesson", "注意力示例"), _attention, block, index, lang())
+    if les is None:
+        return
+    with right:
+        st.code("\n".join(les.lines), language=None)
+        st.plotly_chart(attention_charts.head_maps(
+            les.maps, image=les.image, image_title=t("input", "输入图像"),
+            titles=[t(f"head {i + 1}", f"头 {i + 1}") for i in range(les.heads)],
+            title=t(f"class token → patches, block {block}", f"类别 token → 图块，第 {block} 块")),
+            width="stretch", key="attn_heads")
+        ok, bad = "✓", "✗"
+        st.caption(t(f"{les.model} · label {les.label}, predicted {les.prediction}",
+                     f"{les.model} · 标签 {les.label}，预测 {les.prediction}"))
+        st.write(f"{t('equals q, k by hand', '与 q、k 手算一致')}: "
+                 f"**{ok if les.matches_by_hand else bad}** · "
+                 f"{t('equals hooklab.attention', '与 hooklab.attention 一致')}: "
+                 f"**{ok if les.matches_library else bad}** · "
+                 f"{t('model output unchanged', '模型输出不变')}: "
+                 f"**{ok if les.output_unchanged else bad}**")
 
 
 def main() -> None:
@@ -249,8 +309,10 @@ def main() -> None:
                  f"{t('pre-hook: conv output == conv.bias everywhere', 'pre-hook：卷积输出处处等于 conv.bias')}"
                  f": **{rep.input_replaced}**")
 
+    attention_section()
+
     # -- the recorded seed model, and saving ---------------------------------------------------------
-    st.header(t("5 · The same model through hooklab's recorder", "5 · 用 hooklab 记录同一个模型"))
+    st.header(t("6 · The same model through hooklab's recorder", "6 · 用 hooklab 记录同一个模型"))
     if opened is not None:
         trace = opened[1]
     else:
@@ -264,7 +326,7 @@ def main() -> None:
 
     graph_section(k)
     doctor_section()
-    st.header(t("8 · Predict, then reveal", "8 · 先预测，再揭晓"))
+    st.header(t("9 · Predict, then reveal", "9 · 先预测，再揭晓"))
     exercise_ui.exercise_section(PAGE)
 
 
