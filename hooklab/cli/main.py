@@ -43,6 +43,7 @@ from hooklab.core.errors import EditError, HookKindError, HooklabError
 from hooklab.core.hooks import HOOK_KINDS
 from hooklab.models import zoo as models
 from hooklab.recording.recorder import DEFAULT_MAX_BYTES
+from hooklab.store.access import Identity, policy_from_env
 from hooklab.store.runs import summarise_edits
 
 EXIT_ERROR = 2
@@ -87,6 +88,12 @@ examples:
   python -m hooklab runs export RUN_ID -o run.zip      # share one file
   python -m hooklab runs import run.zip                # validated: bad or tampered zips refused
   python -m hooklab runs delete RUN_ID                 # to the trash; 'runs restore' undoes it
+  python -m hooklab runs history RUN_ID                # who changed it, when, what
+  python -m hooklab runs audit                         # verify the audit log's chain
+
+Changing a run (update, delete, restore, purge, import) acts as the OS user, or --as NAME|EMAIL.
+With --admins or $HOOKLAB_ADMINS (comma-separated e-mails or subjects), or --as, the lab policy
+applies: only a run's author (an imported run: its importer) or an admin may change it.
   python -m hooklab runs query --layer conv1 conv2 --role grad_output --column norm max
 """
 
@@ -242,6 +249,14 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
     rs = p.add_subparsers(dest="runs_command", metavar="ACTION")
     p.set_defaults(func=lambda args: _usage(p))
     common = [_common()]
+    acting = argparse.ArgumentParser(add_help=False)
+    acting.add_argument("--as", dest="acting_as", metavar="WHO",
+                        help="act as this member (a name, subject or e-mail; default: the OS "
+                             "user); turns the lab policy on")
+    acting.add_argument("--admins", metavar="LIST",
+                        help="lab admins, comma-separated e-mails or subjects (default: "
+                             "$HOOKLAB_ADMINS); turns the lab policy on")
+    changing = [_common(), acting]
 
     q = rs.add_parser("list", parents=common, help="one line per run, newest first")
     q.add_argument("--author", help="only this author's runs")
@@ -268,7 +283,7 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     q.set_defaults(func=cmd_runs_query)
 
-    q = rs.add_parser("update", parents=common, help="change a run's notes and/or tags")
+    q = rs.add_parser("update", parents=changing, help="change a run's notes and/or tags")
     q.add_argument("run_id")
     q.add_argument("--notes")
     q.add_argument("--tags", help="comma-separated; replaces the run's tags ('' clears them)")
@@ -280,27 +295,43 @@ def add_runs_parser(sub: argparse._SubParsersAction) -> None:
                    help="zip path or folder (default: ./RUN_ID.zip)")
     q.set_defaults(func=cmd_runs_export)
 
-    q = rs.add_parser("import", parents=common, help="add a run from an exported .zip (validated)")
+    q = rs.add_parser("import", parents=changing, help="add a run from an exported .zip (validated)")
     q.add_argument("file", action=PathArg, kind="input_file")
     q.set_defaults(func=cmd_runs_import)
 
-    q = rs.add_parser("delete", parents=common, help="move runs to the trash")
+    q = rs.add_parser("delete", parents=changing, help="move runs to the trash")
     q.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     q.set_defaults(func=cmd_runs_delete)
 
-    q = rs.add_parser("restore", parents=common, help="bring runs back from the trash")
+    q = rs.add_parser("restore", parents=changing, help="bring runs back from the trash")
     q.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     q.set_defaults(func=cmd_runs_restore)
 
     q = rs.add_parser("trash", parents=common, help="list the runs in the trash")
     q.set_defaults(func=cmd_runs_trash)
 
-    q = rs.add_parser("purge", parents=common, help="delete trashed runs for good")
+    q = rs.add_parser("purge", parents=changing, help="delete trashed runs for good")
     q.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: the whole trash")
     q.add_argument("--older-than-days", type=float, metavar="DAYS",
                    help="only runs deleted more than DAYS ago")
     q.add_argument("--yes", action="store_true", help="required: this cannot be undone")
     q.set_defaults(func=cmd_runs_purge)
+
+    q = rs.add_parser("history", parents=common, help="the audit log's lines about a run")
+    q.add_argument("run_id")
+    q.set_defaults(func=cmd_runs_history)
+
+    q = rs.add_parser("audit", parents=common,
+                      help="verify the audit log's chain (exit 2 when a line was tampered with)")
+    q.set_defaults(func=cmd_runs_audit)
+
+
+def _changing_store(args: argparse.Namespace):
+    """The store with the lab policy of ``--admins`` / ``$HOOKLAB_ADMINS`` / ``--as``, and the
+    acting identity (``--as``, else the OS user)."""
+    store = _store(args, write=True)
+    store.policy = policy_from_env(args.admins, args.acting_as)
+    return store, Identity.local(args.acting_as) if args.acting_as else Identity.local()
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -367,7 +398,8 @@ def cmd_runs_query(args: argparse.Namespace) -> int:
 def cmd_runs_update(args: argparse.Namespace) -> int:
     if args.notes is None and args.tags is None:
         raise HooklabError("give --notes and/or --tags")
-    m = _store(args, write=True).update(args.run_id, notes=args.notes, tags=args.tags)
+    store, who = _changing_store(args)
+    m = store.update(args.run_id, notes=args.notes, tags=args.tags, by=who)
     _out(f"updated {m['run_id']}: tags [{', '.join(m['tags'])}], notes {m['notes']!r}")
     return 0
 
@@ -378,8 +410,8 @@ def cmd_runs_export(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_import(args: argparse.Namespace) -> int:
-    store = _store(args, write=True)
-    rid = store.import_(args.file)
+    store, who = _changing_store(args)
+    rid = store.import_(args.file, by=who if args.acting_as else None)
     m = store.manifest(rid)
     note = f" (id {m['imported_from']} was taken here)" if "imported_from" in m else ""
     _out(f"imported run {rid}{note}")
@@ -387,17 +419,17 @@ def cmd_runs_import(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_delete(args: argparse.Namespace) -> int:
-    store = _store(args, write=True)
+    store, who = _changing_store(args)
     for rid in args.run_ids:
-        store.delete(rid)
+        store.delete(rid, by=who)
         _out(f"moved {rid} to the trash ('runs restore {rid}' brings it back)")
     return 0
 
 
 def cmd_runs_restore(args: argparse.Namespace) -> int:
-    store = _store(args, write=True)
+    store, who = _changing_store(args)
     for rid in args.run_ids:
-        store.restore(rid)
+        store.restore(rid, by=who)
         _out(f"restored {rid}")
     return 0
 
@@ -415,16 +447,46 @@ def cmd_runs_trash(args: argparse.Namespace) -> int:
 def cmd_runs_purge(args: argparse.Namespace) -> int:
     if not args.yes:
         raise HooklabError("purging deletes runs for good; add --yes to confirm")
-    store = _store(args, write=True)
+    store, who = _changing_store(args)
     older = None if args.older_than_days is None else args.older_than_days * 86400
     purged = []
     if args.run_ids:
         for rid in args.run_ids:
-            purged += store.purge(rid, older_than=older)
+            purged += store.purge(rid, older_than=older, by=who)
     else:
-        purged = store.purge(older_than=older)
+        purged = store.purge(older_than=older, by=who)
     _out(f"purged {len(purged)} run(s)" + (": " + ", ".join(purged) if purged else ""))
     return 0
+
+
+def cmd_runs_history(args: argparse.Namespace) -> int:
+    store = _store(args)
+    hist = store.history(args.run_id)
+    if not hist:
+        _out(f"no audit lines about {args.run_id}")
+        return 0
+    for e in hist:
+        who = Identity.from_dict(e.get("who"))
+        change = "; ".join(f"{k}: {e['before'].get(k)!r} -> {v!r}"
+                           for k, v in e.get("after", {}).items()) if "before" in e else ""
+        _out(f"{e['seq']:>6}  {e['time'][:19].replace('T', ' ')}  "
+             f"{who.label if who else '?':<28}  {e['action']:<8} {change}")
+    report = store.verify_audit()
+    if not report.ok:
+        _out(f"warning: the audit log has {len(report.problems)} problem(s); "
+             "run 'hooklab runs audit'")
+    return 0
+
+
+def cmd_runs_audit(args: argparse.Namespace) -> int:
+    report = _store(args).verify_audit()
+    for note in report.notes:
+        _out(f"note: {note}")
+    for problem in report.problems:
+        _out(f"problem: {problem}")
+    _out(f"{report.entries} line(s), head {report.head}"
+         + ("" if report.ok else f", {len(report.problems)} problem(s)"))
+    return 0 if report.ok else EXIT_ERROR
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ MATRIX: dict[tuple[tuple[str, ...], str], tuple[str, list[str]]] = {
                                                  "20260101-000000-00000000"]),
     (("runs", "trash"), "--store"): ("store", ["runs", "trash"]),
     (("runs", "purge"), "--store"): ("store", ["runs", "purge", "--yes"]),
+    (("runs", "history"), "--store"): ("store", ["runs", "history", "r1"]),
+    (("runs", "audit"), "--store"): ("store", ["runs", "audit"]),
     (("hooks",), "--store"): ("store", ["hooks"]),
     (("hooks",), "--weights"): ("weights", ["hooks"]),
     (("hooks",), "--dot"): ("output_file", ["hooks"]),
