@@ -514,14 +514,28 @@ def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = No
     modules called more than once (a shared pool) are skipped unless nothing else qualifies.
     A registered model that names its ``cam_layer`` (``model.hooklab_info.cam_layer``) gets it.
 
+    Transformers: a model with attention modules and token outputs ``(B, T, D)`` gets the first
+    norm of its last encoder block (torchvision's ViT: ``encoder.layers.encoder_layer_11.ln_1``),
+    as pytorch-grad-cam's documentation recommends: the head reads only the class token, so the
+    last block's *output* patch tokens get no gradient, while the last attention's input still
+    mixes every patch into the class token (:func:`hooklab.models.tokens.token_target_layer`).
+    Channel-last maps ``(B, H, W, C)`` count as spatial, so torchvision's Swin gets the last
+    stage's norm (``norm``, before the permute and the pooling).
+
     Raises:
         NonSpatialLayerError: no module produces an ``(N, C, H, W)`` output with ``H, W > 1``.
     """
     named = getattr(getattr(model, "hooklab_info", None), "cam_layer", None)
     if named and named in dict(model.named_modules()):
         return str(named)
+    from hooklab.models.tokens import token_target_layer
+
     rec, names = _dry_run(model, input_shape)
     mods = dict(model.named_modules())
+    shape = input_shape or getattr(model, "input_shape", None) or (3, 224, 224)
+    vit = token_target_layer(model, rec, names, (int(shape[-2]), int(shape[-1])))
+    if vit is not None:
+        return vit
     spatial = [n for n in names if n in rec and _is_spatial(rec[n]["shape"])]
     preferred = [n for n in spatial if rec[n]["calls"] == 1
                  and any(True for _ in mods[n].parameters())]
