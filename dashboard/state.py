@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from dashboard import auth
 from dashboard.components.text import plain
 from dashboard.i18n import t
 from hooklab.core.errors import HooklabError
 from hooklab.models import registry
+from hooklab.store.access import Identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,11 +36,28 @@ def model_lock(name: str) -> threading.Lock:
 
 
 @st.cache_resource(show_spinner=False)
-def store():
-    """The trace store at $HOOKLAB_STORE (default ./hooklab-runs)."""
+def _store_at(root: str, admins: tuple[str, ...], enforce: bool):
+    from hooklab.store.access import LabPolicy
     from hooklab.store.runs import TraceStore
 
-    return TraceStore(os.environ.get("HOOKLAB_STORE") or None)
+    return TraceStore(root or None, policy=LabPolicy(admins=admins, enforce=enforce))
+
+
+def store():
+    """The trace store at $HOOKLAB_STORE (default ./hooklab-runs), with the lab policy when
+    sign-in is configured (:func:`dashboard.auth.policy`); changes pass ``by=identity()``."""
+    p = auth.policy()
+    return _store_at(os.environ.get("HOOKLAB_STORE") or "", p.admins, p.enforce)
+
+
+store.clear = _store_at.clear  # type: ignore[attr-defined]  # tests reset the cached store
+
+
+def identity() -> Identity:
+    """Who acts in this session: the signed-in member, else (no sign-in configured) the
+    sidebar's author as a local identity."""
+    who = auth.identity()
+    return who if who is not None else Identity.local(author())
 
 
 def model_module_errors() -> list[str]:
@@ -66,6 +85,10 @@ def default_author() -> str:
 
 
 def author() -> str:
+    """The author of a saved run: the signed-in identity's label, else the sidebar's box."""
+    who = auth.identity()
+    if who is not None:
+        return who.label
     return st.session_state.get("hooklab_author") or default_author()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import auth, state
 from dashboard.components.text import plain
 from dashboard.i18n import t
 from dashboard.pages import share_link
@@ -89,7 +89,8 @@ def share_box(run_id: str, page: str) -> None:
 
 def save_run(trace: Trace | Callable[[], Trace], page: str,
              default_tags: tuple[str, ...] | list[str] = ()) -> str | None:
-    """Notes, tags and a "Save run" button; saves with the sidebar's author.
+    """Notes, tags and a "Save run" button; saves with the signed-in member as author (with
+    sign-in configured), else the sidebar's author.
 
     ``trace`` is the trace to save, or a callable that builds it when the button is pressed.
     Returns the new run id after a save (also shown with its share link), else ``None``.
@@ -102,8 +103,9 @@ def save_run(trace: Trace | Callable[[], Trace], page: str,
     if st.button(t("Save run", "保存运行"), key=f"{page}_save"):
         with state.guard(t("Saving", "保存")):
             tr = trace() if callable(trace) else trace
+            # signed in: the author is the member's identity (by=), not the sidebar's text
             run_id = state.store().save(tr, author=state.author(), notes=notes,
-                                        tags=run_charts.parse_tags(tags))
+                                        tags=run_charts.parse_tags(tags), by=auth.identity())
         st.session_state[f"{page}_saved"] = run_id
     run_id = st.session_state.get(f"{page}_saved")
     if run_id:

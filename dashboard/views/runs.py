@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import pages, state
+from dashboard import auth, pages, state
 from dashboard.components import run_flow
 from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
+from hooklab.store import audit
 from hooklab.store.stream import is_watch
 from hooklab.studies.compare import compare_runs
 from hooklab.studies.exercises import answer_summary, class_answers
@@ -37,12 +38,13 @@ def export_bytes(store, run_id: str) -> bytes:
         return Path(path).read_bytes()
 
 
-def import_bytes(store, data: bytes, name: str = "run.zip") -> str:
-    """Import an uploaded run file; returns the new run id (errors are the store's)."""
+def import_bytes(store, data: bytes, name: str = "run.zip", by=None) -> str:
+    """Import an uploaded run file as ``by`` (the signed-in member, else None: the local
+    user); returns the new run id (errors are the store's)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / (Path(name).name or "run.zip")
         path.write_bytes(data)
-        return store.import_(path)
+        return store.import_(path, by=by)
 
 
 def _select_run(rid: str | None) -> None:
@@ -120,6 +122,10 @@ def run_detail(store, rid: str) -> None:
         except st.errors.StreamlitAPIException:  # page not registered (run standalone)
             pass
 
+    may = state.attempt("", store.decide, rid, "update", auth.identity())
+    if may is not None and not may.allowed:  # the store refuses too; say why before a click
+        st.warning(plain(t("You can open and export this run, but not change it. ",
+                           "你可以打开和导出此运行，但不能修改它。") + may.reason))
     with st.form(f"runs_edit_{rid}"):
         notes = st.text_area(t("Notes", "备注"), value=manifest.get("notes", ""),
                              key=f"runs_notes_{rid}")
@@ -127,10 +133,11 @@ def run_detail(store, rid: str) -> None:
                              value=", ".join(manifest.get("tags", [])), key=f"runs_tagtext_{rid}")
         if st.form_submit_button(t("Save notes and tags", "保存备注和标签"),
                                  key=f"runs_save_meta_{rid}"):
-            with state.guard(t("Saving notes", "保存备注")):
-                store.update(rid, notes=notes, tags=charts.parse_tags(tags))
-            st.toast(t("Notes and tags saved.", "备注和标签已保存。"))
-            st.rerun()
+            done = state.attempt(t("Saving notes", "保存备注"), store.update, rid, notes=notes,
+                                 tags=charts.parse_tags(tags), by=auth.identity())
+            if done is not None:
+                st.toast(t("Notes and tags saved.", "备注和标签已保存。"))
+                st.rerun()
 
     c1, c2 = st.columns(2)
     with c1:
@@ -150,12 +157,13 @@ def run_detail(store, rid: str) -> None:
     with c2:
         if st.button(t("Move to trash", "移到回收站"), key=f"runs_delete_{rid}"):
             with state.guard(t("Delete", "删除")):
-                store.delete(rid)
+                store.delete(rid, by=auth.identity())
             st.session_state["runs_flash"] = t(f"Run {rid} moved to the trash.",
                                                f"运行 {rid} 已移到回收站。")
             _select_run(None)
             st.rerun()
 
+    history_section(store, rid)
     with st.expander(t("Events", "事件"), expanded=False):
         ev = state.attempt(t("Reading events", "读取事件"), store.events, rid)
         if ev is not None:
@@ -166,6 +174,24 @@ def run_detail(store, rid: str) -> None:
             if len(ev) > 500:
                 st.caption(t(f"First 500 of {len(ev)} events.",
                              f"显示 {len(ev)} 个事件中的前 500 个。"))
+
+
+def history_section(store, rid: str) -> None:
+    """Who changed the run, when and how (the store's audit log); a broken chain is shown."""
+    with st.expander(t("History (audit log)", "历史（审计日志）"), expanded=False):
+        hist = state.attempt(t("Reading the audit log", "读取审计日志"), store.history, rid)
+        report = state.attempt(t("Verifying the audit log", "校验审计日志"), store.verify_audit)
+        if report is not None and not report.ok:
+            st.error(plain(t("The audit log is damaged or was tampered with: ",
+                             "审计日志已损坏或被篡改：") + "; ".join(report.problems[:5])))
+        if hist is None:
+            return
+        if not hist:
+            st.caption(t("No recorded changes (saved before the audit log existed).",
+                         "没有记录的更改（在审计日志之前保存）。"))
+            return
+        st.dataframe(audit.history_table(hist), hide_index=True, width="stretch",
+                     key=f"runs_history_{rid}")
 
 
 def compare_section(store, table: pd.DataFrame) -> None:
@@ -224,7 +250,7 @@ def import_section(store) -> None:
                           type=["zip"], key="runs_import_file")
     if st.button(t("Import", "导入"), key="runs_import_btn", disabled=up is None):
         with state.guard(t("Import", "导入")):
-            rid = import_bytes(store, up.getvalue(), up.name)
+            rid = import_bytes(store, up.getvalue(), up.name, by=auth.identity())
         st.session_state["runs_flash"] = t(f"Imported as run {rid}.", f"已导入为运行 {rid}。")
         _select_run(rid)
         st.rerun()
@@ -243,7 +269,7 @@ def trash_section(store) -> None:
                        key="runs_restore_id")
     if st.button(t("Restore", "恢复"), key="runs_restore_btn"):
         with state.guard(t("Restore", "恢复")):
-            store.restore(rid)
+            store.restore(rid, by=auth.identity())
         st.session_state["runs_flash"] = t(f"Run {rid} restored.", f"运行 {rid} 已恢复。")
         _select_run(rid)
         st.rerun()

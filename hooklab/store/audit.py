@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from hooklab.core.errors import StoreError
 from hooklab.store.access import Identity
 
@@ -39,7 +41,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: in-process threads only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["AUDIT_DIR", "GENESIS", "AuditLog", "AuditReport", "small"]
+__all__ = ["AUDIT_DIR", "GENESIS", "AuditLog", "AuditReport", "history_table", "small"]
 
 log = logging.getLogger(__name__)
 AUDIT_DIR = ".audit"
@@ -55,6 +57,26 @@ def small(value: Any) -> Any:
     if len(text) <= SMALL_CHARS:
         return value
     return {"sha256": hashlib.sha256(text.encode()).hexdigest(), "chars": len(text)}
+
+
+def _change_text(entry: Mapping[str, Any]) -> str:
+    before, after = entry.get("before") or {}, entry.get("after") or {}
+    if "before" in entry:
+        return "; ".join(f"{k}: {json.dumps(before.get(k), ensure_ascii=False)} -> "
+                         f"{json.dumps(v, ensure_ascii=False)}" for k, v in after.items())
+    return "; ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in after.items()
+                     if v is not None)
+
+
+def history_table(entries: list[dict[str, Any]]) -> pd.DataFrame:
+    """Audit lines as a table: seq, time (UTC), who, action, change (before -> after)."""
+    rows = []
+    for e in entries:
+        who = Identity.from_dict(e.get("who"))
+        rows.append({"seq": e.get("seq"), "time": str(e.get("time", ""))[:19].replace("T", " "),
+                     "who": who.label if who else "?", "action": e.get("action", ""),
+                     "change": _change_text(e)})
+    return pd.DataFrame(rows, columns=["seq", "time", "who", "action", "change"])
 
 
 def _canonical(entry: Mapping[str, Any]) -> bytes:
