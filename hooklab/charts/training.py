@@ -25,7 +25,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hooklab.charts.common import AB_COLORS, MAX_VALUES, base_layout, finite, to_f32
+from hooklab.charts.common import (
+    AB_COLORS,
+    MAX_VALUES,
+    base_layout,
+    finite,
+    plain_text,
+    to_f32,
+)
 from hooklab.studies.training_views import (
     ROLES,
     How,
@@ -131,7 +138,7 @@ def mark_nonfinite(fig: go.Figure, found: NonFinite | None, columns: Sequence[in
     if found is None:
         return fig
     cols = np.asarray(columns, dtype=np.int64)
-    text = "first NaN/Inf: " + found.text()
+    text = "first NaN/Inf: " + plain_text(found.text())  # a run's layer name: text, not HTML
     if found.layer in list(rows) and cols.size:
         pos = int(np.searchsorted(cols, found.step, side="right")) - 1
         x = float(cols[max(pos, 0)])
@@ -192,7 +199,8 @@ def scalar_curves(scalars: pd.DataFrame | Mapping[str, pd.DataFrame],
     mats = {k: scalar_matrix(v, names=list(names) if names is not None else None)
             for k, v in runs.items()}
     shown = list(dict.fromkeys(n for m in mats.values() for n in m.index))
-    fig = make_subplots(rows=1, cols=max(1, len(shown)), subplot_titles=shown or ["—"],
+    fig = make_subplots(rows=1, cols=max(1, len(shown)),  # scalar names from a run: text
+                        subplot_titles=[plain_text(n) for n in shown] or ["—"],
                         horizontal_spacing=0.08)
     notes: set[str] = set()
     for i, (run, mat) in enumerate(mats.items()):
@@ -206,7 +214,7 @@ def scalar_curves(scalars: pd.DataFrame | Mapping[str, pd.DataFrame],
             fig.add_trace(go.Scatter(
                 x=np.asarray(small.columns, dtype=np.float32),
                 y=to_f32(small.loc[name].to_numpy(np.float64)), mode="lines",
-                name=run or name, legendgroup=run or name, connectgaps=True,
+                name=plain_text(run or name), legendgroup=run or name, connectgaps=True,
                 showlegend=bool(run) and col == 1, line={"color": color}), row=1, col=col)
             fig.update_xaxes(title_text="step", row=1, col=col)
     title = ("Training: " + ", ".join(shown)) if shown else "Training scalars (none logged)"
