@@ -10,7 +10,10 @@ from dashboard.components import exercises as exercise_ui
 from dashboard.components import pickers, run_flow
 from dashboard.components.text import plain
 from dashboard.i18n import t
+from hooklab.cam import attention as attention_maps
+from hooklab.charts import attention as attention_charts
 from hooklab.charts import trace as charts
+from hooklab.recording.attention import attention_modules
 from hooklab.studies import inspect
 
 PAGE = "inspector"
@@ -94,6 +97,42 @@ def _show(trace: hooklab.Trace, key: str) -> None:
                     width="stretch", key=f"{key}_pair")
 
 
+def _attention(model: pickers.ModelChoice, inp: pickers.InputChoice, key: str) -> None:
+    """Per-head attention of the class token for a model with nn.MultiheadAttention blocks
+    (:func:`hooklab.cam.attention.class_token_attention`: one forward, weights asked for by a
+    pre-hook; the page registers nothing itself)."""
+    names = attention_modules(model.model)
+    if not names:
+        return
+    st.subheader(t("Attention per head", "每个头的注意力"))
+    c1, c2 = st.columns([3, 1])
+    layer = c1.selectbox(t("Attention block", "注意力块"), names, index=len(names) - 1,
+                         key=f"{key}_attn_layer")
+    sample = 0
+    if inp.x.shape[0] > 1:
+        sample = int(c2.number_input(t("Image", "图像"), min_value=0,
+                                     max_value=int(inp.x.shape[0]) - 1, value=0,
+                                     key=f"{key}_attn_sample"))
+    with model.lock:
+        heads = state.attempt(t("Attention", "注意力"), attention_maps.class_token_attention,
+                              model.model, inp.x[sample:sample + 1], layer)
+    if heads is None:
+        return
+    gh, gw = heads.grid
+    st.plotly_chart(attention_charts.head_maps(
+        heads.maps[0], titles=[t(f"head {i + 1}", f"头 {i + 1}") for i in range(heads.heads)],
+        title=t(f"class token → {gh}×{gw} patches · {layer}",
+                f"类别 token → {gh}×{gw} 图块 · {layer}")),
+        width="stretch", key=f"{key}_attn_heads")
+    rest = float(heads.to_extra[0].mean())
+    st.caption(t(f"Each panel: how much the class token attends to each patch in one head (one "
+                 f"colour scale for all heads). The rest, {rest:.1%} on average, goes to the "
+                 "class token itself and any register tokens. Computed on the chosen model and "
+                 "input.",
+                 f"每一格：一个头里类别 token 对每个图块的注意力（所有头共用一个色标）。其余平均 "
+                 f"{rest:.1%} 给了类别 token 自己和寄存器 token。在所选模型和输入上计算。"))
+
+
 def main() -> None:
     st.title(t("Inspector", "检查器"))
     st.caption(t("Choose a model, an input, layers, hook kinds and edits; run one forward and "
@@ -147,6 +186,7 @@ def main() -> None:
         run_flow.leave_button(PAGE)
         with state.guard(t("Showing run", "显示运行")):
             _show(opened[1], "stored")
+        _attention(model, inp, "stored")
     else:
         trace = st.session_state.get(TRACE_KEY)
         if trace is None:
@@ -155,6 +195,7 @@ def main() -> None:
         else:
             with state.guard(t("Showing the run", "显示结果")):
                 _show(trace, "live")
+            _attention(model, inp, "live")
             run_flow.save_run(trace, PAGE, default_tags=("inspector",))
     with st.expander(t("Predict, then reveal", "先预测，再揭晓")):
         exercise_ui.exercise_section(PAGE, kinds=("norm_ratio", "cam_peak"))
