@@ -7,4 +7,6 @@
   :mod:`hooklab.models.inputs`.
 * :mod:`dashboard.components.cam` — the Grad-CAM page's cached layer lists, CAM calls under the
   model's lock, its input and "Save run" recording (:mod:`hooklab.cam.runs`).
+* :mod:`dashboard.components.text` — a run's text shown as text where it meets Markdown:
+  ``code()`` (an inline code span) and ``plain()`` (escaped prose; URL-like words as code).
 """
