@@ -96,6 +96,7 @@ RECIPES = ("hooklab", "seed")
 _LOOP_VERSION = 3  # 2: activation penalty; 3: data_root and recipe fields
 
 Progress = Callable[[int, int, dict[str, float]], Any]
+OnStep = Callable[[int, nn.Module], Any]  # (optimiser steps done, model): see train()
 
 
 class TrainingError(HooklabError, ValueError):
@@ -337,7 +338,8 @@ def _norms(events: pd.DataFrame, layers: list[str]) -> dict[str, float]:
     return out
 
 
-def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
+def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool,
+          on_step: OnStep | None = None
           ) -> tuple[nn.Module, pd.DataFrame, Trace | None, dict[str, Any]]:
     _check(config)
     specs = normalise_edits(config.edits)
@@ -355,6 +357,8 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
     rows: list[dict[str, Any]] = []
     event_frames: list[pd.DataFrame] = []
     model.train()
+    if on_step is not None:
+        on_step(0, model)  # the initial weights
     try:
         for step in range(config.steps):
             epoch, idx = batch(step)
@@ -390,6 +394,8 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
                                     "or use a milder edit")
             if progress is not None:
                 progress(step + 1, config.steps, {"loss": row["loss"], "accuracy": acc})
+            if on_step is not None:
+                on_step(step + 1, model)
     finally:
         if handle is not None:
             handle.remove()
@@ -427,14 +433,17 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool
     return model, history, trace, summary
 
 
-def train(config: TrainConfig | None = None, progress: Progress | None = None
-          ) -> tuple[nn.Module, pd.DataFrame]:
+def train(config: TrainConfig | None = None, progress: Progress | None = None,
+          *, on_step: OnStep | None = None) -> tuple[nn.Module, pd.DataFrame]:
     """Train per ``config`` (default :class:`TrainConfig`); return ``(model, history)``.
 
     Args:
         config: the run's settings.
         progress: ``progress(step, total, {"loss", "accuracy"})`` after every step (step is
             1-based); raise inside it to cancel (hooks are removed all the same).
+        on_step: ``on_step(step, model)`` with the weights after ``step`` optimiser steps
+            (``0``: the initial weights, then after every step); it may read (e.g. copy the
+            ``state_dict``) but must not change the model (the CAMs-over-training checkpoints).
 
     Returns:
         The model in eval mode (``model.hooklab_info`` names the shape classes;
@@ -445,7 +454,8 @@ def train(config: TrainConfig | None = None, progress: Progress | None = None
         ``param_grad_norm/<layer>`` (NaN on steps not recorded).
         ``history.attrs["test_accuracy"]`` is the final test accuracy.
     """
-    model, history, _, _ = _loop(config or TrainConfig(), progress, keep_events=False)
+    model, history, _, _ = _loop(config or TrainConfig(), progress, keep_events=False,
+                                 on_step=on_step)
     return model, history
 
 
