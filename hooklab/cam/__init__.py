@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hooklab.cam import attention as _attention  # noqa: F401 (registers rollout, legrad)
+from hooklab.cam import methods_model, methods_pure, methods_score  # noqa: F401 (they register)
 from hooklab.cam.engine import (
     METHODS,
     CamError,

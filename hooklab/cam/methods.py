@@ -23,9 +23,15 @@ eigencam   ``L = ReLU(Ā v₁)`` with ``Ā`` the ``(h·w, C)`` activation matrix
            has positive skew  (Muhammad & Yeasin 2020)
 ========== ==================================================================================
 
+``eigen_smooth`` (pytorch-grad-cam's option, for every method that forms weighted activations
+``W_c = w_c A_c`` or ``G_c ⊙ A_c`` before the channel sum): the map is the projection of ``W`` on
+its first principal component (:func:`project`, the same SVD as EigenCAM) instead of
+``Σ_c W_c``. A method's ``weighted`` function returns ``W`` ``(B, C, h, w)``.
+
 Example:
     >>> raw = gradcam(activations, gradients)       # (B, h, w)
     >>> METHODS["layercam"].fn(activations, gradients)
+    >>> METHODS["gradcam"].map(activations, gradients, eigen_smooth=True)
 """
 
 from __future__ import annotations
@@ -46,12 +52,39 @@ def _weighted(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     return F.relu(torch.einsum("bc,bchw->bhw", weights, acts))
 
 
+def _gradcam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return grads.mean(dim=(2, 3))
+
+
+def _gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    g2 = grads.pow(2)
+    g3 = grads.pow(3)
+    sum_a = acts.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * F.relu(grads)).sum(dim=(2, 3))
+
+
+def _xgradcam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    return (grads * acts).sum(dim=(2, 3)) / (acts.sum(dim=(2, 3)) + _EPS)
+
+
+def channel_weighted(weights_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``W = w_c A_c`` ``(B, C, h, w)`` for a method whose channel weights ``weights_fn`` gives."""
+
+    def weighted(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return weights_fn(acts, grads)[:, :, None, None] * acts
+
+    return weighted
+
+
 def gradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM: channel weights are the spatial mean of the gradients.
 
     ``w_c = mean_ij G_cij``, ``L = ReLU(Σ_c w_c A_c)``.
     """
-    return _weighted(grads.mean(dim=(2, 3)), acts)
+    return _weighted(_gradcam_weights(acts, grads), acts)
 
 
 def gradcampp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -60,19 +93,12 @@ def gradcampp(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     ``α = G² / (2 G² + Σ_ab A_ab · G³)`` (0 where ``G = 0``), ``w_c = Σ_ij α_ij ReLU(G_ij)``,
     ``L = ReLU(Σ_c w_c A_c)``.
     """
-    g2 = grads.pow(2)
-    g3 = grads.pow(3)
-    sum_a = acts.sum(dim=(2, 3), keepdim=True)
-    alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    weights = (alpha * F.relu(grads)).sum(dim=(2, 3))
-    return _weighted(weights, acts)
+    return _weighted(_gradcampp_weights(acts, grads), acts)
 
 
 def xgradcam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """XGrad-CAM: ``w_c = Σ_ij G_cij A_cij / (Σ_ij A_cij + ε)``, ``L = ReLU(Σ_c w_c A_c)``."""
-    weights = (grads * acts).sum(dim=(2, 3)) / (acts.sum(dim=(2, 3)) + _EPS)
-    return _weighted(weights, acts)
+    return _weighted(_xgradcam_weights(acts, grads), acts)
 
 
 def hirescam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -109,6 +135,16 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     # that deviates strongly from the bulk (the object, not the background) comes out positive.
     sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
     return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
+
+
+def project(weighted: torch.Tensor) -> torch.Tensor:
+    """``eigen_smooth``: ``ReLU`` of the first-principal-component projection of ``(B, C, h, w)``.
+
+    pytorch-grad-cam's ``get_2d_projection`` (positions centred, first right singular vector),
+    with :func:`eigencam`'s sign rule (positive skew) where the peer keeps the SVD's arbitrary
+    sign. NaNs count as 0, as in the peer.
+    """
+    return eigencam(torch.nan_to_num(weighted, nan=0.0))
 
 
 def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
@@ -160,7 +196,18 @@ def scorecam(ctx: CamContext) -> torch.Tensor:
     """Score-CAM on a :class:`~hooklab.cam.context.CamContext`: ``ReLU(Σ_k w_k A_k)`` with
     :func:`scorecam_weights`."""
     w = scorecam_weights(ctx.acts, ctx.x, ctx.targets, ctx.logits, batch_size=ctx.batch_size)
-    return _weighted(w, ctx.acts.float())
+    return reduce_weights(w, ctx.acts.float(), ctx.eigen_smooth)
+
+
+def reduce_weights(weights: torch.Tensor, acts: torch.Tensor, eigen_smooth: bool = False
+                   ) -> torch.Tensor:
+    """``ReLU(Σ_c w_c A_c)``, or with ``eigen_smooth`` :func:`project` of ``w_c A_c``.
+
+    For model-calling methods (their :class:`CamContext` carries ``eigen_smooth``).
+    """
+    if eigen_smooth:
+        return project(weights[:, :, None, None] * acts)
+    return _weighted(weights, acts)
 
 
 @dataclass(frozen=True)
@@ -178,6 +225,11 @@ class CamMethod:
         run: ``run(ctx) -> (B, h, w)`` raw map for a method that calls the model again
             (Score-CAM); it gets a :class:`hooklab.cam.context.CamContext` from
             :func:`hooklab.cam.engine.compute`.
+        weighted: ``weighted(acts, grads) -> (B, C, h, w)`` the weighted activations whose
+            channel sum (then ReLU) is the map; :meth:`map` projects them instead with
+            ``eigen_smooth``. ``None`` for a method whose map is a projection already
+            (EigenCAM: ``eigen_smooth`` changes nothing, as in pytorch-grad-cam) and for
+            model-calling methods (they read ``ctx.eigen_smooth``).
     """
 
     name: str
@@ -187,30 +239,41 @@ class CamMethod:
     title: str
     reference: str
     run: Callable[[CamContext], torch.Tensor] | None = None
+    weighted: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def needs_model(self) -> bool:
         """Whether the method calls the model again (it cannot be computed from a stored run)."""
         return self.run is not None
 
-    def map(self, acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
-        """The raw ``(B, h, w)`` map from activations and gradients (not for Score-CAM)."""
+    def map(self, acts: torch.Tensor, grads: torch.Tensor | None, eigen_smooth: bool = False
+            ) -> torch.Tensor:
+        """The raw ``(B, h, w)`` map from activations and gradients (not for Score-CAM).
+
+        With ``eigen_smooth`` the first-principal-component projection of the weighted
+        activations (:func:`project`) replaces their channel sum.
+        """
         if self.fn is None:
             raise ValueError(f"{self.title} needs the model (run it with hooklab.cam.compute)")
+        if eigen_smooth and self.weighted is not None:
+            return project(self.weighted(acts, grads))  # type: ignore[arg-type]
         return self.fn(acts, grads)
 
 
 METHODS: dict[str, CamMethod] = {
     "gradcam": CamMethod("gradcam", gradcam, True, True, "Grad-CAM",
-                         "Selvaraju et al., ICCV 2017"),
+                         "Selvaraju et al., ICCV 2017",
+                         weighted=channel_weighted(_gradcam_weights)),
     "gradcam++": CamMethod("gradcam++", gradcampp, True, True, "Grad-CAM++",
-                           "Chattopadhyay et al., WACV 2018"),
+                           "Chattopadhyay et al., WACV 2018",
+                           weighted=channel_weighted(_gradcampp_weights)),
     "xgradcam": CamMethod("xgradcam", xgradcam, True, True, "XGrad-CAM",
-                          "Fu et al., BMVC 2020"),
+                          "Fu et al., BMVC 2020",
+                          weighted=channel_weighted(_xgradcam_weights)),
     "hirescam": CamMethod("hirescam", hirescam, True, True, "HiResCAM",
-                          "Draelos & Carin, 2020"),
+                          "Draelos & Carin, 2020", weighted=lambda a, g: g * a),
     "layercam": CamMethod("layercam", layercam, True, True, "LayerCAM",
-                          "Jiang et al., IEEE TIP 2021"),
+                          "Jiang et al., IEEE TIP 2021", weighted=lambda a, g: F.relu(g) * a),
     "scorecam": CamMethod("scorecam", None, False, True, "Score-CAM",
                           "Wang et al., CVPR-W 2020", run=scorecam),
     "eigencam": CamMethod("eigencam", eigencam, False, False, "EigenCAM",

@@ -173,8 +173,8 @@ def test_eigencam_is_first_principal_component(setup, no_leak, layer):
 
 
 def test_method_names_and_registry():
-    assert set(cam.METHODS) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
-                                "scorecam", "eigencam"}
+    assert set(cam.METHODS) >= {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
+                                "scorecam", "eigencam"}  # the rest: tests/cam/test_new_methods.py
     from hooklab.cam.methods import method_name
     assert method_name("Grad-CAM++") == "gradcam++"
     assert method_name("grad_cam") == "gradcam"
