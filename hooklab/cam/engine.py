@@ -650,7 +650,7 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
     if not specs:
         raise CamError("methods=[] names no method; give at least one")
     x = _check_input(x)
-    names = list(dict.fromkeys(_resolve_layers(model, layers, x)))  # type: ignore[arg-type]
+    names = list(dict.fromkeys(_resolve_layers(model, layers, x)))
     out_size = tuple(size) if size is not None else tuple(x.shape[-2:])
     calls = [0]
 
