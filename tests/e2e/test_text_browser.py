@@ -28,6 +28,8 @@ from hooklab.models.zoo import SimpleCNN, seed_model
 from hooklab.store.runs import TraceStore
 from tests.e2e.conftest import (
     ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     SLOW_MS,
     free_port,
     start_server,
@@ -155,3 +157,23 @@ def test_upload_works_with_xsrf_on_and_needs_the_token(hostile, page, ui, tmp_pa
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 403
+
+
+def test_a_host_name_not_allowed_gets_no_app(hostile, browser, ui):
+    """DNS rebinding: a page served under another name that resolves to this server (here
+    Chromium maps ``rebound.example`` to 127.0.0.1) gets no WebSocket (``allowedHosts``), so it
+    cannot drive the app; the same server under 127.0.0.1 works (the other tests)."""
+    url = hostile[0]
+    port = url.rsplit(":", 1)[1]
+    other = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS,
+                                             "--host-resolver-rules=MAP rebound.example 127.0.0.1"])
+    try:
+        page = other.new_page()
+        page.goto(f"http://rebound.example:{port}/runs", wait_until="domcontentloaded")
+        page.wait_for_selector("[data-testid='stApp']", timeout=SLOW_MS)  # the HTML is served...
+        page.wait_for_timeout(5000)
+        assert page.locator("[data-testid='stMain'] h1").count() == 0  # ...but no page runs
+        assert page.get_by_text("Runs", exact=True).count() == 0
+    finally:
+        other.close()
