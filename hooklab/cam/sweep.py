@@ -12,7 +12,10 @@ skipped, as for the automatic layer); they are grouped by output resolution and 
 its outermost module that comes last: one layer per stage. ResNet at 224 px: ``bn1``
 (112 px), ``layer1`` … ``layer4``; VGG: the last convolution of each resolution and
 ``features``; the seed's SimpleCNN: ``conv1``, ``conv2``, ``conv3``. A registered model's own
-``cam_layer`` is always a candidate. Pass ``layers=[...]`` to sweep other layers.
+``cam_layer`` is always a candidate. A model with token outputs ``(B, T, D)`` that read as a patch
+grid (a ViT) also gets its transformer blocks (the items of one
+``Sequential``/``ModuleList`` of a single type) and its automatic layer. Pass
+``layers=[...]`` to sweep other layers.
 
 **Ranking rule.** A (layer, method) pair scores ``insertion AUC − deletion AUC`` (both are
 target-class probabilities integrated over the fraction of pixels; a faithful map's pixels
@@ -21,7 +24,8 @@ over the chosen methods. Layers are ranked by that score (rounded to 3 decimals)
 lower mean Average Drop, then by the higher mean pointing game; the first is recommended, with
 one sentence saying why.
 
-Every pair is one :func:`hooklab.cam.engine.compute` call on the same images and targets.
+The maps of every pair come from one :func:`hooklab.cam.engine.compute_many` call (one forward
+and one backward for all gradient methods and layers), on the same images and targets.
 
 Example:
     >>> res = sweep(model, x, masks=masks)           # every non-model-calling method
@@ -46,7 +50,7 @@ from hooklab.cam import engine, metrics
 from hooklab.cam.engine import CamError
 from hooklab.cam.methods import METHODS, method_name
 from hooklab.core.errors import NonSpatialLayerError
-from hooklab.models import zoo
+from hooklab.models import tokens, zoo
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ __all__ = ["SweepResult", "candidate_layers", "default_methods", "sweep", "auto_
 
 #: Columns of :attr:`SweepResult.table` (``pointing`` only with masks).
 TABLE_COLUMNS = ("layer", "method", "score", "insertion_auc", "deletion_auc", "average_drop",
-                 "increase_confidence", "pointing", "seconds")
+                 "increase_confidence", "pointing")
 #: Columns of :attr:`SweepResult.layers`.
 LAYER_COLUMNS = ("rank", "layer", "resolution", "score", "insertion_auc", "deletion_auc",
                  "average_drop", "increase_confidence", "pointing", "best_method")
@@ -77,6 +81,7 @@ class SweepResult:
         methods: the methods swept (canonical names).
         targets: ``(N,)`` the target class of each image (the same for every pair).
         maps: ``{(layer, method): (N, H, W) maps}`` that were scored.
+        seconds: ``{"maps": ..., "metrics": ...}`` wall time of the two parts.
     """
 
     table: pd.DataFrame
@@ -87,6 +92,7 @@ class SweepResult:
     methods: tuple[str, ...]
     targets: torch.Tensor
     maps: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def default_methods() -> list[str]:
@@ -110,6 +116,38 @@ def _no_spatial(model: nn.Module, table: pd.DataFrame, shape: tuple[int, ...]) -
             "naming modules whose output is (N, C, H, W) with H, W > 1")
 
 
+def _token_blocks(model: nn.Module, table: pd.DataFrame, shape: tuple[int, ...]) -> list[str]:
+    """A transformer's blocks: token outputs ``(B, T, D)`` that read as a grid
+    (:func:`hooklab.models.tokens.infer_layout`), of modules that are items of one
+    ``Sequential``/``ModuleList`` of a single type; plus the automatic layer."""
+    mods = dict(model.named_modules())
+    patch = tokens.patch_size(model)
+    hw = (shape[-2], shape[-1]) if len(shape) == 3 else None
+    picked = []
+    for name, out, calls in zip(table["name"], table["output_shape"], table["calls"],
+                                strict=True):
+        if out is None or len(out) != 3 or calls != 1 or "." not in name:
+            continue
+        parent = mods[name.rsplit(".", 1)[0]]
+        if not isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            continue
+        if len({type(c) for c in parent.children()}) != 1:
+            continue
+        try:
+            tokens.infer_layout(out, hw, patch, module=mods[name], name=name)
+        except NonSpatialLayerError:
+            continue
+        picked.append(str(name))
+    if picked:
+        try:
+            auto = zoo.auto_target_layer(model, shape)
+        except NonSpatialLayerError:
+            auto = None
+        if auto is not None and auto not in picked:
+            picked.append(auto)
+    return picked
+
+
 def candidate_layers(model: nn.Module, x: torch.Tensor | Sequence[int]) -> list[str]:
     """The layers a sweep tries, input side first (see the module docstring for the rule).
 
@@ -125,7 +163,10 @@ def candidate_layers(model: nn.Module, x: torch.Tensor | Sequence[int]) -> list[
     usable = table[table["spatial"] & (table["calls"] == 1) & (table["params"] > 0)]
     if usable.empty:
         usable = table[table["spatial"]]
+    blocks = _token_blocks(model, table, shape)
     if usable.empty:
+        if blocks:
+            return blocks
         raise NonSpatialLayerError(_no_spatial(model, table, shape))
     order = {n: i for i, n in enumerate(table["name"])}
     groups: dict[tuple[int, int], list[str]] = {}
@@ -139,24 +180,17 @@ def candidate_layers(model: nn.Module, x: torch.Tensor | Sequence[int]) -> list[
     named = getattr(getattr(model, "hooklab_info", None), "cam_layer", None)
     if named and named in order and named not in picked:
         picked.append(str(named))
-    return picked
+    return picked + [b for b in blocks if b not in picked]
 
 
 def _maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str], layers: Sequence[str],
-          targets: list[int], batch_size: int
-          ) -> dict[tuple[str, str], tuple[torch.Tensor, float]]:
-    """``{(layer, method): (maps (N, H, W), seconds)}``, one call per pair.
-
-    Each pair is an independent :func:`hooklab.cam.engine.compute` (not fused over layers).
-    """
-    out: dict[tuple[str, str], tuple[torch.Tensor, float]] = {}
-    for layer in layers:
-        for m in methods:
-            start = time.perf_counter()
-            res = engine.compute(model, x, method=m, layer=layer, target=targets,
-                                 batch_size=batch_size)
-            out[(layer, m)] = (res.maps, time.perf_counter() - start)
-    return out
+          targets: list[int], batch_size: int) -> dict[tuple[str, str], torch.Tensor]:
+    """``{(layer, method): maps (N, H, W)}`` from :func:`hooklab.cam.engine.compute_many`: every
+    gradient method at every layer from one forward and one backward (each map equals a
+    :func:`hooklab.cam.engine.compute` of that pair alone)."""
+    res = engine.compute_many(model, x, list(methods), list(layers), target=targets,
+                              batch_size=batch_size)
+    return {(layer, m): res[m, layer].maps for m in res.methods for layer in res.layers}
 
 
 def _check_inputs(x: Any, masks: torch.Tensor | None) -> torch.Tensor:
@@ -196,7 +230,10 @@ def _reason(ranked: pd.DataFrame, random: dict[str, float], n_methods: int) -> s
     if len(ranked) > 1:
         nxt = ranked.iloc[1]
         if round(float(top["score"]), 3) == round(float(nxt["score"]), 3):
-            text += f"; tied with {nxt['layer']} on the score, it has the lower Average Drop"
+            text += (f"; tied with {nxt['layer']} on the score, it has the lower Average Drop"
+                     if float(top["average_drop"]) < float(nxt["average_drop"]) else
+                     f"; tied with {nxt['layer']} on the score and Average Drop, it comes "
+                     "first in the ranking's order")
         else:
             text += f"; next is {nxt['layer']} ({nxt['score']:.3f})"
     else:
@@ -256,12 +293,14 @@ def sweep(model: nn.Module, x: torch.Tensor, *, masks: torch.Tensor | None = Non
     resolutions = {n: (f"{shapes[n][2]}×{shapes[n][3]}" if n in shapes.index
                        and shapes[n] is not None and len(shapes[n]) == 4 else "?")
                    for n in cands}
+    start = time.perf_counter()
     maps = _maps(model, x, names, cands, targets, batch_size)
+    mid = time.perf_counter()
     rows = []
-    for (layer, m), (mp, secs) in maps.items():
+    for (layer, m), mp in maps.items():
         row = metrics.evaluate(model, x, mp, targets, masks, random_baseline=False, steps=steps,
                                tolerance=tolerance, seed=seed, batch_size=batch_size)["cam"]
-        rows.append({"layer": layer, "method": m, **row, "seconds": secs})
+        rows.append({"layer": layer, "method": m, **row})
     rnd_maps = metrics.random_maps(x.shape[0], (x.shape[-2], x.shape[-1]), seed=seed)
     random = metrics.evaluate(model, x, rnd_maps.to(x.device), targets, masks,
                               random_baseline=False, steps=steps, tolerance=tolerance,
@@ -278,7 +317,8 @@ def sweep(model: nn.Module, x: torch.Tensor, *, masks: torch.Tensor | None = Non
     return SweepResult(table=table, layers=ranked, random=random,
                        recommended=str(ranked.iloc[0]["layer"]), reason=reason,
                        methods=tuple(names), targets=torch.tensor(targets),
-                       maps={k: v[0] for k, v in maps.items()})
+                       maps=maps, seconds={"maps": mid - start,
+                                           "metrics": time.perf_counter() - mid})
 
 
 def auto_target_layer(model: nn.Module, x: torch.Tensor | Sequence[int], *,

@@ -44,6 +44,16 @@ def test_candidates_one_layer_per_resolution():
         "features.2", "features.5", "features"]
 
 
+def test_a_vits_blocks_are_candidates():
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                               num_heads=2, hidden_dim=16, mlp_dim=32,
+                                               num_classes=3)
+    cands = S.candidate_layers(vit, (3, 32, 32))
+    assert cands[0] == "conv_proj"  # the patch embedding is a spatial layer
+    assert cands[1:3] == ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1"]
+    assert zoo.auto_target_layer(vit, (3, 32, 32)) in cands
+
+
 def test_registered_cam_layer_is_always_a_candidate():
     model = zoo.SimpleCNN(3)
     zoo.attach(model, hooklab_info=type("I", (), {"cam_layer": "pool"})())
