@@ -3,7 +3,8 @@
 All three read ``nn.MultiheadAttention`` weights through
 :func:`hooklab.recording.attention.attention` (this module registers no hook itself) and put
 the patch-token columns back on the patch grid ``(gh, gw)``, inferred from the number of key
-tokens, the input size and the model's patch size (:func:`patch_grid`; the class token and any
+tokens, the input size and the model's patch size (:func:`patch_grid`, which reads the keys as
+:func:`hooklab.models.tokens.infer_layout` reads a token layer; the class token and any
 register tokens are the extra tokens in front).
 
 Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020):
@@ -35,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from torch import nn
 from hooklab.cam.context import CamContext
 from hooklab.cam.methods import CamMethod, register
 from hooklab.core.layers import LayerSpec
+from hooklab.models.tokens import TokenLayoutError, infer_layout, patch_size
 from hooklab.recording.attention import AttentionError, attention, resolve_attention
 
 log = logging.getLogger(__name__)
@@ -55,49 +56,25 @@ __all__ = ["HEAD_FUSIONS", "AttentionError", "HeadMaps", "class_token_attention"
 
 #: How :func:`rollout` fuses the heads of one layer.
 HEAD_FUSIONS = ("mean", "max", "min")
-#: At most this many extra tokens (class + registers) in front of the patch tokens.
-MAX_EXTRA_TOKENS = 16
-
-
-def _patch_size(model: nn.Module) -> tuple[int, int] | None:
-    """``model.patch_size`` (torchvision's ViT, hooklab's SimpleViT), else the stride of a
-    ``Conv2d`` named ``conv_proj`` or ``*patch*``; ``None`` without one."""
-    own = getattr(model, "patch_size", None)
-    if isinstance(own, int) and own > 0:
-        return own, own
-    if isinstance(own, (tuple, list)) and len(own) == 2 and all(isinstance(p, int) for p in own):
-        return int(own[0]), int(own[1])
-    for n, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and (n.endswith("conv_proj") or "patch" in n.lower()):
-            return int(m.stride[0]), int(m.stride[1])
-    return None
 
 
 def patch_grid(model: nn.Module, x: torch.Tensor, tokens: int) -> tuple[tuple[int, int], int]:
     """``((gh, gw), extra)``: the patch grid of ``tokens`` key tokens and the number of extra
-    tokens in front of the patch tokens (class + register tokens, at most
-    :data:`MAX_EXTRA_TOKENS`), for input ``x``: the input size over the model's patch size,
-    or, for a model without one, the square grid with the fewest extra tokens.
+    tokens in front of the patch tokens (class + register tokens), for input ``x``, as
+    :func:`hooklab.models.tokens.infer_layout` reads a ``(B, T, D)`` token layer (the input
+    size over the model's patch size; without one, the grid with the fewest extra tokens).
 
     Raises:
         AttentionError: no grid fits ``tokens`` (the message says what was tried).
     """
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    patch = _patch_size(model)
-    if patch is not None:
-        gh, gw = h // patch[0], w // patch[1]
-        if 0 <= tokens - gh * gw <= MAX_EXTRA_TOKENS and gh * gw >= 1:
-            return (gh, gw), tokens - gh * gw
-        why = (f"the {h}×{w} input with patch size {patch[0]}×{patch[1]} gives a {gh}×{gw} grid "
-               f"({gh * gw} patch tokens)")
-    else:
-        for extra in range(min(MAX_EXTRA_TOKENS, tokens - 1) + 1):
-            side = math.isqrt(tokens - extra)
-            if side * side == tokens - extra and side > 1:
-                return (side, side), extra
-        why = "the model has no patch size and no square grid fits"
-    raise AttentionError(f"cannot put the attention's {tokens} key tokens on a patch grid: "
-                         f"{why}, plus at most {MAX_EXTRA_TOKENS} extra tokens")
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    try:
+        lay = infer_layout((int(x.shape[0]), int(tokens), 1), hw, patch_size(model),
+                           name="attention keys")
+    except TokenLayoutError as exc:
+        raise AttentionError(f"cannot put the attention's {tokens} key tokens on a patch grid: "
+                             f"{exc}") from exc
+    return lay.grid, lay.dropped
 
 
 def _patches(rows: torch.Tensor, grid: tuple[int, int], extra: int) -> torch.Tensor:
