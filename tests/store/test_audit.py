@@ -175,6 +175,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # the child process imports hooklab (torch): ~5 s idle, 30 s under load
 def test_a_writer_killed_while_appending_leaves_a_verifiable_log(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(tmp_path)],
                             stdout=subprocess.PIPE)
