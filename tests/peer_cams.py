@@ -36,15 +36,27 @@ class LogProb:
         return torch.log_softmax(out, dim=-1)[..., self.t]
 
 
+class Prob:
+    """A peer target: ``softmax(logits)[t]`` of one sample's output (1-D or batched)."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out, dim=-1)[..., self.t]
+
+
 def pgc(cls: type, model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: Sequence[int],
         target_type: Callable[[int], Callable] = ClassifierOutputTarget,
-        batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size: int | None = None, eigen_smooth: bool = False,
+        **init_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """pytorch-grad-cam's method ``cls`` -> (pre-ReLU map ``(B, h, w)``, final maps ``(B, H, W)``).
 
     The pre-ReLU map is what the peer's ``get_cam_image`` returns (captured by wrapping it on
-    the instance); the peer applies ``np.maximum(., 0)`` to it next.
+    the instance); the peer applies ``np.maximum(., 0)`` to it next. ``init_kwargs`` go to the
+    peer's constructor (``kernel=`` for KPCA_CAM), ``eigen_smooth`` to its call.
     """
-    extractor = cls(model=model, target_layers=[layer])
+    extractor = cls(model=model, target_layers=[layer], **init_kwargs)
     if batch_size is not None:
         extractor.batch_size = batch_size  # Score-CAM's masked inputs per forward
     captured: list[np.ndarray] = []
@@ -57,11 +69,46 @@ def pgc(cls: type, model: nn.Module, layer: nn.Module, x: torch.Tensor, targets:
 
     extractor.get_cam_image = keep
     try:
-        final = extractor(input_tensor=x, targets=[target_type(int(t)) for t in targets])
+        final = extractor(input_tensor=x, targets=[target_type(int(t)) for t in targets],
+                          eigen_smooth=eigen_smooth)
     finally:
         extractor.activations_and_grads.release()
     assert len(captured) == 1, "one target layer, one map"
     return torch.from_numpy(captured[0]).float(), torch.from_numpy(np.asarray(final)).float()
+
+
+def pgc_maps(cls: type, model: nn.Module, layers: list[nn.Module], x: torch.Tensor,
+             targets: Sequence[int], **call_kwargs) -> torch.Tensor:
+    """pytorch-grad-cam's final maps ``(B, H, W)`` (``aug_smooth=True`` and the like)."""
+    extractor = cls(model=model, target_layers=layers)
+    try:
+        final = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets],
+                          **call_kwargs)
+    finally:
+        extractor.activations_and_grads.release()
+    return torch.from_numpy(np.asarray(final)).float()
+
+
+def pgc_fullgrad(model: nn.Module, x: torch.Tensor, targets: Sequence[int]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """pytorch-grad-cam's FullGrad -> (the summed map before its final min-max, final maps)."""
+    from pytorch_grad_cam import FullGrad
+
+    extractor = FullGrad(model=model, target_layers=[])
+    summed: list[np.ndarray] = []
+    original = extractor.aggregate_multi_layers
+
+    def keep(cams):
+        summed.append(np.sum(cams, axis=1))
+        return original(cams)
+
+    extractor.aggregate_multi_layers = keep
+    try:
+        final = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    finally:
+        extractor.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)  # the peer's backward filled every weight's .grad
+    return torch.from_numpy(summed[0]).float(), torch.from_numpy(np.asarray(final)).float()
 
 
 def torchcam_raw(cls: type, model: nn.Module, layer: str, x: torch.Tensor, targets: Sequence[int],
@@ -147,3 +194,49 @@ def oracle(model: nn.Module, point: str, x: torch.Tensor, targets: Sequence[int]
         score = logits[torch.arange(x.shape[0]), torch.as_tensor(list(targets))].sum()
         (g,) = torch.autograd.grad(score, a)
     return a.detach(), g.detach(), logits.detach()
+
+
+class GapNet(nn.Module):
+    """conv -> ReLU -> conv (``features``) -> global average pool -> Linear: CAM's architecture.
+
+    ``smooth=True`` puts a Softplus after ``features`` (before the pooling) and a GELU between
+    two Linears, so the logit is a smooth function of ``features`` with a non-zero Hessian
+    (ShapleyCAM's second-order term). ``batchnorm=True`` adds a BatchNorm2d after each conv and
+    drops the convs' biases (FullGrad then uses the batch norms' effective biases).
+    """
+
+    def __init__(self, smooth: bool = False, batchnorm: bool = False, classes: int = 5) -> None:
+        super().__init__()
+        self.smooth = smooth
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=not batchnorm)
+        self.bn1 = nn.BatchNorm2d(8) if batchnorm else nn.Identity()
+        self.features = nn.Conv2d(8, 12, 3, padding=1, stride=2, bias=not batchnorm)
+        self.bn2 = nn.BatchNorm2d(12) if batchnorm else nn.Identity()
+        self.hidden = nn.Linear(12, 12) if smooth else nn.Identity()
+        self.fc = nn.Linear(12, classes)
+
+    def head(self, a: torch.Tensor) -> torch.Tensor:
+        """Logits from ``features``' output (the written-out rest of the forward)."""
+        a = self.bn2(a)
+        if self.smooth:
+            a = F.softplus(a)
+        p = a.mean(dim=(2, 3))
+        if self.smooth:
+            p = F.gelu(self.hidden(p))
+        return self.fc(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(F.relu(self.bn1(self.conv1(x)))))
+
+
+def gapnet(**kwargs) -> GapNet:
+    """A seeded :class:`GapNet` in eval mode; batch norms get non-trivial statistics."""
+    torch.manual_seed(0)
+    model = GapNet(**kwargs).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hooklab.cam import smoothing
 from hooklab.cam.context import CamContext
 from hooklab.cam.methods import METHODS, CamMethod, method_name, minmax
 from hooklab.core.errors import HooklabError, NonSpatialLayerError
@@ -520,9 +521,9 @@ def _run(model: nn.Module, x: torch.Tensor, names: list[str], specs: list[CamMet
                                        layout=layouts[n])
                         out.append(spec.run(ctx).float())
                     elif spec.needs_grad:
-                        out.append(spec.map(a, grads[n]))
+                        out.append(spec.map(a, grads[n], eigen_smooth))
                     else:  # class-agnostic (EigenCAM): the same map for every target rank
-                        out.append(out[0] if j else spec.map(a, None))
+                        out.append(out[0] if j else spec.map(a, None, eigen_smooth))
     raws = {key: torch.stack(v, dim=1).flatten(0, 1).detach() for key, v in per.items()}
     return _Pass(raws, targets, logits.detach(), layouts)
 
@@ -543,20 +544,23 @@ def _result(p: _Pass, method: str, names: list[str], size: tuple[int, ...], fuse
 def compute(model: nn.Module, x: torch.Tensor, method: str = ..., layer: LayerSpec = ...,
             target: Target = ..., *, layers: Sequence[LayerItem] | None = ...,
             size: tuple[int, int] | None = ..., fuse: str = ..., batch_size: int = ...,
-            layout: str = ..., methods: None = ...) -> CamResult: ...
+            eigen_smooth: bool = ..., aug_smooth: bool = ..., layout: str = ...,
+            methods: None = ...) -> CamResult: ...
 
 
 @overload
 def compute(model: nn.Module, x: torch.Tensor, method: str = ..., layer: LayerSpec = ...,
             target: Target = ..., *, layers: Sequence[LayerItem] | None = ...,
             size: tuple[int, int] | None = ..., fuse: str = ..., batch_size: int = ...,
-            layout: str = ..., methods: Sequence[str]) -> CamResults: ...
+            eigen_smooth: bool = ..., aug_smooth: bool = ..., layout: str = ...,
+            methods: Sequence[str]) -> CamResults: ...
 
 
 def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: LayerSpec = None,
             target: Target = None, *, layers: Sequence[LayerItem] | None = None,
             size: tuple[int, int] | None = None, fuse: str = "mean",
-            batch_size: int = 128, layout: str = "auto",
+            batch_size: int = 128, eigen_smooth: bool = False,
+            aug_smooth: bool = False, layout: str = "auto",
             methods: Sequence[str] | None = None) -> CamResult | CamResults:
     """Class activation maps for a batch.
 
@@ -578,6 +582,10 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
         size: output size; the input's ``(H, W)`` by default.
         fuse: how per-layer maps (each resized and normalised) combine: ``"mean"`` or ``"max"``.
         batch_size: masked images per forward for Score-CAM.
+        eigen_smooth: the map is the first principal component of the method's weighted
+            activations instead of their channel sum (:func:`hooklab.cam.methods.project`).
+        aug_smooth: average over flipped and brightness-scaled copies of the input
+            (:func:`hooklab.cam.smoothing.aug_smooth`; six times the cost).
         layout: ``"auto"`` infers how a layer's output maps to ``(B, C, h, w)``;
             ``"spatial"``, ``"tokens"`` or ``"channels_last"`` forces one reading
             (:func:`hooklab.models.tokens.infer_layout`).
@@ -598,29 +606,34 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
         >>> res.maps.shape, res.targets
     """
     if methods is not None:
-        if fuse != "mean":
-            raise CamError("methods=[...] maps each layer on its own (no fuse); call compute "
-                           "once per method to fuse layers")
+        if aug_smooth or fuse != "mean":
+            raise CamError("methods=[...] maps each layer on its own (no fuse) and has no "
+                           "aug_smooth; call compute once per method for those")
         wanted = [] if layer is None else ([layer] if isinstance(layer, (str, type, nn.Module))
                                            else list(layer))
         return compute_many(model, x, methods, [*wanted, *(layers or [])] or None,
-                            target, size=size, batch_size=batch_size, layout=layout)
+                            target, size=size, batch_size=batch_size,
+                            eigen_smooth=eigen_smooth, layout=layout)
     spec = _spec(method)
     x = _check_input(x)
     if fuse not in ("mean", "max"):
         raise CamError(f"fuse must be 'mean' or 'max', not {fuse!r}")
+    if aug_smooth:
+        return smoothing.aug_smooth(compute, model, x, method, layer, target, layers=layers,
+                                    size=size, fuse=fuse, batch_size=batch_size,
+                                    eigen_smooth=eigen_smooth, layout=layout)
     if layers is not None:
         layer = list(layers) if layer is None else [layer, *layers]  # type: ignore[list-item]
     names = _resolve_layers(model, layer, x)
     out_size = tuple(size) if size is not None else tuple(x.shape[-2:])
-    p = _run(model, x, names, [spec], target, batch_size, False, layout)
+    p = _run(model, x, names, [spec], target, batch_size, eigen_smooth, layout)
     return _result(p, spec.name, names, out_size, fuse)
 
 
 def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
                  layers: Sequence[LayerItem] | LayerSpec = None, target: Target = None, *,
                  size: tuple[int, int] | None = None, batch_size: int = 128,
-                 layout: str = "auto") -> CamResults:
+                 eigen_smooth: bool = False, layout: str = "auto") -> CamResults:
     """Every requested method at every requested layer from one forward and one backward.
 
     ``A`` and ``G`` of every layer are captured in one forward (the lowest captured layer is
@@ -631,7 +644,7 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
     method and layer alone.
 
     Args:
-        model, x, target, size, batch_size, layout: as for :func:`compute`.
+        model, x, target, size, batch_size, eigen_smooth, layout: as for :func:`compute`.
         methods: method names (any spelling); duplicates are dropped.
         layers: a layer, a list, a glob or a type; every match is mapped on its own (no fusion).
             ``None``: the automatic layer.
@@ -659,7 +672,7 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
 
     handle = model.register_forward_pre_hook(count)
     try:
-        p = _run(model, x, names, specs, target, batch_size, False, layout)
+        p = _run(model, x, names, specs, target, batch_size, eigen_smooth, layout)
     finally:
         handle.remove()
     results = CamResults(tuple(s.name for s in specs), tuple(names), p.logits, calls[0])

@@ -16,13 +16,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from hooklab.cam import engine as cam
 from hooklab.cam import methods_model, methods_pure, methods_score
 from hooklab.cam.methods import METHODS, eigencam, method_name, minmax, project
 from hooklab.cam.smoothing import AUGMENTATIONS
 from hooklab.models.zoo import SimpleCNN, get_model
+from tests.peer_cams import gapnet
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -51,50 +51,6 @@ def svd_projection(w: torch.Tensor) -> torch.Tensor:
         _, _, vh = torch.linalg.svd(m, full_matrices=False)
         out[i] = skewed((m @ vh[0])[None])[0].reshape(h, ww)
     return out
-
-
-class GapNet(nn.Module):
-    """conv -> ReLU -> conv (``features``) -> global average pool -> Linear: CAM's architecture.
-
-    ``smooth=True`` puts a Softplus after ``features`` (before the pooling) and a GELU between
-    two Linears, so the logit is a smooth function of ``features`` with a non-zero Hessian.
-    ``batchnorm=True`` adds a BatchNorm2d after each conv (FullGrad's effective biases).
-    """
-
-    def __init__(self, smooth: bool = False, batchnorm: bool = False, classes: int = 5) -> None:
-        super().__init__()
-        self.smooth = smooth
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=not batchnorm)
-        self.bn1 = nn.BatchNorm2d(8) if batchnorm else nn.Identity()
-        self.features = nn.Conv2d(8, 12, 3, padding=1, stride=2, bias=not batchnorm)
-        self.bn2 = nn.BatchNorm2d(12) if batchnorm else nn.Identity()
-        self.hidden = nn.Linear(12, 12) if smooth else nn.Identity()
-        self.fc = nn.Linear(12, classes)
-
-    def head(self, a: torch.Tensor) -> torch.Tensor:
-        """Logits from ``features``' output (the written-out rest of the forward)."""
-        a = self.bn2(a)
-        if self.smooth:
-            a = F.softplus(a)
-        p = a.mean(dim=(2, 3))
-        if self.smooth:
-            p = F.gelu(self.hidden(p))
-        return self.fc(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(F.relu(self.bn1(self.conv1(x)))))
-
-
-def gapnet(**kwargs) -> GapNet:
-    torch.manual_seed(0)
-    model = GapNet(**kwargs).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics and affine terms
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model
 
 
 @pytest.fixture(scope="module")
