@@ -1,6 +1,7 @@
 """Model zoo addressed by name, layer listing and the automatic Grad-CAM target layer.
 
-The seed's :class:`SimpleModel` and :class:`SimpleCNN` exactly as in the lesson, plus torchvision
+The seed's :class:`SimpleModel` and :class:`SimpleCNN` exactly as in the lesson, a small Vision
+Transformer beside the CNN (:class:`hooklab.models.vit.SimpleViT`, ``"simple_vit"``), plus torchvision
 architectures (:data:`TORCHVISION_MODELS`) built with random weights; weights come only from files
 the user gives (loaded safely, :mod:`hooklab.models.weights`) or from torchvision's files already in the
 local torch hub cache. Nothing downloads unless ``allow_download=True``.
@@ -33,6 +34,7 @@ from hooklab.core.modes import eval_mode
 from hooklab.data.datasets import CIFAR10_CLASSES, IMAGE_SIZE, SEED_MEAN, SEED_STD, SHAPE_CLASSES
 from hooklab.models import defaults, registry
 from hooklab.models import weights as weights_mod
+from hooklab.models.vit import SimpleViT, draw_head
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +105,17 @@ def input_shape(model: nn.Module) -> tuple[int, ...]:
 
 #: Torchvision architectures the zoo offers; built with ``weights=None`` (never downloads).
 TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg11_bn", "mobilenet_v3_small", "densenet121",
-                      "efficientnet_b0")
+                      "efficientnet_b0", "vit_b_16", "swin_t")
+#: The zoo's models trained by hooklab on 32×32 inputs (``weights="shapes"`` loads the shipped set).
+SMALL_MODELS = ("simple_cnn", "simple_vit")
 #: Every name :func:`get_model` accepts.
-MODEL_NAMES = ("simple_model", "simple_cnn", *TORCHVISION_MODELS)
+MODEL_NAMES = ("simple_model", *SMALL_MODELS, *TORCHVISION_MODELS)
 registry.reserve(MODEL_NAMES)  # a registered model cannot shadow a zoo name
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: ``weights=`` words naming a shipped default (:mod:`hooklab.models.defaults`) per model.
-SHIPPED_WEIGHTS = {("simple_cnn", "shapes"): "simple_cnn_shapes"}
+SHIPPED_WEIGHTS = {("simple_cnn", "shapes"): "simple_cnn_shapes",
+                   ("simple_vit", "shapes"): "simple_vit_shapes"}
 #: Keywords for ``weights=`` meaning "torchvision's own ImageNet weights, from the local hub cache".
 HUB_WEIGHT_WORDS = ("imagenet", "default", "pretrained", "torchvision")
 
@@ -187,6 +192,8 @@ def model_info(name: str, num_classes: int | None = None) -> ModelInfo:
         info = ModelInfo(key, SimpleModel.input_shape, (0.0,), (1.0,), classes)
     elif key == "simple_cnn":
         info = ModelInfo(key, SimpleCNN.input_shape, SEED_MEAN, SEED_STD, CIFAR10_CLASSES)
+    elif key == "simple_vit":
+        info = ModelInfo(key, (3, IMAGE_SIZE, IMAGE_SIZE), SEED_MEAN, SEED_STD, CIFAR10_CLASSES)
     else:
         info = ModelInfo(key, (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, _imagenet_classes(key))
     if num_classes is not None and num_classes != info.num_classes:
@@ -257,10 +264,14 @@ def _build(key: str, num_classes: int | None) -> nn.Module:
         return SimpleModel()
     if key == "simple_cnn":
         return SimpleCNN(num_classes or 10)
+    if key == "simple_vit":
+        return SimpleViT(num_classes or 10)
     from torchvision.models import get_model as tv_get_model
 
     kwargs = {"num_classes": num_classes} if num_classes else {}
     model = tv_get_model(key, weights=None, **kwargs)
+    if key == "vit_b_16":
+        draw_head(model)  # torchvision's zero head: every gradient of a random ViT would be 0
     model.input_shape = (3, 224, 224)
     return model
 
@@ -271,7 +282,7 @@ def _hub_weights(key: str, spec: Any, allow_download: bool) -> tuple[dict[str, t
 
     if key not in TORCHVISION_MODELS:
         raise HooklabError(f"{key} has no torchvision weights; pass a .safetensors/.pt file"
-                           + (" or weights='shapes'" if key == "simple_cnn" else ""))
+                           + (" or weights='shapes'" if key in SMALL_MODELS else ""))
     enum = get_model_weights(key)
     if isinstance(spec, WeightsEnum):
         w = spec

@@ -52,7 +52,7 @@ from hooklab.studies import train
 log = logging.getLogger(__name__)
 
 __all__ = ["BiasArm", "BiasResult", "location_fractions", "evaluate_arm", "run_bias_experiment",
-           "train_arm", "arm_config"]
+           "train_arm", "arm_config", "MODELS"]
 
 
 @dataclass
@@ -138,35 +138,48 @@ def evaluate_arm(name: str, model: nn.Module, test: Any, *, cue_prob: float = fl
                    follows_cue=float((preds == test.cue_labels).float().mean()), **frac)
 
 
-def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, **config: Any) -> Any:
+#: Models the experiment runs on out of the box (their default arms are shipped trained).
+MODELS = ("simple_cnn", "simple_vit")
+
+
+def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, model: str = "simple_cnn",
+               **config: Any) -> Any:
     """The :class:`hooklab.studies.train.TrainConfig` of one arm (the defaults are the shipped models).
 
     ``arm="biased"``: data ``biased_shapes`` with ``cue_prob``; ``arm="rebalanced"``: data
     ``rebalanced_shapes``, where the cue is independent of the label (``cue_prob`` is then
     ``1 / classes`` whatever is passed). ``seed`` sets both the training and the data seed.
-    Other keyword arguments are :class:`hooklab.studies.train.TrainConfig` fields.
+    ``model="simple_vit"`` trains the small ViT with its own recipe
+    (:func:`hooklab.studies.train.vit_config`). Other keyword arguments are
+    :class:`hooklab.studies.train.TrainConfig` fields.
     """
     data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
     if data is None:
         raise ValueError(f"arm must be 'biased' or 'rebalanced', not {arm!r}")
     prob = float(cue_prob) if arm == "biased" else 1.0 / len(SHAPE_CLASSES)
-    return train.TrainConfig(data=data, cue_prob=prob, seed=seed,
-                             **{"data_seed": seed, **config})
+    fields = {"data": data, "cue_prob": prob, "seed": seed, "data_seed": seed, **config}
+    if model == "simple_vit":
+        return train.vit_config(**fields)
+    return train.TrainConfig(model=model, **fields)
 
 
 def train_arm(arm: str, cue_prob: float = 0.95, *, seed: int = 0,
-              progress: Callable[..., None] | None = None, **config: Any) -> nn.Module:
-    """A SimpleCNN for one arm: :func:`arm_config` given to :func:`hooklab.studies.train.trained_model`
-    (the shipped default weights for the default arms, else trained and cached).
+              progress: Callable[..., None] | None = None, model: str = "simple_cnn",
+              **config: Any) -> nn.Module:
+    """The model of one arm (a SimpleCNN unless ``model`` says otherwise): :func:`arm_config`
+    given to :func:`hooklab.studies.train.trained_model` (the shipped default weights for the
+    default arms, else trained and cached).
     """
-    return train.trained_model(arm_config(arm, cue_prob, seed=seed, **config), progress)
+    return train.trained_model(arm_config(arm, cue_prob, seed=seed, model=model, **config),
+                               progress)
 
 
 def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
                         method: str = "hirescam", layer: Any = None, seed: int = 0,
                         tolerance: float = 0.0,
                         train_fn: Callable[[str, float], nn.Module] | None = None,
-                        progress: Callable[..., None] | None = None) -> BiasResult:
+                        progress: Callable[..., None] | None = None,
+                        model: str = "simple_cnn") -> BiasResult:
     """Train (or load from the cache) both models and compare where their CAMs point.
 
     Args:
@@ -178,16 +191,19 @@ def run_bias_experiment(n_test: int = 1000, *, biased_cue_prob: float = 0.95,
         tolerance: mask dilation in pixels for the location fractions.
         train_fn: ``(arm, cue_prob) -> trained model`` (default :func:`train_arm`).
         progress: passed to the training loop.
+        model: the architecture of both arms, ``"simple_cnn"`` (the seed's) or ``"simple_vit"``
+            (its CAM layer is then the automatic ViT layer unless ``layer`` is given).
     """
-    fit = train_fn or (lambda arm, p: train_arm(arm, p, seed=seed, progress=progress))
+    fit = train_fn or (lambda arm, p: train_arm(arm, p, seed=seed, progress=progress,
+                                                model=model))
     test = datasets.make_biased_shapes(n_test, seed=seed, split="test")
     arms = {}
     layer_name = ""
     for name, p in (("biased", biased_cue_prob), ("rebalanced", 1.0 / len(SHAPE_CLASSES))):
-        model = fit(name, p)
-        arms[name] = evaluate_arm(name, model, test, cue_prob=p, method=method, layer=layer,
+        net = fit(name, p)
+        arms[name] = evaluate_arm(name, net, test, cue_prob=p, method=method, layer=layer,
                                   tolerance=tolerance)
         if not layer_name:
-            layer_name = str(layer) if layer is not None else cam.auto_layer(model, test.images)
+            layer_name = str(layer) if layer is not None else cam.auto_layer(net, test.images)
         log.info("bias arm %s: %s", name, arms[name])
     return BiasResult(arms=arms, method=method, layer=layer_name)

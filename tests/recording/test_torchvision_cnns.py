@@ -30,7 +30,7 @@ TARGET = 3
 
 
 def test_the_zoo_is_what_this_file_covers():
-    assert set(TORCHVISION_MODELS) == set(MODELS)
+    assert set(TORCHVISION_MODELS) - {"vit_b_16", "swin_t"} == set(MODELS)  # ViTs: test_vit.py
 
 
 @pytest.fixture(scope="module", params=MODELS)
