@@ -62,3 +62,21 @@ def test_cnn_has_no_attention_view(app):
     assert not app.exception and not app.error
     assert not [s for s in app.subheader if "Attention" in s.value]
     assert not [f for f in figures(app) if f["layout"]["title"]["text"].startswith("class token")]
+
+
+def test_reopened_vit_run_shows_attention_again(app):
+    app.selectbox(key="inspector_model").set_value("simple_vit").run()
+    app.radio(key="inspector_weights").set_value("random").run()
+    app.button(key="inspector_run").click().run()
+    live = _heads(app)
+    app.button(key="inspector_save").click().run()
+    assert not app.exception and not app.error
+    run_id = app.success[0].value.split()[-1]
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="stored_attn_layer").value == LAST
+    stored = _heads(at)  # the same model and input, rebuilt from the run's settings
+    for a, b in zip(live["data"], stored["data"], strict=True):
+        np.testing.assert_allclose(plotly_array(a["z"]), plotly_array(b["z"]), rtol=1e-5)
