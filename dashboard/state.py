@@ -23,7 +23,6 @@ from dashboard.components.text import plain
 from dashboard.i18n import t
 from hooklab.core.errors import HooklabError
 from hooklab.models import registry
-from hooklab.store.access import Identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,19 +44,12 @@ def _store_at(root: str, admins: tuple[str, ...], enforce: bool):
 
 def store():
     """The trace store at $HOOKLAB_STORE (default ./hooklab-runs), with the lab policy when
-    sign-in is configured (:func:`dashboard.auth.policy`); changes pass ``by=identity()``."""
+    sign-in is configured (:func:`dashboard.auth.policy`); changes pass ``by=auth.identity()``."""
     p = auth.policy()
     return _store_at(os.environ.get("HOOKLAB_STORE") or "", p.admins, p.enforce)
 
 
 store.clear = _store_at.clear  # type: ignore[attr-defined]  # tests reset the cached store
-
-
-def identity() -> Identity:
-    """Who acts in this session: the signed-in member, else (no sign-in configured) the
-    sidebar's author as a local identity."""
-    who = auth.identity()
-    return who if who is not None else Identity.local(author())
 
 
 def model_module_errors() -> list[str]:
