@@ -185,3 +185,50 @@ def test_bad_fusion_and_targets(vit, x):
         att_cam.legrad(vit, x, torch.tensor([0, 1, 9]))
     with pytest.raises(AttentionError, match="2 targets for 3 images"):
         att_cam.legrad(vit, x, torch.tensor([0, 1]))
+
+
+class _Registers(nn.Module):
+    """Patch 8 on 32 px (a 4×4 grid) with a class token and 2 register tokens in front."""
+
+    patch_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv_proj = nn.Conv2d(3, 8, 8, stride=8)
+        self.extra = nn.Parameter(torch.randn(1, 3, 8))
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.conv_proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.extra.expand(len(x), -1, -1), t], dim=1)  # (B, 3 + 16, 8)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        return self.head(t[:, 0])
+
+
+def test_register_tokens_are_dropped_from_the_grid(no_leak):
+    model = _Registers().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        t = model.conv_proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([model.extra.expand(2, -1, -1), t], dim=1)
+        _, w = model.attn(t, t, t, average_attn_weights=False)
+    with no_leak(model):
+        heads = att_cam.class_token_attention(model, x)
+        roll = att_cam.rollout(model, x)
+    assert heads.extra == 3 and heads.grid == (4, 4)
+    torch.testing.assert_close(heads.maps, w[:, :, 0, 3:].reshape(2, 2, 4, 4))
+    ref = _numpy_rollout_rows([w.numpy()])[:, 0, 3:].reshape(2, 4, 4)
+    np.testing.assert_allclose(roll.numpy(), ref, rtol=1e-4, atol=1e-6)
+
+
+def _numpy_rollout_rows(maps: list[np.ndarray]) -> np.ndarray:
+    out = []
+    for b in range(maps[0].shape[0]):
+        r = np.eye(maps[0].shape[-1])
+        for a in maps:
+            f = a[b].mean(0).astype(np.float64) + np.eye(a.shape[-1])
+            r = (f / f.sum(axis=1, keepdims=True)) @ r
+        out.append(r)
+    return np.stack(out)
