@@ -90,12 +90,18 @@ def identity() -> Identity | None:
     return Identity.from_claims(claims)
 
 
-def _provider_settings(section: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The settings of the default provider (``[auth]`` itself, or the only ``[auth.x]``)."""
+def _provider_name(section: Mapping[str, Any]) -> str | None:
+    """``None`` for settings in ``[auth]`` itself, else the name of the first ``[auth.x]``."""
     if "client_id" in section:
-        return section
-    named = [v for v in section.values() if isinstance(v, Mapping) and "client_id" in v]
-    return named[0] if len(named) == 1 else section
+        return None
+    named = [k for k, v in section.items() if isinstance(v, Mapping) and "client_id" in v]
+    return named[0] if named else None
+
+
+def _provider_settings(section: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The settings of the provider sign-in uses (``[auth]`` itself, or the first ``[auth.x]``)."""
+    name = _provider_name(section)
+    return section if name is None else section[name]
 
 
 def _probe(settings: Mapping[str, Any]) -> str | None:
@@ -172,7 +178,7 @@ def sign_in_page() -> None:
         return
     if st.button(t("Sign in", "登录"), type="primary", key="hooklab_sign_in"):
         try:
-            st.login()
+            st.login(_provider_name(auth_section() or {}))
         except st.errors.StreamlitAPIException as exc:  # incomplete [auth] settings
             log.warning("st.login failed: %s", exc)
             st.error(t(f"Sign-in is not available: {exc}", f"无法登录：{exc}"))
