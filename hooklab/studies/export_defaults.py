@@ -44,11 +44,15 @@ FILE_FORMAT = "hooklab-default-1"
 
 def default_configs() -> dict[str, Any]:
     """Name -> :class:`hooklab.studies.train.TrainConfig` of every shipped default, in export order:
-    ``trained_model()``'s default and the bias experiment's two arms (:func:`hooklab.studies.bias.arm_config`).
+    ``trained_model()``'s default, the bias experiment's two arms (:func:`hooklab.studies.bias.arm_config`)
+    and the default recipe on shuffled labels (the data-randomisation sanity check).
     """
     return {"simple_cnn_shapes": train.TrainConfig(),
             "simple_cnn_biased": bias.arm_config("biased"),
-            "simple_cnn_rebalanced": bias.arm_config("rebalanced")}
+            "simple_cnn_rebalanced": bias.arm_config("rebalanced"),
+            # the data-randomisation sanity check (hooklab.cam.sanity): the default recipe on
+            # shapes whose training labels are permuted
+            "simple_cnn_shuffled": train.TrainConfig(shuffle_labels=True)}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -143,6 +143,8 @@ class TrainConfig:
     recipe: str = "hooklab"          # "seed": the seed's loop: torch.manual_seed(seed), the model,
     #                                  then DataLoader(shuffle=True) batches (last one partial);
     #                                  "vit": hooklab's batches, AdamW + warm-up + cosine decay
+    shuffle_labels: bool = False     # permute the training labels (seeded by data_seed): the
+    #                                  data-randomisation sanity check's model (hooklab.sanity)
 
     def edit_specs(self) -> list[dict[str, Any]]:
         """The edits as JSON specs ``{"layer", "target", "edit": {...}}`` (validated)."""
@@ -153,6 +155,8 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["edits"] = self.edit_specs()
         d["layers"] = list(self.layers) if self.layers is not None else None
+        if not self.shuffle_labels:  # absent when off: the keys of earlier configs are unchanged
+            del d["shuffle_labels"]
         return d
 
     @classmethod
@@ -226,6 +230,8 @@ def _check(config: TrainConfig) -> None:
     if config.model.lower().replace("-", "_") in _FIXED_224:
         raise TrainingError(f"{config.model} takes 224x224 inputs (its position embedding is "
                             "fixed); train simple_vit, the small ViT, on the 32x32 shapes images")
+    if config.shuffle_labels and config.data == "cifar10":
+        raise TrainingError("shuffle_labels works on the shapes data sets, not cifar10")
     if not 0.0 <= float(config.cue_prob) <= 1.0:
         raise TrainingError(f"cue_prob must be in [0, 1], got {config.cue_prob!r}")
     if not (isinstance(config.act_penalty, (int, float)) and 0 <= config.act_penalty < 1e6):
@@ -289,7 +295,12 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any | None]:
         prob = config.cue_prob if config.data == "biased_shapes" else 1.0 / k
         make = lambda n, split: data_mod.make_biased_shapes(  # noqa: E731
             n, config.data_seed, split, prob)
-    return make(config.n_train, "train"), (make(config.n_test, "test") if config.n_test else None)
+    train_data = make(config.n_train, "train")
+    if config.shuffle_labels:  # labels permuted across the images: no label follows its image
+        gen = torch.Generator().manual_seed(config.data_seed)
+        train_data = dataclasses.replace(
+            train_data, labels=train_data.labels[torch.randperm(config.n_train, generator=gen)])
+    return train_data, (make(config.n_test, "test") if config.n_test else None)
 
 
 def _build_model(config: TrainConfig) -> nn.Module:
