@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from hooklab.cam import sanity  # hooklab.sanity: MPRT cascade, data randomisation
 from hooklab.charts import notebook as _notebook  # noqa: F401 - registers .plot()'s figures
 from hooklab.core import edits
 from hooklab.core.errors import HooklabError
@@ -28,6 +29,6 @@ from hooklab.store.runs import TraceStore
 from hooklab.store.watch import watch
 
 __all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "attention", "edits",
-           "hooks_on", "record", "tensor_stats", "watch"]
+           "hooks_on", "record", "tensor_stats", "watch", "sanity"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
