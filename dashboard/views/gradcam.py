@@ -2,7 +2,8 @@
 
 The seed's three panels (original, jet heatmap, overlay ``0.4·jet + 0.6·image`` with an opacity
 slider), several CAM methods side by side, target layer (automatic by default) and class
-(predicted, chosen, top-k), a class-wise gallery, faithfulness metrics, the layer sweep (which
+(predicted, chosen, top-k), a class-wise gallery, faithfulness metrics, the sanity strip (the maps as the layers are randomised, and
+the data-randomisation test), the layer sweep (which
 layer is most faithful; "use this layer"), CAMs over training (an animation with a step slider),
 the bias experiment, downloads, and "Save run". ``/gradcam?run=<id>`` shows a saved run,
 re-rendered from its stored activations and gradients (no model needed except for Score-CAM).
@@ -10,7 +11,8 @@ re-rendered from its stored activations and gradients (no model needed except fo
 Layout only: CAMs come from :mod:`hooklab.cam.engine`, inputs from :mod:`hooklab.models.inputs`,
 stored runs from :mod:`hooklab.cam.runs`, figures from :mod:`hooklab.charts.cam`; the page's
 cached controls are :mod:`dashboard.components.cam`, the further sections
-:mod:`~.cam_sections` and :mod:`~.cam_trust`, open/save/share :mod:`~.run_flow`.
+:mod:`~.cam_sections`, :mod:`~.cam_sanity` and :mod:`~.cam_trust`, open/save/share
+:mod:`~.run_flow`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import streamlit as st
 
 from dashboard import state
 from dashboard.components import cam as camui
+from dashboard.components import cam_sanity, pickers, run_flow
 from dashboard.components import cam_trust as trust
-from dashboard.components import pickers, run_flow
 from dashboard.components.cam import Model, compute, wrap
 from dashboard.components.cam_sections import (
     bias_section,
@@ -247,20 +249,29 @@ def main() -> None:
     save_section(model, sample, res, targets[pick], alpha, settings)
 
     st.divider()
+    more_sections(model, names, sample, res, targets[pick], pick, method, alpha, spatial)
+
+
+def more_sections(model: Model, names: list[str], sample: InputChoice, res: camlib.CamResult,
+                  target: int, pick: int, method: str, alpha: float, spatial: list[str]) -> None:
+    """The "More" radio and the chosen section below the panels."""
     sections = {"methods": t("Methods side by side", "方法对比"),
                 "gallery": t("Class gallery", "类别图库"),
                 "metrics": t("Faithfulness", "可信度指标"),
+                "sanity": t("Sanity checks", "合理性检查"),
                 "sweep": t("Layer sweep", "层扫描"),
                 "training": t("CAMs over training", "训练过程中的 CAM"),
                 "bias": t("Bias experiment", "偏差实验")}
     section = st.radio(t("More", "更多"), list(sections), format_func=sections.get,
                        horizontal=True, key="gradcam_section")
     if section == "methods":
-        methods_section(model, sample, res, targets[pick], alpha)
+        methods_section(model, sample, res, target, alpha)
     elif section == "gallery":
         gallery_section(model, names, res.layer, method, alpha)
     elif section == "metrics":
         metrics_section(model, sample, res, pick)
+    elif section == "sanity":
+        cam_sanity.sanity_section(model, sample, res, target, alpha)
     elif section == "sweep":
         trust.sweep_section(model, sample, spatial)
     elif section == "training":

@@ -2,7 +2,10 @@
 experiment) render as an animated Plotly figure with a step slider and a play button, and
 playing it ends on another frame (step 150); the layer sweep shows its recommendation.
 
-With ``HOOKLAB_SCREENSHOTS=1`` the animation is saved as ``docs/img/cam_training.png``.
+The sanity strip (the maps as the layers are randomised from the top, with their similarity, and
+the data-randomisation pair) is drawn with its verdict in words. With ``HOOKLAB_SCREENSHOTS=1``
+the animation and the strip are saved as ``docs/img/cam_training.png`` and
+``docs/img/sanity_strip.png``.
 """
 
 from __future__ import annotations
@@ -89,3 +92,25 @@ def test_layer_sweep_recommends_a_layer_in_chromium(server, page, ui):
     ui.wait_idle(page)
     _no_error(page)
     _main(page).get_by_text(re.compile(r"Layer: conv\d")).first.wait_for(timeout=SLOW_MS)
+
+
+def test_sanity_strip_in_chromium(server, page, ui):
+    """The cascade strip (original + one map per randomised layer, each with its similarity),
+    the verdict in words, and the data-randomisation pair beside it."""
+    ui.open_page(page, server + "/gradcam")
+    _section(page, ui, "Sanity checks")
+    _main(page).get_by_role("button", name="Run the sanity checks").click()
+    ui.wait_idle(page, timeout=LONG_MS)
+    _no_error(page)
+    strip = _main(page).locator(CHART).filter(has_text="SSIM").first
+    strip.wait_for(timeout=SLOW_MS)
+    assert strip.locator("image").count() == 6  # original + fc2, fc1, conv3, conv2, conv1
+    for layer in ("fc2", "fc1", "conv3", "conv2", "conv1"):
+        assert strip.get_by_text(re.compile(rf"^{layer}$")).count() >= 1
+    _main(page).get_by_text(re.compile(r"layers randomised, Spearman")).first.wait_for()
+    _main(page).get_by_text(re.compile(r"^Expected: A faithful method's maps fall apart")
+                            ).first.wait_for()
+    _main(page).get_by_text(re.compile(r"shuffled labels vs true labels")).first.wait_for()
+    if os.environ.get("HOOKLAB_SCREENSHOTS") == "1":
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        strip.screenshot(path=str(ROOT / "docs" / "img" / "sanity_strip.png"))

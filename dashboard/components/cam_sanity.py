@@ -1,0 +1,106 @@
+"""The Grad-CAM page's sanity strip (layout only): the model-parameter randomisation cascade
+and, beside it, the data-randomisation test, both from :mod:`hooklab.cam.sanity` (Adebayo et
+al. 2018), with the expected outcome said in words and the library's verdict.
+
+The strip is one row of overlays, the original map first, then the map with one more layer
+re-initialised from the top; each titled with its Spearman correlation and SSIM to the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from dashboard import state
+from dashboard.components.cam import Model, _digest
+from dashboard.components.pickers import InputChoice
+from dashboard.i18n import t
+from hooklab.cam import engine as camlib
+from hooklab.cam import sanity
+from hooklab.charts import cam as charts
+from hooklab.charts import cam_training as line_charts
+from hooklab.data import datasets as datalib
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _mprt(model_key: str, digest: str, method: str, layer: str, target: int, _model: Model,
+          _x: Any) -> sanity.MPRTResult:
+    with _model.lock:
+        return sanity.mprt(_model.net, _x, method, layer=layer, target=[int(target)])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _data_test(digest: str, method: str, layer: str, target: int, _x: Any
+               ) -> sanity.DataRandomisationResult:
+    return sanity.data_randomisation(_x, method, layer=layer, target=[int(target)])
+
+
+def _strip_titles(res: sanity.MPRTResult) -> list[str]:
+    rho, ss = res.mean_spearman(), res.mean_ssim()
+    return [f"{lab}<br>ρ {r:.2f} · SSIM {s:.2f}" if k else lab
+            for k, (lab, r, s) in enumerate(zip(res.labels, rho, ss, strict=True))]
+
+
+def sanity_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int,
+                   alpha: float) -> None:
+    """The cascade strip and the data-randomisation test for a chosen method at the page's
+    layer and class."""
+    st.markdown(t("Does the map explain the **model** or only the **image**? Randomise the "
+                  "model's layers from the top down, one more each time, and compare the maps "
+                  "with the original one (Spearman rank correlation, SSIM).",
+                  "热力图解释的是**模型**还是只是**图像**？从顶层往下逐层随机化模型参数，每次多一层，"
+                  "并与原始热力图比较（Spearman 秩相关、SSIM）。"))
+    methods = list(camlib.METHODS)
+    method = st.selectbox(t("Method", "方法"), methods, index=methods.index(res.method)
+                          if res.method in methods else 0,
+                          format_func=lambda m: camlib.METHODS[m].title,
+                          key="gradcam_sanity_method")
+    settings = (model.choice.key, _digest(sample.x), method, res.layer, int(target))
+    if st.button(t("Run the sanity checks", "运行合理性检查"), key="gradcam_sanity_run"):
+        with st.status(t("Randomising the layers one by one…", "逐层随机化…"),
+                       expanded=False) as status, state.guard(t("Sanity checks", "合理性检查")):
+            cascade = _mprt(*settings, model, sample.x)
+            status.update(label=t("Cascade done.", "级联完成。"), state="complete")
+        st.session_state["gradcam_sanity"] = {"settings": settings, "cascade": cascade}
+    done = st.session_state.get("gradcam_sanity")
+    if not done or done["settings"][0] != model.choice.key:
+        st.caption(t("Press the button: one CAM per randomised layer.",
+                     "点击按钮：每个随机化的层计算一个 CAM。"))
+        return
+    if done["settings"] != settings:
+        st.caption(t("Settings changed: press the button again to update.",
+                     "设置已改变：再次点击按钮以更新。"))
+    cascade: sanity.MPRTResult = done["cascade"]
+    maps = list(cascade.maps[:, 0].numpy())
+    st.plotly_chart(charts.rows_grid([sample.display] * len(maps),
+                                     {t("cascade", "级联"): maps}, _strip_titles(cascade),
+                                     alpha=alpha, tile=170),
+                    width="stretch", key="gradcam_sanity_strip")
+    (st.success if cascade.passed else st.warning)(cascade.verdict)
+    st.caption(t("Expected: ", "预期：") + cascade.expected)
+    left, right = st.columns([3, 2])
+    with left:
+        steps = list(range(len(cascade.labels)))
+        st.plotly_chart(line_charts.location_curves(
+            steps, {"Spearman": cascade.mean_spearman(), "SSIM": cascade.mean_ssim()},
+            x_title=t("layers randomised (top first)", "已随机化的层数（从顶层起）"),
+            y_title=t("similarity to the original", "与原图的相似度")),
+            width="stretch", key="gradcam_sanity_curves")
+    with right:
+        st.markdown(t("**Data randomisation**: the same CAM for the SimpleCNN trained on "
+                      "shuffled labels.", "**数据随机化**：用打乱标签训练的 SimpleCNN 的同一 CAM。"))
+        if tuple(model.info.class_names) != tuple(datalib.SHAPE_CLASSES):
+            st.info(t("This test compares the shipped shapes SimpleCNNs: pick the shapes model.",
+                      "此测试比较随附的 shapes SimpleCNN：请选择 shapes 模型。"))
+            return
+        data = state.attempt(t("Data-randomisation test", "数据随机化测试"), _data_test,
+                             *settings[1:], sample.x)
+        if data is None:
+            return
+        st.plotly_chart(charts.rows_grid(
+            [sample.display] * 2, {"": [data.trained[0].numpy(), data.shuffled[0].numpy()]},
+            [t("true labels", "真实标签"), t("shuffled labels", "打乱的标签")], alpha=alpha),
+            width="stretch", key="gradcam_sanity_data")
+        (st.success if data.passed else st.warning)(data.verdict)
+        st.caption(t("Expected: ", "预期：") + data.expected)
