@@ -50,8 +50,9 @@ from hooklab.studies import train
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES_SHOWN = ("simple_cnn", "simple_model", "resnet18", "mobilenet_v3_small", "vgg11_bn",
-                     "resnet50", "densenet121", "efficientnet_b0")
+MODEL_NAMES_SHOWN = ("simple_cnn", "simple_vit", "simple_model", "resnet18", "mobilenet_v3_small",
+                     "vgg11_bn", "resnet50", "densenet121", "efficientnet_b0", "vit_b_16",
+                     "swin_t")
 WEIGHT_SOURCES = ("auto", "random", "shapes", "upload")
 #: The seed's SimpleCNN trained by the seed's own recipe on a local CIFAR-10 copy.
 SEED_RECIPE = "cifar10-seed"
@@ -156,7 +157,7 @@ def _seed_recipe_model(name: str, progress: Any = None) -> nn.Module:
 def _class_names(model: nn.Module, name: str) -> tuple[str, ...]:
     info = getattr(model, "hooklab_info", None)
     names = tuple(getattr(info, "class_names", ()) or ())
-    if not names and name == "simple_cnn":
+    if not names and name in zoo.SMALL_MODELS:
         names = _cifar_names()
     return names
 
@@ -166,9 +167,9 @@ def _cifar_names() -> tuple[str, ...]:
 
 
 def default_weights(name: str) -> str:
-    """``"shapes"`` (trained on the shapes set) for the SimpleCNN, ``"registered"`` for a
-    registered model with a weights file, else ``"random"``."""
-    if name == "simple_cnn":
+    """``"shapes"`` (trained on the shapes set, the shipped weights) for the SimpleCNN and the
+    SimpleViT, ``"registered"`` for a registered model with a weights file, else ``"random"``."""
+    if name in zoo.SMALL_MODELS:
         return "shapes"
     item = registry.entry(name)
     return REGISTERED if item is not None and item.weights else "random"
@@ -238,7 +239,7 @@ def model_picker(key: str, default: dict[str, Any] | None = None, *,
               "shapes": t("trained on shapes", "在 shapes 上训练"),
               "upload": t("upload weights", "上传权重"),
               SEED_RECIPE: t("seed recipe (CIFAR-10)", "课程配方（CIFAR-10）")}
-    options = [w for w in WEIGHT_SOURCES if w != "shapes" or name == "simple_cnn"]
+    options = [w for w in WEIGHT_SOURCES if w != "shapes" or name in zoo.SMALL_MODELS]
     if seed_recipe and name == "simple_cnn" and cifar_available():
         options.insert(options.index("upload"), SEED_RECIPE)
     w0 = str(default.get("weights", "auto")).split(":")[0]
@@ -505,18 +506,33 @@ EDIT_HELP = ("One edit per line: LAYER=EDIT, or LAYER:TARGET=EDIT with TARGET gr
              "channel_mask([0, 3]), noise(std, seed=0). Example: conv2=scale(0.5)")
 
 
+def _is_attention_block(module: nn.Module) -> bool:
+    """A transformer block: a module with an attention module among its direct children
+    (torchvision's ViT ``EncoderBlock``: ``self_attention``; Swin's blocks: ``attn``)."""
+    return any(isinstance(c, nn.MultiheadAttention) or "attention" in type(c).__name__.lower()
+               for c in module.children())
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _default_edit(_model: nn.Module, key: str) -> str:
+    names = {n for n, _ in _model.named_modules()}
+    if "conv2" in names:
+        return "conv2=scale(0.5)"
+    blocks = [n for n, m in _model.named_modules() if n and _is_attention_block(m)]
+    if blocks:  # a transformer: halve the gradient at a block's (B, T, D) output
+        return f"{blocks[max(0, len(blocks) // 2 - 1)]}=scale(0.5)"
     with_params = [n for n, m in _model.named_modules() if n and next(m.children(), None) is None
                    and any(True for _ in m.parameters(recurse=False))]
-    if not with_params or "conv2" in with_params:
+    if not with_params:
         return "conv2=scale(0.5)"
     return f"{with_params[max(0, len(with_params) // 2 - 1)]}=scale(0.5)"
 
 
 def default_edit(model: ModelChoice) -> str:
     """An example edit line for ``model``: halve the gradient at ``conv2`` (the seed's layer)
-    when it has one, else at a parametrised leaf near the middle (a registered model)."""
+    when it has one; for a transformer at a block near the middle (SimpleViT:
+    ``encoder.layers.encoder_layer_1``); else at a parametrised leaf near the middle (a
+    registered model)."""
     return _default_edit(model.model, model.key)
 
 

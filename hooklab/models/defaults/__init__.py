@@ -1,8 +1,9 @@
 """The shipped default weights: the same bytes on every machine.
 
 Float rounding differs between CPUs and thread counts, so weights trained on first use differ
-between machines. The default models (the SimpleCNN on shapes and the two bias-experiment arms)
-are therefore trained once and shipped in this folder as safetensors, listed in
+between machines. The default models (the SimpleCNN on shapes and the two bias-experiment arms,
+the same three for the small ViT, :class:`hooklab.models.vit.SimpleViT`) are therefore trained
+once and shipped in this folder as safetensors, listed in
 ``defaults.json`` with, per file: name, file, training config (``TrainConfig.to_dict``), its
 config key, sha256, size, test accuracy, torch version and the machine that trained it.
 :func:`hooklab.studies.train.trained_model` returns these whenever the config key matches a shipped

@@ -1,0 +1,73 @@
+"""Screenshot of the Grad-CAM page on the SimpleViT (its shipped weights, shapes sample 102):
+``docs/img/vit_cam.png`` for the README.
+
+Starts ``streamlit run dashboard/app.py`` on a free localhost port with a temporary run store,
+opens ``/gradcam`` in Debian's Chromium (Playwright), picks ``simple_vit`` and waits for the
+three panels, then saves the visible page, scrolled to the overlay.
+
+Usage: ``python benchmarks/screenshot_vit.py [--out docs/img/vit_cam.png]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("e2e_harness",
+                                               ROOT / "tests" / "e2e" / "conftest.py")
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)  # the same server/browser helpers as the browser tests
+
+TIMEOUT_MS = 600_000
+
+
+def shoot(browser, url: str, out: Path) -> Path:
+    """Pick simple_vit on the Grad-CAM page, wait for the overlay, save a screenshot."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    main = page.locator("[data-testid='stMain']")
+    harness.open_page(page, url + "/gradcam", timeout=TIMEOUT_MS)
+    box = main.locator("[data-testid='stSelectbox']").filter(has_text="Model").first
+    box.click()
+    page.get_by_role("option", name="simple_vit", exact=True).click()
+    harness.wait_idle(page, timeout=TIMEOUT_MS)
+    overlay = main.locator("[data-testid='stPlotlyChart']:has-text('Overlay')").first
+    overlay.wait_for(timeout=TIMEOUT_MS)
+    overlay.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(1500)  # let Plotly finish drawing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out))
+    ctx.close()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "vit_cam.png")
+    args = ap.parse_args()
+    if not os.path.exists(harness.CHROMIUM):
+        print(f"{harness.CHROMIUM} not found: install Debian's chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = harness.start_server(Path(tmp) / "store", log_path=Path(tmp) / "server.log")
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=harness.CHROMIUM,
+                                             args=harness.CHROMIUM_ARGS)
+                path = shoot(browser, url, args.out)
+                browser.close()
+        finally:
+            harness.stop_server(proc)
+    print(f"screenshot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
