@@ -1,6 +1,9 @@
-"""The Grad-CAM page's sanity strip (layout only): the model-parameter randomisation cascade
+"""The Grad-CAM page's sanity strip and CAM doctor note (layout only): the model-parameter randomisation cascade
 and, beside it, the data-randomisation test, both from :mod:`hooklab.cam.sanity` (Adebayo et
 al. 2018), with the expected outcome said in words and the library's verdict.
+
+Under the page's map, :func:`doctor_note` shows :func:`hooklab.cam.doctor.diagnose`'s message
+when a map is NaN, blank, uniform or the same for every class.
 
 The strip is one row of overlays, the original map first, then the map with one more layer
 re-initialised from the top; each titled with its Spearman correlation and SSIM to the original.
@@ -16,8 +19,8 @@ from dashboard import state
 from dashboard.components.cam import Model, _digest
 from dashboard.components.pickers import InputChoice
 from dashboard.i18n import t
+from hooklab.cam import doctor, sanity
 from hooklab.cam import engine as camlib
-from hooklab.cam import sanity
 from hooklab.charts import cam as charts
 from hooklab.charts import cam_training as line_charts
 from hooklab.data import datasets as datalib
@@ -104,3 +107,11 @@ def sanity_section(model: Model, sample: InputChoice, res: camlib.CamResult, tar
             width="stretch", key="gradcam_sanity_data")
         (st.success if data.passed else st.warning)(data.verdict)
         st.caption(t("Expected: ", "预期：") + data.expected)
+
+
+def doctor_note(model: Model, sample: InputChoice, res: camlib.CamResult) -> None:
+    """One warning per finding of the CAM doctor (nothing when the maps look fine)."""
+    with state.guard(t("CAM doctor", "CAM 诊断")), model.lock:
+        findings = doctor.diagnose(res, model.net, sample.x)
+    for d in findings:
+        st.warning(t("CAM doctor: ", "CAM 诊断：") + d.message, icon=":material/stethoscope:")

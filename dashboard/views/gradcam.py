@@ -230,6 +230,7 @@ def main() -> None:
     with left:
         show_panels(sample.display, cam, alpha, tname, key="gradcam_panels", true_name=truth,
                     method=camlib.METHODS[res.method].title)
+        cam_sanity.doctor_note(model, sample, res)
     with right:
         if res.logits is not None:
             labels, probs, idx = charts.topk(res.logits[0].numpy(), names, k=min(5, len(names)))

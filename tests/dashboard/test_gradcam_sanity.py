@@ -58,3 +58,24 @@ def test_sanity_strip_is_the_librarys_cascade(store):
         assert len(_figure(at, "gradcam_sanity_data")["data"]) == 2
     else:  # the missing weights are one message; the strip above is still there
         assert len(at.error) == 1 and sanity.SHUFFLED in at.error[0].value
+
+
+def test_cam_doctor_says_nothing_on_a_good_map_and_speaks_under_a_bad_one(store, monkeypatch):
+    at = _app()
+    assert not at.exception and not at.error
+    assert not [w for w in at.warning if "CAM doctor" in w.value]  # the seed's map is fine
+    from hooklab.cam import doctor
+
+    seen = []
+
+    def blank(res, model, x):  # the library's finding for a blank map, as diagnose gives it
+        seen.append((res.layer, tuple(x.shape)))
+        return [doctor.Diagnosis("blank", "wrong_class", (0,),
+                                 "1 map(s) are blank: " + doctor.CAUSES["wrong_class"])]
+
+    monkeypatch.setattr(doctor, "diagnose", blank)
+    at = _app()
+    assert not at.exception and not at.error
+    notes = [w.value for w in at.warning if w.value.startswith("CAM doctor: ")]
+    assert notes == ["CAM doctor: 1 map(s) are blank: " + doctor.CAUSES["wrong_class"]]
+    assert seen == [("conv3", (1, 3, 32, 32))]  # the page's own result and input
