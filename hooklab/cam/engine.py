@@ -349,7 +349,9 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
             found[name] = lay
             if lay.kind == "spatial":
                 if not need_grad:
-                    store[name] = out.detach()
+                    # a copy: a later in-place op (ReLU(inplace=True), DenseNet's norm5 ->
+                    # relu) would otherwise change the stored activation
+                    store[name] = out.detach().clone()
                     return None
                 # A leaf at the first captured layer (nothing below needs a graph); a layer
                 # above an earlier captured one keeps its graph so the gradient reaches both.
@@ -357,7 +359,7 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
                 store[name] = act
                 return act.clone()  # in-place ops downstream modify the clone, never `act`
             if not need_grad:
-                store[name] = lay.to_spatial(out.detach())
+                store[name] = lay.to_spatial(out.detach()).clone()
                 return None
             # Tokens / channel-last: the spatial view is the leaf; the network gets the layer
             # output rebuilt from it (the extra tokens from the output itself, keeping their
