@@ -14,8 +14,17 @@ Then the bias experiment: fraction of CAM maxima on the spurious cue vs on the o
 model trained on biased shapes (cue names the label 95 % of the time) and one trained on
 rebalanced shapes, with Grad-CAM, HiResCAM (the experiment's default) and Score-CAM.
 
+Then "Can this map be trusted?": for every method of the registry (``hooklab.cam.METHODS``) on
+``--trust-n`` test images: ROAD MoRF / LeRF / combined (:mod:`hooklab.cam.road`, logit score,
+percentiles 10..90), the MPRT cascade's mean Spearman and SSIM at full randomisation
+(:func:`hooklab.sanity.mprt`) and the data-randomisation test (shipped ``simple_cnn_shuffled``,
+SimpleCNN only), beside the random-map baseline's ROAD; the ``check`` column says which methods
+fail the MPRT check (goal: similarity at full randomisation <= 0.3). A method the model cannot
+have (CAM without a pooling + Linear head, attention methods on a CNN) is listed as n/a.
+
 Usage: ``python benchmarks/bench_quality.py [--n 200] [--steps 16] [--tolerance 2]
-[--seeds 0 1 2 3] [--no-seeds] [--no-bias] [--threads K]`` (``--seeds`` trains one model per
+[--seeds 0 1 2 3] [--no-seeds] [--no-bias] [--threads K] [--trust-n 32] [--no-trust]
+[--only-trust] [--methods gradcam ...] [--model simple_cnn|simple_vit]`` (``--seeds`` trains one model per
 seed and recipe; ``benchmarks/seed_spread.py`` measures the recipe over seeds in full).
 """
 
@@ -95,6 +104,45 @@ def bias_table(n: int, seed: int, tolerance: float, methods: list[str]) -> None:
                   f"{follows:>11.3f}")
 
 
+def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> None:
+    """ROAD, the MPRT cascade at full randomisation and the data-randomisation test per method."""
+    from hooklab.cam import road, sanity
+    from hooklab.core.errors import HooklabError
+
+    x = test.images[:n]
+    print()
+    print(f"Can this map be trusted? {n} test images, predicted-class targets; ROAD (logit "
+          f"change, percentiles 10..90; MoRF lower, LeRF and combined higher are better); MPRT: "
+          f"mean Spearman / SSIM to the original map with every layer randomised (goal <= "
+          f"{sanity.THRESHOLD}); data test: the same vs the model trained on shuffled labels")
+    print(f"{'method':<14} {'MoRF':>7} {'LeRF':>7} {'comb.':>7} {'MPRT rho':>9} {'MPRT ssim':>10}"
+          f" {'data rho':>9} {'data ssim':>10} {'s':>6}  check")
+    for name in methods:
+        t0 = time.perf_counter()
+        try:
+            res = cam.compute(model, x, name)
+            r = road.road(model, x[res.sample], res.maps, res.targets).summary()
+            m = sanity.mprt(model, x, name)
+            d = sanity.data_randomisation(x, name) if data_test else None
+        except HooklabError as exc:
+            print(f"{name:<14} n/a: {str(exc)[:90]}")
+            continue
+        f = m.final
+        dd = (f"{d.final['spearman']:>9.3f} {d.final['ssim']:>10.3f}" if d is not None
+              else f"{'':>9} {'':>10}")
+        check = "passes" if m.passed else "FAILS (maps survive randomisation)"
+        if d is not None and not d.passed:
+            check += "; data test FAILS"
+        print(f"{name:<14} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
+              f"{r['road_combined']:>7.3f} {f['spearman']:>9.3f} {f['ssim']:>10.3f} {dd} "
+              f"{time.perf_counter() - t0:>6.0f}  {check}", flush=True)
+    res = cam.compute(model, x, "gradcam")
+    rnd = metrics.random_maps(len(res), tuple(x.shape[-2:]), seed=seed)
+    r = road.road(model, x[res.sample], rnd, res.targets).summary()
+    print(f"{'random':<14} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
+          f"{r['road_combined']:>7.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="test images")
@@ -108,6 +156,13 @@ def main() -> None:
     ap.add_argument("--bias-methods", nargs="+", default=["gradcam", "hirescam", "scorecam"])
     ap.add_argument("--no-bias", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--trust-n", type=int, default=32, help="images of the trust table")
+    ap.add_argument("--no-trust", action="store_true", help="skip the trust table")
+    ap.add_argument("--only-trust", action="store_true", help="only the trust table")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="trust-table methods (default: every method of the registry)")
+    ap.add_argument("--model", default="simple_cnn", choices=["simple_cnn", "simple_vit"],
+                    help="shipped model of the trust table (simple_vit: simple_vit_shapes)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +171,16 @@ def main() -> None:
     t0 = time.perf_counter()
     model = shapes_model().eval()
     test = make_shapes(args.n, seed=args.seed, split="test")
+    if not args.no_trust:
+        from hooklab.models import zoo
+
+        tmodel = model if args.model == "simple_cnn" else zoo.shipped_model("simple_vit_shapes")
+        print(f"trust table model: {args.model}")
+        trust_table(tmodel, test, args.methods or list(cam.METHODS), args.trust_n, args.seed,
+                    data_test=args.model == "simple_cnn")
+    if args.only_trust:
+        print(f"total {time.perf_counter() - t0:.0f} s")
+        return
     with torch.no_grad():
         acc = float((model(test.images).argmax(1) == test.labels).float().mean())
     layer = cam.auto_layer(model, test.images)
