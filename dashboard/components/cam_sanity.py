@@ -5,8 +5,9 @@ al. 2018), with the expected outcome said in words and the library's verdict.
 Under the page's map, :func:`doctor_note` shows :func:`hooklab.cam.doctor.diagnose`'s message
 when a map is NaN, blank, uniform or the same for every class.
 
-The strip is one row of overlays, the original map first, then the map with one more layer
-re-initialised from the top; each titled with its Spearman correlation and SSIM to the original.
+The strip is :func:`hooklab.charts.sanity.sanity_strip`: the original map, then the map with one
+more layer re-initialised from the top, each with its Spearman correlation and SSIM to the
+original, and the data-randomisation pair beside them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from dashboard.components.pickers import InputChoice
 from dashboard.i18n import t
 from hooklab.cam import doctor, sanity
 from hooklab.cam import engine as camlib
-from hooklab.charts import cam as charts
 from hooklab.charts import cam_training as line_charts
+from hooklab.charts import sanity as sanity_charts
 from hooklab.data import datasets as datalib
 
 
@@ -39,14 +40,8 @@ def _data_test(digest: str, method: str, layer: str, target: int, _x: Any
     return sanity.data_randomisation(_x, method, layer=layer, target=[int(target)])
 
 
-def _strip_titles(res: sanity.MPRTResult) -> list[str]:
-    rho, ss = res.mean_spearman(), res.mean_ssim()
-    return [f"{lab}<br>ρ {r:.2f} · SSIM {s:.2f}" if k else lab
-            for k, (lab, r, s) in enumerate(zip(res.labels, rho, ss, strict=True))]
-
-
-def sanity_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int,
-                   alpha: float) -> None:
+def sanity_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int
+                   ) -> None:
     """The cascade strip and the data-randomisation test for a chosen method at the page's
     layer and class."""
     st.markdown(t("Does the map explain the **model** or only the **image**? Randomise the "
@@ -75,38 +70,28 @@ def sanity_section(model: Model, sample: InputChoice, res: camlib.CamResult, tar
         st.caption(t("Settings changed: press the button again to update.",
                      "设置已改变：再次点击按钮以更新。"))
     cascade: sanity.MPRTResult = done["cascade"]
-    maps = list(cascade.maps[:, 0].numpy())
-    st.plotly_chart(charts.rows_grid([sample.display] * len(maps),
-                                     {t("cascade", "级联"): maps}, _strip_titles(cascade),
-                                     alpha=alpha, tile=170),
+    data = None
+    if tuple(model.info.class_names) == tuple(datalib.SHAPE_CLASSES):
+        data = state.attempt(t("Data-randomisation test", "数据随机化测试"), _data_test,
+                             *settings[1:], sample.x)
+    else:
+        st.info(t("The data-randomisation test compares the shipped shapes SimpleCNNs (true vs "
+                  "shuffled labels): pick the shapes model to see it beside the strip.",
+                  "数据随机化测试比较随附的 shapes SimpleCNN（真实标签与打乱标签）：请选择 shapes "
+                  "模型以在旁边看到它。"))
+    st.plotly_chart(sanity_charts.sanity_strip(cascade, 0, data=data),
                     width="stretch", key="gradcam_sanity_strip")
     (st.success if cascade.passed else st.warning)(cascade.verdict)
     st.caption(t("Expected: ", "预期：") + cascade.expected)
-    left, right = st.columns([3, 2])
-    with left:
-        steps = list(range(len(cascade.labels)))
-        st.plotly_chart(line_charts.location_curves(
-            steps, {"Spearman": cascade.mean_spearman(), "SSIM": cascade.mean_ssim()},
-            x_title=t("layers randomised (top first)", "已随机化的层数（从顶层起）"),
-            y_title=t("similarity to the original", "与原图的相似度")),
-            width="stretch", key="gradcam_sanity_curves")
-    with right:
-        st.markdown(t("**Data randomisation**: the same CAM for the SimpleCNN trained on "
-                      "shuffled labels.", "**数据随机化**：用打乱标签训练的 SimpleCNN 的同一 CAM。"))
-        if tuple(model.info.class_names) != tuple(datalib.SHAPE_CLASSES):
-            st.info(t("This test compares the shipped shapes SimpleCNNs: pick the shapes model.",
-                      "此测试比较随附的 shapes SimpleCNN：请选择 shapes 模型。"))
-            return
-        data = state.attempt(t("Data-randomisation test", "数据随机化测试"), _data_test,
-                             *settings[1:], sample.x)
-        if data is None:
-            return
-        st.plotly_chart(charts.rows_grid(
-            [sample.display] * 2, {"": [data.trained[0].numpy(), data.shuffled[0].numpy()]},
-            [t("true labels", "真实标签"), t("shuffled labels", "打乱的标签")], alpha=alpha),
-            width="stretch", key="gradcam_sanity_data")
+    if data is not None:
         (st.success if data.passed else st.warning)(data.verdict)
         st.caption(t("Expected: ", "预期：") + data.expected)
+    steps = list(range(len(cascade.labels)))
+    st.plotly_chart(line_charts.location_curves(
+        steps, {"Spearman": cascade.mean_spearman(), "SSIM": cascade.mean_ssim()},
+        x_title=t("layers randomised (top first)", "已随机化的层数（从顶层起）"),
+        y_title=t("similarity to the original", "与原图的相似度")),
+        width="stretch", key="gradcam_sanity_curves")
 
 
 def doctor_note(model: Model, sample: InputChoice, res: camlib.CamResult) -> None:

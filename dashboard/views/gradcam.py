@@ -272,7 +272,7 @@ def more_sections(model: Model, names: list[str], sample: InputChoice, res: caml
     elif section == "metrics":
         metrics_section(model, sample, res, pick)
     elif section == "sanity":
-        cam_sanity.sanity_section(model, sample, res, target, alpha)
+        cam_sanity.sanity_section(model, sample, res, target)
     elif section == "sweep":
         trust.sweep_section(model, sample, spatial)
     elif section == "training":

@@ -104,8 +104,10 @@ def test_sanity_strip_in_chromium(server, page, ui):
     _no_error(page)
     strip = _main(page).locator(CHART).filter(has_text="SSIM").first
     strip.wait_for(timeout=SLOW_MS)
-    assert strip.locator("image").count() == 6  # original + fc2, fc1, conv3, conv2, conv1
-    for layer in ("fc2", "fc1", "conv3", "conv2", "conv1"):
+    # original + fc2, fc1, conv3, conv2, conv1, then the true / shuffled labels pair
+    assert strip.locator("image").count() == 8
+    for layer in ("original", "fc2", "fc1", "conv3", "conv2", "conv1", "true labels",
+                  "shuffled labels"):
         assert strip.get_by_text(re.compile(rf"^{layer}$")).count() >= 1
     _main(page).get_by_text(re.compile(r"layers randomised, Spearman")).first.wait_for()
     _main(page).get_by_text(re.compile(r"^Expected: A faithful method's maps fall apart")
