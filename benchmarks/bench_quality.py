@@ -115,7 +115,7 @@ def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> Non
           f"change, percentiles 10..90; MoRF lower, LeRF and combined higher are better); MPRT: "
           f"mean Spearman / SSIM to the original map with every layer randomised (goal <= "
           f"{sanity.THRESHOLD}); data test: the same vs the model trained on shuffled labels")
-    print(f"{'method':<14} {'MoRF':>7} {'LeRF':>7} {'comb.':>7} {'MPRT rho':>9} {'MPRT ssim':>10}"
+    print(f"{'method':<19} {'MoRF':>7} {'LeRF':>7} {'comb.':>7} {'MPRT rho':>9} {'MPRT ssim':>10}"
           f" {'data rho':>9} {'data ssim':>10} {'s':>6}  check")
     for name in methods:
         t0 = time.perf_counter()
@@ -125,7 +125,7 @@ def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> Non
             m = sanity.mprt(model, x, name)
             d = sanity.data_randomisation(x, name) if data_test else None
         except HooklabError as exc:
-            print(f"{name:<14} n/a: {str(exc)[:90]}")
+            print(f"{name:<19} n/a: {str(exc)[:90]}")
             continue
         f = m.final
         dd = (f"{d.final['spearman']:>9.3f} {d.final['ssim']:>10.3f}" if d is not None
@@ -133,13 +133,13 @@ def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> Non
         check = "passes" if m.passed else "FAILS (maps survive randomisation)"
         if d is not None and not d.passed:
             check += "; data test FAILS"
-        print(f"{name:<14} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
+        print(f"{name:<19} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
               f"{r['road_combined']:>7.3f} {f['spearman']:>9.3f} {f['ssim']:>10.3f} {dd} "
               f"{time.perf_counter() - t0:>6.0f}  {check}", flush=True)
     res = cam.compute(model, x, "gradcam")
     rnd = metrics.random_maps(len(res), tuple(x.shape[-2:]), seed=seed)
     r = road.road(model, x[res.sample], rnd, res.targets).summary()
-    print(f"{'random':<14} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
+    print(f"{'random':<19} {r['road_morf']:>7.3f} {r['road_lerf']:>7.3f} "
           f"{r['road_combined']:>7.3f}")
 
 
