@@ -161,10 +161,10 @@ SEVEN = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "HiResCAM", "LayerCAM", "Score-C
 
 def test_methods_side_by_side_and_metrics(store):
     at = _app()
-    fig = _figure(at, "gradcam_methods_fig")  # the default "More" section: all seven
+    fig = _figure(at, "gradcam_methods_fig")  # the default "More" section: the classic seven
     assert [a["text"] for a in fig["layout"]["annotations"]] == SEVEN
     assert [d["type"] for d in fig["data"]] == ["image"] * 7
-    assert any("7 of the 7 methods" in c.value for c in at.caption)
+    assert any(f"7 of the {len(camlib.METHODS)} methods" in c.value for c in at.caption)
     at.toggle(key="gradcam_raw").set_value(True).run()  # raw maps: each one hooklab's map
     _ok(at)
     fig = _figure(at, "gradcam_methods_fig")
@@ -173,7 +173,9 @@ def test_methods_side_by_side_and_metrics(store):
     img, _, _ = datalib.shapes_sample(102)
     model = _default_model(at)
     target = int(np.argmax(_default_logits(at)))
-    for name, trace in zip(camlib.METHODS, fig["data"], strict=True):
+    from dashboard.components.cam_sections import DEFAULT_METHODS
+
+    for name, trace in zip(DEFAULT_METHODS, fig["data"], strict=True):
         ref = camlib.compute(model, img[None], method=name, layer="conv3", target=target)
         np.testing.assert_allclose(_array(trace["z"]), ref.maps[0].numpy(), atol=1e-5,
                                    err_msg=name)
