@@ -544,7 +544,8 @@ def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = No
     rec, names = _dry_run(model, input_shape)
     mods = dict(model.named_modules())
     shape = input_shape or getattr(model, "input_shape", None) or (3, 224, 224)
-    vit = token_target_layer(model, rec, names, (int(shape[-2]), int(shape[-1])))
+    vit = (token_target_layer(model, rec, names, (int(shape[-2]), int(shape[-1])))
+           if len(shape) >= 3 else None)  # a non-image input (a vector) has no token grid
     if vit is not None:
         return vit
     spatial = [n for n in names if n in rec and _is_spatial(rec[n]["shape"])]
