@@ -32,9 +32,27 @@ DEFAULT_METHODS = [m for m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "
                                "scorecam", "eigencam") if m in camlib.METHODS]
 
 
+#: Above this many input pixels the default leaves out the methods that run the model again
+#: (Score-CAM on a 224 px ViT-B/16 or ResNet is hundreds of full forwards: minutes on a CPU).
+SMALL_INPUT_PIXELS = 64 * 64
+
+
+def default_methods(x) -> list[str]:
+    """The side-by-side default for input ``x``: the classic seven, without the model-calling
+    ones (Score-CAM) when the input is large."""
+    if int(x.shape[-2]) * int(x.shape[-1]) <= SMALL_INPUT_PIXELS:
+        return list(DEFAULT_METHODS)
+    return [m for m in DEFAULT_METHODS if not camlib.METHODS[m].needs_model]
+
+
 def methods_section(model: Model, sample: InputChoice, res: camlib.CamResult, target: int,
                     alpha: float) -> None:
-    chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=DEFAULT_METHODS,
+    default = default_methods(sample.x)
+    if len(default) < len(DEFAULT_METHODS):
+        st.caption(t("Score-CAM is left out by default at this input size (it runs the model once "
+                     "per channel); add it below if you want to wait.",
+                     "此输入尺寸下默认不含 Score-CAM（每个通道运行一次模型）；需要时可在下方添加。"))
+    chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=default,
                             format_func=lambda m: camlib.METHODS[m].title, key="gradcam_methods")
     raw = st.toggle(t("Raw maps instead of overlays", "显示原始热力图而非叠加图"),
                     key="gradcam_raw")

@@ -115,7 +115,7 @@ def _check(page, base: str, *literal: str) -> None:
     assert page.locator(f"img[src*='{base.split('//', 1)[1]}']").count() == 0
     main = page.locator("[data-testid='stMain']")
     for text in literal:
-        main.get_by_text(text, exact=False).first.wait_for(timeout=SLOW_MS)
+        main.get_by_text(text, exact=False).filter(visible=True).first.wait_for(timeout=SLOW_MS)
     assert REQUESTS == [], REQUESTS
 
 
