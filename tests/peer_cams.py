@@ -240,3 +240,42 @@ def gapnet(**kwargs) -> GapNet:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
     return model
+
+
+#: The peer-comparison cases: model name -> (target layer, input shape).
+PEER_CASES = {"simple_cnn": ("conv3", (2, 3, 32, 32)), "resnet18": ("layer4", (2, 3, 64, 64))}
+
+
+def peer_case(name: str) -> tuple[nn.Module, str, torch.Tensor, list[int]]:
+    """(model, layer, input, per-image targets [top-1 of image 0, top-2 of image 1]) for a key
+    of :data:`PEER_CASES`: seeded random weights, eval mode, seeded input."""
+    from hooklab.models.zoo import get_model
+
+    layer, shape = PEER_CASES[name]
+    model = get_model(name, seed=0).eval()
+    torch.manual_seed(1)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        logits = model(x)
+    return model, layer, x, [int(logits[0].argmax()), int(logits[1].topk(2).indices[1])]
+
+
+def reference_capture(model: nn.Module, x: torch.Tensor, layer: str, targets: Sequence[int]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Activation and d(Σ target logits)/d(activation) via a retained grad and a full
+    backward (float64), and the logits; the hook and the parameters' ``.grad`` are cleared."""
+    store = {}
+
+    def hook(_m, _i, out):
+        out.retain_grad()
+        store["a"] = out
+
+    h = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        logits = model(x)
+        sum(logits[i, int(t)] for i, t in enumerate(targets)).backward()
+    finally:
+        h.remove()
+        model.zero_grad(set_to_none=True)
+    a = store["a"]
+    return a.detach().double(), a.grad.detach().double(), logits.detach()

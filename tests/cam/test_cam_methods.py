@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from hooklab.cam import engine as cam
 from hooklab.models.zoo import SimpleCNN
+from tests.peer_cams import reference_capture
 
 
 @pytest.fixture(scope="module")
@@ -21,26 +22,6 @@ def setup():
     model = SimpleCNN().eval()
     x = torch.randn(3, 3, 32, 32)
     return model, x
-
-
-def reference_capture(model, x, layer: str, targets: list[int]):
-    """Activation and d(score)/d(activation) via a retained grad and a full backward."""
-    store = {}
-
-    def hook(_m, _i, out):
-        out.retain_grad()
-        store["a"] = out
-
-    h = model.get_submodule(layer).register_forward_hook(hook)
-    try:
-        logits = model(x)
-        score = sum(logits[i, t] for i, t in enumerate(targets))
-        score.backward()
-    finally:
-        h.remove()
-        model.zero_grad(set_to_none=True)
-    a = store["a"]
-    return a.detach().double(), a.grad.detach().double(), logits.detach()
 
 
 def finish(raw: torch.Tensor, size=(32, 32)) -> torch.Tensor:

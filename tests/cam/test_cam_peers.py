@@ -55,7 +55,16 @@ from hooklab.cam import methods as cam_methods
 from hooklab.cam.methods import minmax
 from hooklab.models.zoo import get_model
 from tests.conftest import total_hooks
-from tests.peer_cams import LogProb, captum_gradcam, oracle, pgc, torchcam_raw, torchcam_scorecam
+from tests.peer_cams import (
+    PEER_CASES,
+    LogProb,
+    captum_gradcam,
+    oracle,
+    peer_case,
+    pgc,
+    torchcam_raw,
+    torchcam_scorecam,
+)
 
 RTOL = 1e-4
 REL_ATOL = 1e-4  # times the map's maximum
@@ -87,24 +96,10 @@ class TorchcamScoreCAMUpThenNorm(tc_lib.ScoreCAM):
 
 # -- fixtures --------------------------------------------------------------------------------
 
-CASES = {
-    "simple_cnn": ("conv3", (2, 3, 32, 32)),
-    "resnet18": ("layer4", (2, 3, 64, 64)),
-}
-
-
-@pytest.fixture(scope="module", params=list(CASES))
+@pytest.fixture(scope="module", params=list(PEER_CASES))
 def case(request):
     """(name, model, layer name, input, per-image targets); seeded random weights, eval mode."""
-    name = request.param
-    layer, shape = CASES[name]
-    model = get_model(name, seed=0).eval()
-    torch.manual_seed(1)
-    x = torch.randn(*shape)
-    with torch.no_grad():
-        logits = model(x)
-    targets = [int(logits[0].argmax()), int(logits[1].topk(2).indices[1])]
-    return name, model, layer, x, targets
+    return (request.param, *peer_case(request.param))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from hooklab.cam import methods_model, methods_pure, methods_score
 from hooklab.cam.methods import METHODS, eigencam, method_name, minmax, project
 from hooklab.cam.smoothing import AUGMENTATIONS
 from hooklab.models.zoo import SimpleCNN, get_model
-from tests.peer_cams import gapnet
+from tests.peer_cams import gapnet, reference_capture
 
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -67,24 +67,6 @@ def zoo_cnn():
     model = get_model("simple_cnn", seed=0).eval()
     torch.manual_seed(1)
     return model, torch.randn(2, 3, 32, 32)
-
-
-def capture(model, x, layer: str, targets):
-    """Activation and d(Σ target logits)/d(activation) via ``retain_grad`` and ``backward``."""
-    store = {}
-
-    def hook(_m, _i, out):
-        out.retain_grad()
-        store["a"] = out
-
-    h = model.get_submodule(layer).register_forward_hook(hook)
-    try:
-        logits = model(x)
-        sum(logits[i, int(t)] for i, t in enumerate(targets)).backward()
-    finally:
-        h.remove()
-        model.zero_grad(set_to_none=True)
-    return store["a"].detach().double(), store["a"].grad.detach().double(), logits.detach()
 
 
 def run(no_leak, model, x, method, layer, targets, **kw):
@@ -197,7 +179,7 @@ def test_eigen_smooth_leaves_projection_methods_alone():
 
 def test_compute_eigen_smooth_gradcam(simple, no_leak):
     model, x = simple
-    a, g, _ = capture(model, x, "conv3", [1, 4])
+    a, g, _ = reference_capture(model, x, "conv3", [1, 4])
     res = run(no_leak, model, x, "gradcam", "conv3", [1, 4], eigen_smooth=True)
     close(res.raw, svd_projection(g.mean(dim=(2, 3), keepdim=True) * a), "compute eigen_smooth")
 
@@ -208,7 +190,7 @@ def test_cam_is_the_fc_weights_and_z_times_gradcam(no_leak):
     x = torch.randn(2, 3, 16, 16)
     targets = [2, 4]
     res = run(no_leak, model, x, "cam", "features", targets)
-    a, g, _ = capture(model, x, "features", targets)
+    a, g, _ = reference_capture(model, x, "features", targets)
     w = model.fc.weight.detach().double()[targets]
     close(res.raw, torch.einsum("bc,bchw->bhw", w, a).clamp(min=0), "CAM formula")
     z = a.shape[2] * a.shape[3]  # on a pooling + Linear head, G = W_t / Z everywhere
@@ -241,7 +223,7 @@ def test_ablationcam_against_the_written_out_head(simple, no_leak):
     def head(t):
         return model.fc2(F.relu(model.fc1(model.pool(F.relu(t)).flatten(1))))
 
-    a, _, logits = capture(model, x, "conv3", targets)
+    a, _, logits = reference_capture(model, x, "conv3", targets)
     ref = torch.zeros(2, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         for i, t in enumerate(targets):
@@ -290,11 +272,11 @@ def test_smoothgradcampp_noisy_derivatives(simple, no_leak, monkeypatch):
     targets = [5, 6]
     res = run(no_leak, model, x, "smoothgradcam++", "conv3", targets)
     gen = torch.Generator().manual_seed(11)
-    a, _, _ = capture(model, x, "conv3", targets)
+    a, _, _ = reference_capture(model, x, "conv3", targets)
     gs = []
     for _ in range(3):
         noise = torch.randn(x.shape, generator=gen) * methods_model.SMOOTH_STD
-        gs.append(capture(model, x + noise, "conv3", targets)[1])
+        gs.append(reference_capture(model, x + noise, "conv3", targets)[1])
     d1 = sum(gs) / 3
     d2 = sum(g ** 2 for g in gs) / 3
     d3 = sum(g ** 3 for g in gs) / 3
@@ -363,7 +345,7 @@ def test_sscam_weights_recomputed(zoo_cnn, no_leak, monkeypatch):
     monkeypatch.setattr(methods_score, "SSCAM_SAMPLES", 2)
     monkeypatch.setattr(methods_score, "SEED", 5)
     res = run(no_leak, model, x, "sscam", "conv3", [7], batch_size=128)
-    a, _, _ = capture(model, x, "conv3", [7])
+    a, _, _ = reference_capture(model, x, "conv3", [7])
     masks = minmax(F.interpolate(a.float(), size=(32, 32), mode="bilinear",
                                  align_corners=False)[0])
     gen = torch.Generator().manual_seed(5)
@@ -380,7 +362,7 @@ def test_iscam_weights_recomputed(zoo_cnn, no_leak, monkeypatch):
     x = x[1:]
     monkeypatch.setattr(methods_score, "ISCAM_SAMPLES", 3)
     res = run(no_leak, model, x, "iscam", "conv3", [2], batch_size=64)
-    a, _, _ = capture(model, x, "conv3", [2])
+    a, _, _ = reference_capture(model, x, "conv3", [2])
     masks = minmax(F.interpolate(a.float(), size=(32, 32), mode="bilinear",
                                  align_corners=False)[0])
     w = torch.zeros(128, dtype=torch.float64)
@@ -394,7 +376,7 @@ def test_model_calling_methods_honour_eigen_smooth(simple, no_leak):
     model, x = simple
     res = run(no_leak, model, x, "ablationcam", "conv3", [0, 1], eigen_smooth=True)
     plain = run(no_leak, model, x, "ablationcam", "conv3", [0, 1])
-    a, _, _ = capture(model, x, "conv3", [0, 1])
+    a, _, _ = reference_capture(model, x, "conv3", [0, 1])
     w, _ = methods_score.ablation_weights(a.float(), torch.tensor([0, 1]),
                                           lambda i, acts: model.fc2(F.relu(model.fc1(
                                               model.pool(F.relu(acts)).flatten(1)))), 128)

@@ -40,25 +40,25 @@ from hooklab.cam import methods_model, methods_pure, methods_score
 from hooklab.cam.methods import minmax
 from hooklab.models.zoo import get_model
 from tests.conftest import total_hooks
-from tests.peer_cams import Prob, gapnet, oracle, pgc, pgc_fullgrad, pgc_maps, torchcam_raw
+from tests.peer_cams import (
+    PEER_CASES,
+    Prob,
+    gapnet,
+    oracle,
+    peer_case,
+    pgc,
+    pgc_fullgrad,
+    pgc_maps,
+    torchcam_raw,
+)
 
 RTOL = 1e-4
 REL_ATOL = 1e-4
 
-CASES = {"simple_cnn": ("conv3", (2, 3, 32, 32)), "resnet18": ("layer4", (2, 3, 64, 64))}
-
-
-@pytest.fixture(scope="module", params=list(CASES))
+@pytest.fixture(scope="module", params=list(PEER_CASES))
 def case(request):
     """(name, model, layer, input, per-image targets [top-1 of image 0, top-2 of image 1])."""
-    name = request.param
-    layer, shape = CASES[name]
-    model = get_model(name, seed=0).eval()
-    torch.manual_seed(1)
-    x = torch.randn(*shape)
-    with torch.no_grad():
-        logits = model(x)
-    return name, model, layer, x, [int(logits[0].argmax()), int(logits[1].topk(2).indices[1])]
+    return (request.param, *peer_case(request.param))
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def test_pytorch_grad_cam_fullgrad_agrees(which, ours):
     if which == "gapnet_bn":
         model, layer, shape = gapnet(batchnorm=True), "features", (2, 3, 16, 16)
     else:
-        layer, shape = CASES[which]
+        layer, shape = PEER_CASES[which]
         model = get_model(which, seed=0).eval()
     torch.manual_seed(3)
     x = torch.randn(*shape)
