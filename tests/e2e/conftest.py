@@ -34,6 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ARTIFACTS = ROOT / "test-artifacts"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
+#: How long the app must stay idle before :func:`wait_idle` returns.
+SETTLE_MS = 300
 #: Generous: the first run of a page imports torch and may train the default model.
 SLOW_MS = 90_000
 
@@ -126,6 +128,14 @@ def wait_idle(page, timeout: int = SLOW_MS, started_ms: int = 1500) -> None:
     except Exception:  # the run may be over already
         pass
     page.wait_for_selector(IDLE, timeout=timeout)
+    # A run can end and the next one (a rerun the script asked for, or the first run when the
+    # websocket was slow to connect) begin between two polls: idle counts once it has held for
+    # SETTLE_MS. What a test reads right after still uses a waiting assertion where it can.
+    while True:
+        page.wait_for_timeout(SETTLE_MS)
+        if page.locator(IDLE).count() == 1:
+            return
+        page.wait_for_selector(IDLE, timeout=timeout)
 
 
 def open_page(page, url: str, timeout: int = SLOW_MS) -> None:

@@ -96,7 +96,7 @@ def test_compare_suggests_an_edit_on_the_registered_models_layers(lab_server, pa
     ui.open_page(page, lab_server + "/compare")
     main = _main(page)
     b = main.get_by_role("textbox", name="Configuration B")
-    assert b.input_value() == "conv2=scale(0.5)"  # the seed's SimpleCNN first
+    expect(b).to_have_value("conv2=scale(0.5)", timeout=SLOW_MS)  # the seed's SimpleCNN first
     _pick_lab(page, ui)
     expect(b).to_have_value("block1.conv2=scale(0.5)", timeout=SLOW_MS)  # shown, not only kept
     main.get_by_role("button", name="Run A and B").click()
