@@ -10,8 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "hooklab"
 #: The layers, top to bottom: a module may import from its own layer and the ones before it.
-ORDER = ("core", "recording", "store", "data", "models", "cam", "studies", "scale", "charts",
-         "cli", "testing")
+ORDER = ("core", "recording", "store", "data", "models", "cam", "studies", "charts", "cli",
+         "testing")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from hooklab.scale import cluster
-from hooklab.scale.cluster import ClusterError, ray_session, resolve_address
+from hooklab.studies import cluster
+from hooklab.studies.cluster import ClusterError, ray_session, resolve_address
 
 
 def test_address_argument_then_environment_then_in_process(monkeypatch):
