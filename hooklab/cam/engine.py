@@ -412,6 +412,18 @@ def _replace_output(model: nn.Module, x: torch.Tensor, name: str, sample: int,
     return torch.cat(outs)
 
 
+def _graph_score(score: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+    """``score`` if autograd can differentiate it; else the one clear error (instead of
+    autograd's "element 0 of tensors does not require grad")."""
+    if score.requires_grad:
+        return score
+    raise CamError(
+        f"the model's output has no autograd graph back to {', '.join(map(repr, names))}: the "
+        "layer does not feed the output, or the forward runs under torch.no_grad() (or "
+        "detaches) after it, so a gradient CAM cannot be computed there; pick a layer after "
+        "that point or a gradient-free method (eigencam, scorecam, ablationcam)")
+
+
 def _capture_grads(model: nn.Module, z: torch.Tensor, name: str, targets: torch.Tensor,
                    create_graph: bool, layout: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's activation and ``d(Σ target logits)/dA`` for inputs ``z`` (spatial view)."""
@@ -425,7 +437,7 @@ def _capture_grads(model: nn.Module, z: torch.Tensor, name: str, targets: torch.
         t = targets.to(logits.device).long().reshape(-1, 1)
         if t.shape[0] != logits.shape[0]:
             raise CamError(f"{t.shape[0]} targets for {logits.shape[0]} inputs")
-        score = logits.gather(1, t).sum()
+        score = _graph_score(logits.gather(1, t).sum(), [name])
         (g,) = torch.autograd.grad(score, [a], create_graph=create_graph, allow_unused=True)
     if g is None:
         g = torch.zeros_like(a)
@@ -506,7 +518,7 @@ def _run(model: nn.Module, x: torch.Tensor, names: list[str], specs: list[CamMet
             tj = targets[:, j]
             grads: dict[str, torch.Tensor] = {}
             if layer_grads:
-                selected = logits.gather(1, tj[:, None]).sum()
+                selected = _graph_score(logits.gather(1, tj[:, None]).sum(), names)
                 gs = torch.autograd.grad(selected, [acts[n] for n in names],
                                          retain_graph=j < k - 1, allow_unused=True)
                 for n, g in zip(names, gs, strict=True):
