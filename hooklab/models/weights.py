@@ -42,6 +42,8 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "we
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: What torch's weights-only unpickler says when a pickle asks for code it will not run.
+_NEEDS_CODE = ("GLOBAL", "Can only create new object", "call reduce for unrecognized")
 
 
 class CheckpointError(HooklabError, ValueError):
@@ -98,7 +100,9 @@ def _torch_load_safe(p: Path) -> Any:
             return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if "Weights only load failed" in msg or "GLOBAL" in msg:
+        # torch wraps every refusal in "Weights only load failed"; only these say the file asks
+        # for code ("Unsupported operand" is a byte that is no pickle opcode: corrupt, not unsafe)
+        if any(m in msg for m in _NEEDS_CODE):
             detail = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln
                            or "Unsupported" in ln), "it needs objects beyond tensors")
             raise UnsafeCheckpointError(
@@ -106,12 +110,14 @@ def _torch_load_safe(p: Path) -> Any:
                 f"to load ({detail}). Only plain state dicts (weights_only) or .safetensors are "
                 "accepted; re-save it with torch.save(model.state_dict(), ...) or "
                 "safetensors.torch.save_file(...)") from exc
-        raise CheckpointError(f"{str(p)!r} is not a readable PyTorch checkpoint: {exc}") from exc
+        detail = msg.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+        raise CheckpointError(f"{str(p)!r} is not a readable checkpoint (corrupt, truncated, or "
+                              f"not a PyTorch or safetensors file): {detail.strip()}") from exc
     except Exception as exc:  # the loader's many ways of saying "corrupt"
         if isinstance(exc, HooklabError):
             raise
         raise CheckpointError(
-            f"{str(p)!r} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+            f"{str(p)!r} is not a readable checkpoint (corrupt or truncated?): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 

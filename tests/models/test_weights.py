@@ -128,6 +128,21 @@ def test_corrupt_empty_missing_and_non_state_dict(tmp_path):
         load_state_dict(tmp_path)  # a directory
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_random_bytes_are_corrupt_not_unsafe(tmp_path, seed):
+    """Bytes that are no pickle at all are called corrupt; only a pickle that asks for code
+    is called unsafe (torch wraps both in "Weights only load failed")."""
+    import numpy as np
+
+    junk = np.random.default_rng(seed).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"\x80\x02" + junk if seed % 2 else junk)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+        load_state_dict(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert "weights_only` set to `False`" not in str(info.value)  # no advice to run code
+
+
 def test_mismatch_lists_missing_unexpected_and_shapes(tmp_path):
     sd = _ref_sd()
     bad = dict(sd)
