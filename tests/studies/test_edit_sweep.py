@@ -6,6 +6,8 @@ its row and the others are stored; bad configurations fail before any trial; no 
 from __future__ import annotations
 
 import math
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -228,3 +230,20 @@ def test_a_sweep_that_is_not_in_the_store_is_one_message(tmp_path):
     with pytest.raises(StoreError, match="no sweep 'sweep-x'"):
         load_sweep(TraceStore(tmp_path / "runs"), "sweep-x")
     assert list_sweeps(TraceStore(tmp_path / "runs")).empty
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_cluster_that_does_not_answer_fails_before_any_trial(tmp_path):
+    pytest.importorskip("ray")
+    store = TraceStore(tmp_path / "runs")
+    port = _closed_port()
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match=f"127.0.0.1:{port}.*does not answer"):
+        es.sweep_edits([""], store=store, ray=f"127.0.0.1:{port}", timeout=2.0, **SMALL)
+    assert time.monotonic() - t0 < 15
+    assert store.run_ids() == []
