@@ -33,6 +33,7 @@ from torch import nn
 from hooklab.cam import engine
 from hooklab.cam.methods import METHODS
 from hooklab.core.modes import frozen
+from hooklab.recording.scoped import HookScope
 
 __all__ = ["Diagnosis", "diagnose", "probe", "CAUSES"]
 
@@ -89,8 +90,8 @@ def _probe(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor
         store["a"] = a
         return a.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with HookScope() as hooks:
+        hooks.forward(module, hook)
         with frozen(model), torch.inference_mode(False), torch.enable_grad():
             out = model(x.detach())
             logits = out[0] if isinstance(out, (tuple, list)) else out
@@ -99,8 +100,6 @@ def _probe(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor
                 return "no_grad", a.detach(), logits.detach()
             score = logits.gather(1, targets.reshape(-1, 1).to(logits.device)).sum()
             (g,) = torch.autograd.grad(score, [a], allow_unused=True)
-    finally:
-        handle.remove()
     if g is None or not bool(g.abs().gt(0).any()):
         return "no_gradient", a.detach(), logits.detach()
     if not bool(torch.isfinite(g).all()):

@@ -59,6 +59,7 @@ from hooklab.core.layers import LayerItem, LayerSpec, resolve_layers
 from hooklab.core.modes import frozen
 from hooklab.models.tokens import LAYOUTS, TokenLayout, TokenLayoutError, infer_layout, patch_size
 from hooklab.models.zoo import auto_target_layer, list_layers
+from hooklab.recording.scoped import HookScope
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,6 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
     """
     store: dict[str, torch.Tensor] = {}
     found: dict[str, TokenLayout] = {} if layouts is None else layouts
-    handles = []
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     patch = patch_size(model)
 
@@ -373,15 +373,12 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
             return rebuilt.clone() if rebuilt._is_view() else rebuilt
         return hook
 
-    try:
+    with HookScope() as hooks:
         for name in names:
-            handles.append(model.get_submodule(name).register_forward_hook(make(name)))
+            hooks.forward(model.get_submodule(name), make(name))
         grad_mode = torch.enable_grad() if need_grad else torch.no_grad()
         with torch.inference_mode(False), grad_mode:  # works under a caller's inference_mode
             out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
     missing = [n for n in names if n not in store]
     if missing:
         raise CamError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
@@ -402,13 +399,10 @@ def _replace_output(model: nn.Module, x: torch.Tensor, name: str, sample: int,
             new = layout.to_layout(chunk, out) if layout is not None else chunk
             return new.to(dtype=out.dtype, device=out.device)
 
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                z = x[sample:sample + 1].expand(chunk.shape[0], *x.shape[1:])
-                outs.append(_logits(model(z)).float())
-        finally:
-            handle.remove()
+        with HookScope() as hooks, torch.no_grad():
+            hooks.forward(module, hook)
+            z = x[sample:sample + 1].expand(chunk.shape[0], *x.shape[1:])
+            outs.append(_logits(model(z)).float())
     return torch.cat(outs)
 
 
@@ -684,11 +678,9 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
     def count(*_: Any) -> None:
         calls[0] += 1
 
-    handle = model.register_forward_pre_hook(count)
-    try:
+    with HookScope() as hooks:
+        hooks.forward_pre(model, count)
         p = _run(model, x, names, specs, target, batch_size, eigen_smooth, layout)
-    finally:
-        handle.remove()
     results = CamResults(tuple(s.name for s in specs), tuple(names), p.logits, calls[0])
     for spec in specs:
         for n in names:

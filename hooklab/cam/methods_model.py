@@ -48,6 +48,7 @@ from hooklab.cam.methods import (
     reduce_weights,
     register,
 )
+from hooklab.recording.scoped import HookScope
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +216,10 @@ def fullgrad_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> t
     ``Σ_c ψ(b_c ∇_z S_c)`` for each of the ``L`` :func:`bias_layers`.
 
     One forward and one backward; ``S`` is the sum over images of each one's target logit.
-    Every hook is removed in ``finally``.
+    Every hook is removed on the way out (:class:`HookScope`).
     """
     layers = bias_layers(model)
     outs: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make(name: str):
         def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
@@ -230,18 +230,15 @@ def fullgrad_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> t
         return hook
 
     z = x.detach().clone().requires_grad_()
-    try:
+    with HookScope() as hooks:
         for name, m in layers:
-            handles.append(m.register_forward_hook(make(name)))
+            hooks.forward(m, make(name))
         with torch.inference_mode(False), torch.enable_grad():
             logits = _logits(model(z))
             score = logits.gather(1, targets.long().reshape(-1, 1).to(logits.device)).sum()
             names = [n for n, _ in layers if n in outs]
             grads = torch.autograd.grad(score, [z, *(outs[n] for n in names)],
                                         allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
     size = (int(x.shape[-2]), int(x.shape[-1]))
     gx = grads[0] if grads[0] is not None else torch.zeros_like(z)
     parts = [_psi(gx * z.detach(), size)]

@@ -46,6 +46,7 @@ from hooklab.cam.methods import METHODS, method_name
 from hooklab.cam.similarity import spearman, ssim
 from hooklab.core.errors import HooklabError
 from hooklab.core.modes import eval_mode
+from hooklab.recording.scoped import HookScope
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ def _nanmean(t: torch.Tensor) -> float:
 def _call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the modules in the order their forward *starts*, from one no-grad forward."""
     order: list[str] = []
-    handles = []
 
     def make(name: str):
         def pre(_m: nn.Module, _inp: Any) -> None:
@@ -104,16 +104,14 @@ def _call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
         return pre
 
     try:
-        for name, m in model.named_modules():
-            handles.append(m.register_forward_pre_hook(make(name)))
-        with eval_mode(model), torch.no_grad():
-            model(x)
+        with HookScope() as hooks:
+            for name, m in model.named_modules():
+                hooks.forward_pre(m, make(name))
+            with eval_mode(model), torch.no_grad():
+                model(x)
     except Exception as exc:
         raise SanityError(f"a forward of {type(model).__name__} on input "
                           f"{tuple(x.shape)} failed: {exc}") from exc
-    finally:
-        for h in handles:
-            h.remove()
     return order
 
 

@@ -35,6 +35,7 @@ from hooklab.data.datasets import CIFAR10_CLASSES, IMAGE_SIZE, SEED_MEAN, SEED_S
 from hooklab.models import defaults, registry
 from hooklab.models import weights as weights_mod
 from hooklab.models.vit import SimpleViT, draw_head
+from hooklab.recording.scoped import HookScope
 
 log = logging.getLogger(__name__)
 
@@ -466,19 +467,16 @@ def _dry_run(model: nn.Module, shape: tuple[int, ...] | None) -> tuple[dict[str,
         return hook
 
     names = [n for n, _ in model.named_modules() if n]
-    handles = []
     try:
-        for name, m in model.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(make_hook(name)))
-        with eval_mode(model), torch.no_grad():
-            model(x)
+        with HookScope() as hooks:
+            for name, m in model.named_modules():
+                if name:
+                    hooks.forward(m, make_hook(name))
+            with eval_mode(model), torch.no_grad():
+                model(x)
     except Exception as exc:
         raise HooklabError(f"a dry forward of {type(model).__name__} with input {tuple(x.shape)} "
                            f"failed: {exc}") from exc
-    finally:
-        for h in handles:
-            h.remove()
     return rec, names
 
 

@@ -85,6 +85,7 @@ from hooklab.models import defaults, zoo
 from hooklab.models import weights as weights_mod
 from hooklab.models.zoo import get_model
 from hooklab.recording.recorder import record
+from hooklab.recording.scoped import HookScope
 
 __all__ = ["TrainConfig", "train", "train_run", "trained_model", "seed_recipe_model",
            "config_key", "cache_path", "cache_dir", "evaluate", "seed_recipe_config", "DATA_KINDS", "RECIPES", "CACHE_ENV",
@@ -415,14 +416,15 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool,
     opt, schedule = _optimiser(model, config)
     penalised = _penalty_module(model, config)
     captured: list[torch.Tensor] = []
-    handle = (penalised.register_forward_hook(lambda _m, _i, out: captured.append(out))
-              if penalised is not None else None)
     rows: list[dict[str, Any]] = []
     event_frames: list[pd.DataFrame] = []
+    hooks = HookScope()
+    if penalised is not None:
+        hooks.forward(penalised, lambda _m, _i, out: captured.append(out))
     model.train()
-    if on_step is not None:
-        on_step(0, model)  # the initial weights
     try:
+        if on_step is not None:
+            on_step(0, model)  # the initial weights
         for step in range(config.steps):
             epoch, idx = batch(step)
             x, y = _batch(train_data, idx)
@@ -462,8 +464,7 @@ def _loop(config: TrainConfig, progress: Progress | None, keep_events: bool,
             if on_step is not None:
                 on_step(step + 1, model)
     finally:
-        if handle is not None:
-            handle.remove()
+        hooks.close()
         captured.clear()
         model.eval()
     history = pd.DataFrame(rows)
