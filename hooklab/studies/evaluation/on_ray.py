@@ -9,7 +9,7 @@ and is the only writer to the store (:func:`hooklab.studies.evaluation.evaluate`
 image index before it writes).
 
 A worker that dies mid-chunk: Ray Data's actor pool restarts actors and retries their tasks
-(``max_restarts=-1``, ``max_task_retries=-1`` are its defaults, set here explicitly), so the
+(``max_restarts=-1`` and ``max_task_retries=-1`` are its defaults for an actor pool), so the
 chunk is scored again by a fresh actor; a chunk that reaches the driver twice is written once.
 """
 
@@ -56,10 +56,16 @@ def run_on_ray(ray: Any, spec: EvalSpec, pending: Sequence[tuple[int, int]],
     items = [{"start": int(s), "stop": int(e)} for s, e in pending]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     out = ds.map_batches(
-        ChunkScorer, batch_size=1, batch_format="pandas", concurrency=int(workers),
-        num_cpus=1, max_restarts=-1, max_task_retries=-1,
+        ChunkScorer, batch_size=1, batch_format="pandas", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=int(workers)),
         fn_constructor_kwargs={"spec": spec.to_dict(), "model": model, "threads": threads,
                                "fault": fault})
     log.info("evaluation on Ray: %d chunks, %d workers", len(items), workers)
-    for block in out.iter_batches(batch_size=None, batch_format="pandas"):
-        sink(block)
+    quiet = logging.getLogger("ray.data")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its INFO lines ("execution finished") go to stderr
+    try:
+        for block in out.iter_batches(batch_size=None, batch_format="pandas"):
+            sink(block)
+    finally:
+        quiet.setLevel(level)
