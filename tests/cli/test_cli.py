@@ -225,9 +225,10 @@ def test_help_and_usage(capsys):
 
 
 def test_subcommand_registry_is_extensible():
-    assert [f.__name__ for f in cli.PARSERS] == ["add_record_parser", "add_cam_parser",
-                                                 "add_train_parser", "add_runs_parser",
-                                                 "add_hooks_parser", "add_models_parser"]
+    names = [f.__name__ for f in cli.PARSERS]
+    assert names[:6] == ["add_record_parser", "add_cam_parser", "add_train_parser",
+                         "add_runs_parser", "add_hooks_parser", "add_models_parser"]
+    assert "add_evaluate_parser" in names and len(set(names)) == len(names)
 
     def add_hello_parser(sub):
         sub.add_parser("hello").set_defaults(func=lambda args: 7)

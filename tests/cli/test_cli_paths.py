@@ -60,6 +60,9 @@ MATRIX: dict[tuple[tuple[str, ...], str], tuple[str, list[str]]] = {
     (("hooks",), "--store"): ("store", ["hooks"]),
     (("hooks",), "--weights"): ("weights", ["hooks"]),
     (("hooks",), "--dot"): ("output_file", ["hooks"]),
+    (("evaluate",), "--store"): ("store", ["evaluate", "-n", "2"]),
+    (("evaluate",), "--weights"): ("weights", ["evaluate", "-n", "2"]),
+    (("evaluate",), "--csv"): ("output_file", ["evaluate", "-n", "2"]),
 }
 
 #: What each kind must refuse. Paths are relative to a scratch folder holding ``file.txt`` (a
@@ -80,7 +83,7 @@ BAD: dict[str, dict[str, str]] = {
 }
 
 #: Words that make an option look like a path (for options that forgot to use PathArg).
-PATHY = re.compile(r"path|file|dir|folder|root|out|save|export|store|weights|image|npy|zip|png",
+PATHY = re.compile(r"path|file|dir|folder|root|\bout|save|export|store|weights|image|npy|zip|png",
                    re.IGNORECASE)
 
 
