@@ -28,8 +28,9 @@ from hooklab.recording.recorder import Recorder, record
 from hooklab.store.runs import TraceStore
 from hooklab.store.watch import watch
 from hooklab.studies.evaluation import evaluate
+from hooklab.studies.sweep import sweep_edits
 
 __all__ = ["HooklabError", "Recorder", "Trace", "TraceStore", "__version__", "attention", "edits", "evaluate",
-           "hooks_on", "record", "tensor_stats", "watch", "sanity"]
+           "hooks_on", "record", "sweep_edits", "tensor_stats", "watch", "sanity"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
