@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auth, pages, state
-from dashboard.components import run_flow
+from dashboard.components import evaluation_view, run_flow
 from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
@@ -121,6 +121,8 @@ def run_detail(store, rid: str) -> None:
                          icon=":material/open_in_new:")
         except st.errors.StreamlitAPIException:  # page not registered (run standalone)
             pass
+    if evaluation_view.is_evaluation(manifest):
+        evaluation_view.show(store, rid, manifest)
 
     may = state.attempt("", store.decide, rid, "update", auth.identity())
     if may is not None and not may.allowed:  # the store refuses too; say why before a click

@@ -1,0 +1,118 @@
+"""AppTest of the Runs page's evaluation view on a store holding real (small) evaluations: the
+spec, the status, the summary and per-image tables equal what the store holds, the chart
+carries the per-image values, an interrupted run says how far it got; no exception, no error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hooklab.store.runs import TraceStore
+from hooklab.studies.evaluation import evaluate, read_evaluation
+from tests.dashboard.conftest import figures, plotly_array, run_page
+
+PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "runs.py")
+TIMEOUT = 120
+ARGS = dict(n=8, batch_size=4, methods=["gradcam"], metrics=["deletion", "insertion",
+                                                              "pointing"], steps=8)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_chunk(done: int, total: int) -> None:
+    if 0 < done < total:
+        raise _Stop("interrupted by the test")
+
+
+@pytest.fixture(scope="module")
+def evals(tmp_path_factory):
+    """A store with one finished evaluation and one interrupted after its first chunk."""
+    root = tmp_path_factory.mktemp("eval-view") / "runs"
+    store = TraceStore(root)
+    done = evaluate("simple_cnn", "shapes", store=store, **ARGS)
+    with pytest.raises(_Stop):
+        evaluate("simple_cnn", "shapes", store=store, progress=_stop_after_first_chunk,
+                 **{**ARGS, "n": 12})
+    (cut,) = [r for r in store.list()["run_id"] if r != done.run_id]
+    return root, done.run_id, cut
+
+
+@pytest.fixture
+def store_env(evals, monkeypatch):
+    root, done, cut = evals
+    monkeypatch.setenv("HOOKLAB_STORE", str(root))
+    from dashboard import state
+
+    state.store.clear()
+    yield TraceStore(root), done, cut
+    state.store.clear()
+
+
+def _frame(at, column):
+    """The one table on the page with that column (st.dataframe keys are not in AppTest)."""
+    (df,) = [d.value for d in at.dataframe if column in d.value.columns]
+    return df
+
+
+def test_finished_evaluation_shows_the_stored_values(store_env):
+    store, rid, _ = store_env
+    stored = read_evaluation(store, rid)
+    at = run_page(PAGE, TIMEOUT, run=rid)
+    assert not at.exception and not at.error
+    assert "Evaluation" in [s.value for s in at.subheader]
+    assert any("Finished: all 8 images scored." in s.value for s in at.success)
+
+    spec = _frame(at, "setting")
+    values = dict(zip(spec["setting"], spec["value"], strict=True))
+    assert values["Model"] == "simple_cnn" and values["Data"] == "shapes (test)"
+    assert values["Images"] == "8" and values["Methods"] == "gradcam"
+    assert values["Layers"] == ", ".join(stored.spec.layers)
+    assert values["Metrics"] == "pointing, deletion, insertion"
+
+    summary = _frame(at, "mean ± sd")
+    assert list(summary["metric"]) == list(stored.summary["metric"])
+    np.testing.assert_array_equal(summary["mean"].to_numpy(), stored.summary["mean"].to_numpy())
+    np.testing.assert_array_equal(summary["sd"].to_numpy(), stored.summary["sd"].to_numpy())
+    better = dict(zip(summary["metric"], summary["better"], strict=True))
+    assert better == {"pointing": "higher", "deletion_auc": "lower", "insertion_auc": "higher"}
+
+    per_image = _frame(at, "insertion_auc")
+    assert list(per_image.columns) == list(stored.per_image.columns)
+    np.testing.assert_array_equal(per_image["deletion_auc"].to_numpy(),
+                                  stored.per_image["deletion_auc"].to_numpy())
+    assert "Per-image table (.csv)" in [b.proto.label for b in at.get("download_button")]
+
+    (fig,) = [f for f in figures(at) if any(tr.get("type") == "box" for tr in f["data"])]
+    boxes = [tr for tr in fig["data"] if tr["type"] == "box"]
+    assert len(boxes) == 3  # one per metric column, one method x layer
+    shown = {tuple(np.round(plotly_array(tr["y"]), 5)) for tr in boxes}
+    want = {tuple(np.round(stored.per_image[c].to_numpy(np.float32), 5))
+            for c in ("pointing", "deletion_auc", "insertion_auc")}
+    assert shown == want
+
+
+def test_interrupted_evaluation_says_how_far_it_got(store_env):
+    store, _, rid = store_env
+    stored = read_evaluation(store, rid)
+    assert stored.per_image["index"].nunique() == 4  # the first chunk only
+    at = run_page(PAGE, TIMEOUT, run=rid)
+    assert not at.exception and not at.error
+    (warning,) = [w.value for w in at.warning if "images scored" in w.value]
+    assert "Failed with 4 of 12 images scored" in warning
+    assert "interrupted by the test" in warning and "hooklab evaluate" in warning
+    assert not any("Finished" in s.value for s in at.success)
+    summary = _frame(at, "mean ± sd")
+    assert list(summary["n"]) == [4, 4, 4]
+    np.testing.assert_array_equal(summary["mean"].to_numpy(), stored.summary["mean"].to_numpy())
+
+
+def test_a_run_that_is_no_evaluation_has_no_evaluation_view(store_env, tmp_path):
+    store, rid, _ = store_env
+    at = run_page(PAGE, TIMEOUT)
+    assert not at.exception and not at.error
+    assert "Evaluation" not in [s.value for s in at.subheader]
+    assert {rid} <= set(at.dataframe[0].value["run_id"])
