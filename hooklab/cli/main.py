@@ -38,6 +38,7 @@ from hooklab.cli.common import (
 from hooklab.cli.evaluate import add_evaluate_parser
 from hooklab.cli.hooks import add_hooks_parser
 from hooklab.cli.models import add_models_parser
+from hooklab.cli.sweep import add_sweep_parser
 from hooklab.cli.train import add_train_parser
 from hooklab.core.edits import TARGETS, EditSpec
 from hooklab.core.errors import EditError, HookKindError, HooklabError
@@ -494,7 +495,7 @@ def cmd_runs_audit(args: argparse.Namespace) -> int:
 #: One function per subcommand; each adds its parser and sets ``func``. Add new ones here.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_record_parser, add_cam_parser, add_train_parser, add_runs_parser, add_hooks_parser,
-    add_models_parser, add_evaluate_parser]
+    add_models_parser, add_evaluate_parser, add_sweep_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

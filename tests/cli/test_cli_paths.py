@@ -63,6 +63,10 @@ MATRIX: dict[tuple[tuple[str, ...], str], tuple[str, list[str]]] = {
     (("evaluate",), "--store"): ("store", ["evaluate", "-n", "2"]),
     (("evaluate",), "--weights"): ("weights", ["evaluate", "-n", "2"]),
     (("evaluate",), "--csv"): ("output_file", ["evaluate", "-n", "2"]),
+    (("sweep",), "--store"): ("store", ["sweep"]),
+    (("sweep", "run"), "--store"): ("store", ["sweep", "run", "--in-process", "--steps", "1"]),
+    (("sweep", "list"), "--store"): ("store", ["sweep", "list"]),
+    (("sweep", "show"), "--store"): ("store", ["sweep", "show", "sweep-x"]),
 }
 
 #: What each kind must refuse. Paths are relative to a scratch folder holding ``file.txt`` (a

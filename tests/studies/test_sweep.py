@@ -199,7 +199,7 @@ def test_bad_configurations_fail_before_any_trial(tmp_path, configs, error, matc
 @pytest.mark.parametrize("kw,match", [
     ({"seeds": []}, "seeds"), ({"seeds": (0, 0)}, "repeat"), ({"steps": 0}, "steps"),
     ({"batch_size": 128}, "exceeds"), ({"lr": math.nan}, "lr"),
-    ({"cpus_per_trial": 0}, "cpus_per_trial")])
+    ({"cpus_per_trial": 0}, "cpus_per_trial"), ({"n_test": -1}, "n_test")])
 def test_bad_sizes_fail_before_any_trial(tmp_path, kw, match):
     store = TraceStore(tmp_path / "runs")
     args = {**SMALL, **kw}

@@ -116,6 +116,8 @@ def plan(configs: Sequence[Any] | str, seeds: Iterable[int] | int = (0,), *, sto
     texts, seed_list = _configs(configs), _seeds(seeds)
     _positive(steps=steps, every=every, batch_size=batch_size, n_train=n_train,
               cpus_per_trial=threads)
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+        raise SweepError(f"n_test must be 0 or more images, got {n_test!r}")
     if batch_size > n_train:
         raise SweepError(f"batch_size {batch_size} exceeds n_train {n_train}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
