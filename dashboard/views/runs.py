@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auth, pages, state
-from dashboard.components import evaluation_view, run_flow
+from dashboard.components import evaluation_view, run_flow, sweep_view
 from dashboard.components.text import code, plain
 from dashboard.i18n import t
 from hooklab.charts import runs as charts
@@ -92,11 +92,12 @@ def run_list(store) -> pd.DataFrame:
     return shown_table
 
 
-def run_detail(store, rid: str) -> None:
-    """One run: summary, share link, open-in-page link, notes/tags, export, delete."""
+def run_detail(store, rid: str) -> dict | None:
+    """One run: summary, share link, open-in-page link, an evaluation's results, notes/tags,
+    export, delete; returns its manifest (None when it cannot be opened)."""
     manifest = state.attempt(t("Opening run", "打开运行"), store.manifest, rid)
     if manifest is None:
-        return
+        return None
     meta = manifest.get("meta", {})
     page = pages.page_of(meta)
     st.subheader(t(f"Run {rid}", f"运行 {rid}"))
@@ -176,6 +177,7 @@ def run_detail(store, rid: str) -> None:
             if len(ev) > 500:
                 st.caption(t(f"First 500 of {len(ev)} events.",
                              f"显示 {len(ev)} 个事件中的前 500 个。"))
+    return manifest
 
 
 def history_section(store, rid: str) -> None:
@@ -299,10 +301,11 @@ def main() -> None:
                      **{r: r for r in options if r}}.get)
     if current != (wanted or ""):
         _select_run(current)
-    if current:
-        run_detail(store, current)
+    manifest = run_detail(store, current) if current else None
 
     st.divider()
+    st.subheader(t("Edit sweeps", "梯度修改扫描"))
+    sweep_view.section(store, preferred=sweep_view.sweep_of(manifest))
     st.subheader(t("Exercise answers of the class", "全班的练习答案"))
     exercise_answers_section(store)
     st.subheader(t("Compare two runs", "比较两个运行"))
