@@ -4,17 +4,21 @@ carries the per-image values, an interrupted run says how far it got; no excepti
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dashboard.components.text import code
 from hooklab.store.runs import TraceStore
 from hooklab.studies.evaluation import evaluate, read_evaluation
 from tests.dashboard.conftest import figures, plotly_array, run_page
 
 PAGE = str(Path(__file__).resolve().parents[2] / "dashboard" / "views" / "runs.py")
 TIMEOUT = 120
+ROOT = Path(__file__).resolve().parents[2]
 ARGS = dict(n=8, batch_size=4, methods=["gradcam"], metrics=["deletion", "insertion",
                                                               "pointing"], steps=8)
 
@@ -25,12 +29,25 @@ class _Stop(Exception):
 
 def _stop_after_first_chunk(done: int, total: int) -> None:
     if 0 < done < total:
-        raise _Stop("interrupted by the test")
+        raise _Stop("interrupted by the test [x](http://h/p)")
+
+
+#: A writer that ends its process (no exception, no close) once its first chunk is stored.
+DYING = """
+import os, sys
+from hooklab.studies.evaluation import evaluate
+def die(done, total):
+    if 0 < done < total:
+        os._exit(0)
+evaluate("simple_cnn", "shapes", store=sys.argv[1], progress=die, n=12, batch_size=4,
+         methods=["gradcam"], metrics=["deletion"], steps=8)
+"""
 
 
 @pytest.fixture(scope="module")
 def evals(tmp_path_factory):
-    """A store with one finished evaluation and one interrupted after its first chunk."""
+    """A store with one finished evaluation, one interrupted (an exception) after its first
+    chunk and one whose writer process ended after its first chunk."""
     root = tmp_path_factory.mktemp("eval-view") / "runs"
     store = TraceStore(root)
     done = evaluate("simple_cnn", "shapes", store=store, **ARGS)
@@ -38,17 +55,19 @@ def evals(tmp_path_factory):
         evaluate("simple_cnn", "shapes", store=store, progress=_stop_after_first_chunk,
                  **{**ARGS, "n": 12})
     (cut,) = [r for r in store.list()["run_id"] if r != done.run_id]
-    return root, done.run_id, cut
+    subprocess.run([sys.executable, "-c", DYING, str(root)], cwd=ROOT, check=True, timeout=240)
+    (dead,) = [r for r in store.list()["run_id"] if r not in (done.run_id, cut)]
+    return root, done.run_id, cut, dead
 
 
 @pytest.fixture
 def store_env(evals, monkeypatch):
-    root, done, cut = evals
+    root, done, cut, dead = evals
     monkeypatch.setenv("HOOKLAB_STORE", str(root))
     from dashboard import state
 
     state.store.clear()
-    yield TraceStore(root), done, cut
+    yield TraceStore(root), done, cut, dead
     state.store.clear()
 
 
@@ -59,7 +78,7 @@ def _frame(at, column):
 
 
 def test_finished_evaluation_shows_the_stored_values(store_env):
-    store, rid, _ = store_env
+    store, rid, _, _ = store_env
     stored = read_evaluation(store, rid)
     at = run_page(PAGE, TIMEOUT, run=rid)
     assert not at.exception and not at.error
@@ -96,7 +115,7 @@ def test_finished_evaluation_shows_the_stored_values(store_env):
 
 
 def test_interrupted_evaluation_says_how_far_it_got(store_env):
-    store, _, rid = store_env
+    store, _, rid, _ = store_env
     stored = read_evaluation(store, rid)
     assert stored.per_image["index"].nunique() == 4  # the first chunk only
     at = run_page(PAGE, TIMEOUT, run=rid)
@@ -104,14 +123,29 @@ def test_interrupted_evaluation_says_how_far_it_got(store_env):
     (warning,) = [w.value for w in at.warning if "images scored" in w.value]
     assert "Failed with 4 of 12 images scored" in warning
     assert "interrupted by the test" in warning and "hooklab evaluate" in warning
+    assert code("[x](http://h/p)") in warning  # the error's text as text: no link forms
     assert not any("Finished" in s.value for s in at.success)
     summary = _frame(at, "mean ± sd")
     assert list(summary["n"]) == [4, 4, 4]
     np.testing.assert_array_equal(summary["mean"].to_numpy(), stored.summary["mean"].to_numpy())
 
 
+def test_a_run_whose_writer_died_ended_early(store_env):
+    store, _, _, rid = store_env
+    assert store.watch_run(rid).status == "ended early"
+    at = run_page(PAGE, TIMEOUT, run=rid)
+    assert not at.exception and not at.error
+    (warning,) = [w.value for w in at.warning if "images scored" in w.value]
+    assert warning.startswith("Ended early with 4 of 12 images scored")
+    assert "hooklab evaluate" in warning
+    summary = _frame(at, "mean ± sd")
+    assert list(summary["metric"]) == ["deletion_auc"] and list(summary["n"]) == [4]
+    np.testing.assert_array_equal(summary["mean"].to_numpy(),
+                                  read_evaluation(store, rid).summary["mean"].to_numpy())
+
+
 def test_a_run_that_is_no_evaluation_has_no_evaluation_view(store_env, tmp_path):
-    store, rid, _ = store_env
+    store, rid, _, _ = store_env
     at = run_page(PAGE, TIMEOUT)
     assert not at.exception and not at.error
     assert "Evaluation" not in [s.value for s in at.subheader]
