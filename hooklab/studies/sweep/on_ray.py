@@ -4,7 +4,11 @@ One Tune trial per :class:`~hooklab.studies.sweep.trial.TrialSpec` (``tune.grid_
 specs, so the grid order and the run ids are the driver's), each with ``cpus_per_trial`` CPUs;
 Tune runs as many at once as the cluster has CPUs for. A trial writes its run into the store
 itself and reports its row (:func:`~hooklab.studies.sweep.trial.trial_outcome`); a trial whose
-worker dies, or that Tune cannot start, is a failed row with the error's last line. Tune's own
+worker dies, or that Tune cannot start, is a failed row with the error's last line (it is not
+retried: a retry would write the same run id again). Worker processes are reused between trials
+(``reuse_actors=True``: a process imports torch and hooklab once and trains its trials one after
+another; each trial builds its own model, data and thread count, so reuse changes no number; on
+2 CPUs it took a 4-trial sweep from 75 s to 50 s). Tune's own
 experiment folder is a temporary folder of the driver, removed afterwards (nothing of Tune's is
 kept: the store holds the sweep).
 
@@ -108,7 +112,7 @@ def _fit(specs: Sequence[TrialSpec], storage: str, cpus_per_trial: int,
     tuner = tune.Tuner(
         tune.with_resources(tune_trial, {"cpu": cpus_per_trial}),
         param_space={"trial": tune.grid_search([s.to_dict() for s in specs])},
-        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False),
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
         run_config=tune.RunConfig(name=specs[0].sweep_id, storage_path=storage, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0),
                                   callbacks=[_Progress()]))
