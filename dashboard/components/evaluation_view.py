@@ -97,7 +97,10 @@ def show(store, rid: str, manifest: dict[str, Any]) -> None:
     if res.per_image.empty:
         st.info(t("No image has been scored yet.", "还没有图像被评分。"))
         return
-    st.plotly_chart(charts.per_image_box(res.per_image, list(res.spec.columns)),
+    better = {"lower": t("lower is better", "越低越好"), "higher": t("higher is better", "越高越好")}
+    titles = {c: f"{c} ({better[charts.BETTER[c]]})" for c in res.spec.columns
+              if c in charts.BETTER}
+    st.plotly_chart(charts.per_image_box(res.per_image, list(res.spec.columns), titles=titles),
                     width="stretch", key=f"eval_box_{rid}")
     with st.expander(t(f"Per image ({len(res.per_image)} rows)",
                        f"逐图像（{len(res.per_image)} 行）"), expanded=False):

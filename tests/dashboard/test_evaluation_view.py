@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard.components.text import code
 from hooklab.store.runs import TraceStore
@@ -150,3 +151,16 @@ def test_a_run_that_is_no_evaluation_has_no_evaluation_view(store_env, tmp_path)
     assert not at.exception and not at.error
     assert "Evaluation" not in [s.value for s in at.subheader]
     assert {rid} <= set(at.dataframe[0].value["run_id"])
+
+
+def test_the_view_in_chinese(store_env):
+    _, rid, _, _ = store_env
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["hooklab_lang"] = "zh"
+    at.query_params["run"] = rid
+    at.run()
+    assert not at.exception and not at.error
+    assert "评估" in [s.value for s in at.subheader]
+    assert any("已完成：8 张图像全部评分。" in s.value for s in at.success)
+    (fig,) = [f for f in figures(at) if any(tr.get("type") == "box" for tr in f["data"])]
+    assert "deletion_auc (越低越好)" in [a["text"] for a in fig["layout"]["annotations"]]
