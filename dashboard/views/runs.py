@@ -146,8 +146,9 @@ def run_detail(store, rid: str) -> dict | None:
     with c1:
         size = sum(int(f.get("bytes", 0)) for f in manifest.get("files", {}).values())
         if is_watch(manifest):  # a streamed training run: the store refuses to zip it
-            st.caption(t("A streamed training run is not exported to a zip: copy its folder "
-                         "from the store.", "流式训练运行不导出为 zip：请从记录库复制其文件夹。"))
+            st.caption(t("A streamed run (a training or an evaluation) is not exported to a "
+                         "zip: copy its folder from the store.",
+                         "流式运行（训练或评估）不导出为 zip：请从记录库复制其文件夹。"))
             data = None
         elif size <= EAGER_EXPORT_BYTES:  # small: build now, so a damaged run is one st.error
             data = state.attempt(t("Export", "导出"), export_bytes, store, rid)
