@@ -9,4 +9,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hooklab.core.machine import cpu_model, machine_info, machine_line  # noqa: E402,F401
 
-__all__ = ["cpu_model", "machine_info", "machine_line"]
+__all__ = ["cpu_model", "machine_info", "machine_line", "rss"]
+
+
+def rss() -> int:
+    """This process's resident memory in bytes (Linux: ``VmRSS`` of /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")

@@ -25,18 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
+from _machine import machine_line, rss  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "budget", "stats")
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _peak() -> int:
@@ -66,7 +58,7 @@ def child(mode: str, model_name: str, batch: int, size: int, budget: int) -> dic
     warnings.filterwarnings("ignore")
     model = get_model(model_name, seed=0)
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    before = _rss()
+    before = rss()
     _reset_peak()
     t0 = time.perf_counter()
     out: dict = {"mode": mode}
