@@ -1,7 +1,7 @@
 """Edit sweeps as Ray Tune trials on a local Ray (2 CPUs, started once for the module): the same
 stored run contents as in-process, the halving at step 0 in the runs the workers wrote, a worker
 that dies mid-run is that trial's row (nothing stored twice, the others stored). (A cluster that
-does not answer: tests/studies/test_sweep.py, where no Ray is initialised.)"""
+does not answer: tests/studies/test_edit_sweep.py, where no Ray is initialised.)"""
 
 from __future__ import annotations
 
