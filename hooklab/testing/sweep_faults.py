@@ -4,11 +4,13 @@ training forward: ``sweep_raising_cnn`` raises, ``sweep_dying_cnn`` ends its pro
 that dies mid-run; in the test process itself, whose pid is ``$HOOKLAB_TEST_DRIVER_PID``, it
 raises instead). Built for any other seed they train normally.
 
-Importing the module registers both (a fresh worker process); :func:`register` does it again in
-a process whose registry was reset since the import (the tests' ``saved_registry``).
+Importing this module registers nothing (a test module may import it at collection time without
+changing the registry other tests see); :func:`register` registers both, and the module
+:data:`MODULE` (``hooklab.testing.sweep_fault_models``, what ``HOOKLAB_MODELS`` names, also in
+Ray workers) calls it when imported.
 
 Example:
-    >>> os.environ["HOOKLAB_MODELS"] = "hooklab.testing.sweep_faults"
+    >>> os.environ["HOOKLAB_MODELS"] = MODULE
     >>> sweep_edits([""], seeds=(0, 1), model="sweep_raising_cnn", in_process=True)
 """
 
@@ -28,7 +30,7 @@ FAILING_SEED, FAILING_FORWARD = 1, 2
 #: The test process's pid: there ``sweep_dying_cnn`` raises instead of ending the process.
 DRIVER_PID_ENV = "HOOKLAB_TEST_DRIVER_PID"
 #: What ``HOOKLAB_MODELS`` / ``--models`` names to load these models.
-MODULE = __name__
+MODULE = "hooklab.testing.sweep_fault_models"
 #: The registered names and whether the model ends its process.
 NAMES = {"sweep_raising_cnn": False, "sweep_dying_cnn": True}
 
@@ -56,6 +58,3 @@ def register() -> None:
         if registry.entry(name) is None:
             registry.register(name, (lambda d=die: _Faulty(d)), input_shape=(3, 32, 32),
                               description="edit-sweep tests: fails for seed 1")
-
-
-register()
