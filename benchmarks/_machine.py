@@ -9,13 +9,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hooklab.core.machine import cpu_model, machine_info, machine_line  # noqa: E402,F401
 
-__all__ = ["cpu_model", "machine_info", "machine_line", "rss"]
+__all__ = ["cpu_model", "machine_info", "machine_line", "rss", "status_bytes"]
+
+
+def status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status in bytes (Linux): ``VmRSS``, ``VmHWM``, ..."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field}")
 
 
 def rss() -> int:
-    """This process's resident memory in bytes (Linux: ``VmRSS`` of /proc/self/status)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    """This process's resident memory in bytes (``VmRSS``)."""
+    return status_bytes("VmRSS")

@@ -25,18 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import machine_line, rss  # noqa: E402  (benchmarks/_machine.py)
+from _machine import machine_line, rss, status_bytes  # noqa: E402  (benchmarks/_machine.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "budget", "stats")
 
 
 def _peak() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
+    return status_bytes("VmHWM")
 
 
 def _reset_peak() -> None:
