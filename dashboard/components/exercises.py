@@ -13,7 +13,8 @@ import os
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import auth, state
+from dashboard.components.text import plain
 from dashboard.i18n import lang, t
 from hooklab.charts import exercises as charts
 from hooklab.data import datasets
@@ -127,12 +128,13 @@ def _panel(ex_set: ExerciseSet, ex: Exercise, page: str, student: str) -> None:
         _reveal(ex, result)
         if st.button(t("Save my answer", "保存我的答案"), key=f"{key}_save"):
             rid = state.attempt(t("Saving the answer", "保存答案"), ex_lib.save_attempt,
-                                state.store(), ex_set, result, student, page)
+                                state.store(), ex_set, result, student, page,
+                                by=auth.identity())
             if rid:
                 st.session_state[f"{key}_saved"] = rid
         if st.session_state.get(f"{key}_saved"):
-            st.success(t(f"Saved as run {st.session_state[f'{key}_saved']} under {student}.",
-                         f"已保存为运行 {st.session_state[f'{key}_saved']}（{student}）。"))
+            rid, who = st.session_state[f"{key}_saved"], plain(student)
+            st.success(t(f"Saved as run {rid} under {who}.", f"已保存为运行 {rid}（{who}）。"))
 
 
 def _upload(page: str) -> None:
@@ -153,8 +155,13 @@ def exercise_section(page: str, kinds: tuple[str, ...] | None = None) -> None:
     if ex_set is None:
         return
     st.caption(t(f"Exercise set: {ex_set.name('en')}", f"练习集：{ex_set.name('zh')}"))
-    student = st.text_input(t("Your name (saved with your answers)", "你的名字（随答案保存）"),
-                            value=state.author(), key=f"{page}_student")
+    if auth.identity() is not None:  # signed in: answers are saved under the member's identity
+        student = state.author()
+        st.caption(t(f"Your answers are saved under your sign-in: {plain(student)}",
+                     f"你的答案以登录身份保存：{plain(student)}"))
+    else:
+        student = st.text_input(t("Your name (saved with your answers)", "你的名字（随答案保存）"),
+                                value=state.author(), key=f"{page}_student")
     for ex in ex_set.exercises:
         if kinds is None or ex.kind in kinds:
             _panel(ex_set, ex, page, student)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from dashboard import pages, state
+from dashboard import auth, pages, state
 from dashboard.components import run_flow
 from dashboard.components.text import code, plain
 from dashboard.i18n import t
@@ -101,7 +101,7 @@ def demo_section(store, *, first: bool) -> None:
                 bar.progress(min(1.0, done / max(total, 1)), text=text)
 
             ids = watch_demo.demo_pair(store, steps=steps, author=state.author(),
-                                       progress=progress)
+                                       by=auth.identity(), progress=progress)
             box.update(label=t("Demo training recorded.", "演示训练已记录。"), state="complete")
     st.query_params["run"] = ids[1]
     st.query_params["compare"] = ids[0]

@@ -49,6 +49,7 @@ from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import EVENT_COLUMNS, Trace, normalise_events
 from hooklab.recording.watch import SCALAR_COLUMNS, Segment
 from hooklab.store import format as fmt
+from hooklab.store.access import Identity
 
 
 class TraceStore(Protocol):
@@ -516,14 +517,17 @@ class StreamWriter:
     Args:
         store: the :class:`~hooklab.store.runs.TraceStore`.
         run_id: the new run's id (must be free).
-        author, notes, tags: as in :meth:`TraceStore.save`.
+        author, notes, tags, by: as in :meth:`TraceStore.save` (with ``by``, a signed-in
+            member, the author is ``by.label`` and the manifest records ``author_identity``).
     """
 
     def __init__(self, store: TraceStore, run_id: str, *, author: str | None = None,
                  notes: str = "", tags: list[str] | None = None,
-                 versions: dict[str, str] | None = None) -> None:
+                 versions: dict[str, str] | None = None, by: Identity | None = None) -> None:
         fmt.check_run_id(run_id)
-        if author is None:
+        if by is not None:
+            author = by.label
+        elif author is None:
             try:
                 author = getpass.getuser()
             except Exception:  # noqa: BLE001 - no login name (containers)
@@ -542,6 +546,8 @@ class StreamWriter:
             "writer": {"pid": os.getpid(), "host": _HOSTNAME, "heartbeat": time.time()},
             "segments": [], "versions": dict(versions or {}),
         }
+        if by is not None:
+            self._manifest["author_identity"] = by.to_dict()
 
     @property
     def manifest(self) -> dict[str, Any]:

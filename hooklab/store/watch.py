@@ -23,6 +23,7 @@ from hooklab.core.layers import LayerSpec
 from hooklab.recording.recorder import DEFAULT_MAX_BYTES
 from hooklab.recording.watch import Watcher
 from hooklab.store import format as fmt
+from hooklab.store.access import Identity
 from hooklab.store.listing import normalise_tags
 from hooklab.store.runs import TraceStore, _versions
 from hooklab.store.stream import StreamWriter
@@ -36,7 +37,8 @@ def watch(model: nn.Module, store: TraceStore | str | os.PathLike[str] | None = 
           tags: str | Iterable[str] | None = (), notes: str = "", edits: EditsArg = None,
           meta: Mapping[str, Any] | None = None, segment_steps: int | None = None,
           segment_seconds: float | None = 5.0, update_ratios: bool = True,
-          max_bytes: int | None = DEFAULT_MAX_BYTES, run_id: str | None = None) -> Watcher:
+          max_bytes: int | None = DEFAULT_MAX_BYTES, run_id: str | None = None,
+          by: Identity | None = None) -> Watcher:
     """Watch a training loop of ``model``; use as ``with hooklab.watch(model) as w:``.
 
     Call ``w.step(loss=..., ...)`` once per training step, after ``optimizer.step()``. The run
@@ -53,7 +55,8 @@ def watch(model: nn.Module, store: TraceStore | str | os.PathLike[str] | None = 
         layers: as in :func:`hooklab.record` (``None``: every leaf module).
         param_grads: record parameter gradients.
         tensors_at: steps whose tensors are kept (statistics only otherwise).
-        author, tags, notes: as in :meth:`TraceStore.save`.
+        author, tags, notes, by: as in :meth:`TraceStore.save` (``by``: the signed-in member,
+            who then owns the run).
         edits: as in :func:`hooklab.record`; applied on every step.
         meta: extra metadata (``model``, data set, ...); ``meta["page"]`` is ``"training"``.
         segment_steps: recorded steps per segment (default ``None``: cut by time, at most 500
@@ -81,7 +84,7 @@ def watch(model: nn.Module, store: TraceStore | str | os.PathLike[str] | None = 
     elif target.is_taken(fmt.check_run_id(run_id)):
         raise StoreError(f"run id {run_id!r} is already used in {target.root}")
     writer = StreamWriter(target, run_id, author=author, notes=notes,
-                          tags=normalise_tags(tags), versions=_versions())
+                          tags=normalise_tags(tags), versions=_versions(), by=by)
     watcher.sink = writer
     watcher.run_id = run_id
     return watcher

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from hooklab.core.edits import EditsArg, describe
 from hooklab.data import datasets as data_mod
 from hooklab.models.zoo import get_model
+from hooklab.store.access import Identity
 from hooklab.store.runs import TraceStore
 from hooklab.store.watch import watch
 from hooklab.studies.train import TrainConfig
@@ -47,8 +48,8 @@ Progress = Callable[[int, int, str], Any]
 def demo_training(store: TraceStore, *, steps: int = 60, edits: EditsArg = None, seed: int = 0,
                   every: int = 1, batch_size: int = 32, n_train: int = 1024,
                   author: str | None = None, tags: Sequence[str] = ("demo",),
-                  progress: Progress | None = None, done: int = 0, total: int | None = None
-                  ) -> str:
+                  progress: Progress | None = None, done: int = 0, total: int | None = None,
+                  by: Identity | None = None) -> str:
     """Train the SimpleCNN on the shapes set for ``steps`` steps under ``edits``, recorded with
     :func:`hooklab.watch` into ``store`` (streamed: visible, live, while it trains).
 
@@ -60,6 +61,7 @@ def demo_training(store: TraceStore, *, steps: int = 60, edits: EditsArg = None,
         seed: model initialisation and batch order (the same seed gives the same step 0).
         every: record every ``every``-th step.
         author, tags: stored with the run.
+        by: the signed-in member who owns the run (its author is then ``by.label``).
         progress: called after each step as ``progress(done + step + 1, total, text)``.
         done, total: offsets for ``progress`` when several trainings share one bar.
 
@@ -85,7 +87,7 @@ def demo_training(store: TraceStore, *, steps: int = 60, edits: EditsArg = None,
                       "lr": cfg.lr, "seed": seed, "optimizer": "Adam"}}
     order = torch.empty(0, dtype=torch.long)
     model.train()
-    with watch(model, store, every=every, layers=DEMO_LAYERS, edits=edits, author=author,
+    with watch(model, store, every=every, layers=DEMO_LAYERS, edits=edits, author=author, by=by,
                tags=list(tags), notes=f"demo training: SimpleCNN on shapes, {label}",
                meta=meta, segment_seconds=2.0) as w:
         for step in range(steps):
@@ -109,15 +111,15 @@ def demo_training(store: TraceStore, *, steps: int = 60, edits: EditsArg = None,
 
 
 def demo_pair(store: TraceStore, *, steps: int = 60, seed: int = 0, every: int = 1,
-              author: str | None = None, progress: Progress | None = None
-              ) -> tuple[str, str]:
+              author: str | None = None, progress: Progress | None = None,
+              by: Identity | None = None) -> tuple[str, str]:
     """The demo twice from the same seed: A without an edit, B under ``conv2=scale(0.5)``.
 
     Returns:
         ``(run_a, run_b)``.
     """
     kw: dict[str, Any] = {"steps": steps, "seed": seed, "every": every, "author": author,
-                          "progress": progress, "total": 2 * steps}
+                          "by": by, "progress": progress, "total": 2 * steps}
     a = demo_training(store, edits=None, done=0, tags=("demo", "no edit"), **kw)
     b = demo_training(store, edits=DEMO_EDIT, done=steps, tags=("demo", DEMO_EDIT), **kw)
     return a, b

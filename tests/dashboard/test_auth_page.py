@@ -132,6 +132,27 @@ def test_admin_may_and_the_history_shows_it(store):
     assert list(table["action"]) == ["save", "update"] and "Boss" in table["who"].iloc[1]
 
 
+def test_signed_in_exercise_answer_is_the_members_run(store):
+    """Hook basics under sign-in: no name box; the answer is saved under the member's identity
+    (so she, not only an admin, may change it later)."""
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "hook_basics.py"),
+                           default_timeout=180)
+    at.secrets.update(_secrets(_dead_url()))
+    at.user = _member("Ana", "ana@lab.org")
+    at.run()
+    assert not at.exception, at.exception
+    assert "hook_basics_student" not in [ti.key for ti in at.text_input]
+    key = "hook_basics_ex_tensor-k"
+    at.number_input(key=f"{key}_answer").set_value(96.0)
+    at.button(key=f"{key}_check").click().run()
+    at.button(key=f"{key}_save").click().run()
+    assert not at.exception, at.exception
+    assert any("under Ana `<ana@lab.org>`" in s.value for s in at.success)  # shown as text
+    (rid,) = store.list()["run_id"]
+    m = store.manifest(rid)
+    assert m["author"] == "Ana <ana@lab.org>" and m["author_identity"]["subject"] == "sub-ana"
+
+
 # -- the provider check against a real OpenID Connect provider ------------------------------------
 @pytest.fixture(scope="module")
 def provider():

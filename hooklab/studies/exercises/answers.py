@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from hooklab.core.trace import Trace
+from hooklab.store.access import Identity
 from hooklab.store.runs import TraceStore
 from hooklab.studies.exercises.checking import Check
 from hooklab.studies.exercises.spec import ExerciseError, ExerciseSet
@@ -51,15 +52,19 @@ def attempt_trace(ex_set: ExerciseSet, result: Check, student: str, page: str = 
 
 
 def save_attempt(store: TraceStore, ex_set: ExerciseSet, result: Check, student: str,
-                 page: str = "hook_basics") -> str:
-    """Save one attempt under ``student``'s name; returns the run id."""
-    name = (student or "").strip()
+                 page: str = "hook_basics", by: Identity | None = None) -> str:
+    """Save one attempt under ``student``'s name; returns the run id.
+
+    With ``by`` (a signed-in member) the attempt is hers: the student and the author are
+    ``by.label`` whatever name was typed, and the run records her identity.
+    """
+    name = (by.label if by is not None else student or "").strip()
     if not name:
         raise ExerciseError("enter your name before saving an answer")
     trace = attempt_trace(ex_set, result, name, page)
     verdict = "right" if result.correct else "wrong"
     return store.save(trace, author=name, notes=f"{result.exercise}: {verdict}",
-                      tags=[TAG, f"{TAG}:{result.exercise}"])
+                      tags=[TAG, f"{TAG}:{result.exercise}"], by=by)
 
 
 def _text(v: Any) -> str:
