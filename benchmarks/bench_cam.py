@@ -24,7 +24,9 @@ Two more sections (issues 13 and 14):
   from one ``compute(methods=[...], layers=[...])``, goal ≤ 1.7× one no-grad forward, beside
   pytorch-grad-cam making the same 24 maps (24 calls, one per method and layer), and the floor
   of any one-pass method: a forward keeping the graph above ``layer1`` plus one backward of the
-  scores to the four layers, weights frozen.
+  scores to the four layers, weights frozen. hooklab's pass runs channels-last on a torchvision
+  CNN (``memory_format="auto"``, :mod:`hooklab.cam.memory`): the floor is timed in that layout,
+  and a no-grad forward of the channels-last input is printed beside the (contiguous) baseline.
 
 Usage: ``python benchmarks/bench_cam.py [--rounds 4] [--batch 16] [--size 224] [--no-scorecam]
 [--vit-batch 8] [--no-vit] [--no-many] [--quick]`` (``--quick``: 2 rounds, batch 4, ViT batch 2,
@@ -51,6 +53,7 @@ import torchvision  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
 
 from hooklab.cam import engine as cam  # noqa: E402
+from hooklab.cam import memory  # noqa: E402
 from hooklab.core.errors import HooklabError  # noqa: E402
 
 
@@ -266,9 +269,16 @@ def bench_many(args: argparse.Namespace) -> None:
         with torch.no_grad():
             model(x)
 
+    xl = memory.pass_input(model, x, "auto")  # the layout of hooklab's pass (channels-last)
+
+    def forward_cl() -> None:
+        with torch.no_grad():
+            model(xl)
+
     def floor() -> None:
         """The least any one-pass method can cost: a forward keeping the graph above layer1
-        and one backward of the predicted scores to the four layers (weights frozen)."""
+        and one backward of the predicted scores to the four layers (weights frozen), in the
+        memory format of hooklab's pass."""
         for p in model.parameters():
             p.requires_grad_(False)
         try:
@@ -277,7 +287,7 @@ def bench_many(args: argparse.Namespace) -> None:
                 lambda _m, _i, o: acts.append(o.requires_grad_() if not acts else o))
                 for n in MANY_LAYERS]
             try:
-                logits = model(x)
+                logits = model(xl)
             finally:
                 for h in hooks:
                     h.remove()
@@ -290,7 +300,8 @@ def bench_many(args: argparse.Namespace) -> None:
     candidates: dict[str, Callable[[], Any]] = {
         "hooklab one pass (24 maps)": lambda: cam.compute(model, x, methods=MANY_METHODS,
                                                           layers=MANY_LAYERS),
-        "floor: forward + backward to layer1": floor}
+        "floor: forward + backward to layer1": floor,
+        "forward, channels-last input": forward_cl}
     if importlib.util.find_spec("pytorch_grad_cam"):
         import pytorch_grad_cam as pgc_lib
 
@@ -312,6 +323,9 @@ def bench_many(args: argparse.Namespace) -> None:
     one, low = (statistics.median(ratios[k]) for k in ("hooklab one pass (24 maps)",
                                                        "floor: forward + backward to layer1"))
     print(f"hooklab one pass / floor: {one / low:.2f}x (the 24 maps' own work beyond the pass)")
+    cl = statistics.median(ratios["forward, channels-last input"])
+    print(f"hooklab one pass / a channels-last forward: {one / cl:.2f}x (hooklab's pass runs "
+          "channels-last: memory_format='auto' on a torchvision CNN)")
     goal_line("24 maps in one pass", one, 1.7)
 
 

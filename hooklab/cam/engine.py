@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hooklab.cam import smoothing
+from hooklab.cam import memory, smoothing
 from hooklab.cam.context import CamContext
 from hooklab.cam.methods import METHODS, CamMethod, method_name, minmax
 from hooklab.core.errors import HooklabError, NonSpatialLayerError
@@ -487,18 +487,28 @@ class _Pass:
 
 
 def _run(model: nn.Module, x: torch.Tensor, names: list[str], specs: list[CamMethod],
-         target: Target, batch_size: int, eigen_smooth: bool, layout: str) -> _Pass:
+         target: Target, batch_size: int, eigen_smooth: bool, layout: str,
+         memory_format: str = "auto") -> _Pass:
     """Capture every layer in one forward, the gradients of every layer in one
     ``autograd.grad`` per target rank, and every method's raw map from them."""
     if layout not in LAYOUTS:
         raise CamError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if memory_format not in memory.MEMORY_FORMATS:
+        raise CamError(f"unknown memory_format {memory_format!r}; use one of "
+                       f"{', '.join(memory.MEMORY_FORMATS)}")
+    xp = memory.pass_input(model, x, memory_format)
     # a model-calling method gets its own gradients (ctx.capture)
     layer_grads = any(s.needs_grad and s.run is None for s in specs)
     layouts: dict[str, TokenLayout] = {}
     grad_mode = torch.enable_grad() if layer_grads else torch.no_grad()
     with frozen(model), torch.inference_mode(False), grad_mode:
         try:
-            acts, logits = _capture(model, x, names, layer_grads, layout, layouts)
+            acts, logits = _capture(model, xp, names, layer_grads, layout, layouts)
+        except RuntimeError as exc:
+            msg = memory.view_error(exc, xp)
+            if msg is None:
+                raise
+            raise CamError(msg) from exc
         except _NonSpatial as exc:
             reason = exc.message or (f"layer {exc.name!r} has output {exc.what}; a CAM needs a "
                                      "spatial (N, C, H, W), token (B, T, D) or channel-last "
@@ -553,7 +563,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = ..., layer: LayerSp
             target: Target = ..., *, layers: Sequence[LayerItem] | None = ...,
             size: tuple[int, int] | None = ..., fuse: str = ..., batch_size: int = ...,
             eigen_smooth: bool = ..., aug_smooth: bool = ..., layout: str = ...,
-            methods: None = ...) -> CamResult: ...
+            methods: None = ..., memory_format: str = ...) -> CamResult: ...
 
 
 @overload
@@ -561,7 +571,7 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = ..., layer: LayerSp
             target: Target = ..., *, layers: Sequence[LayerItem] | None = ...,
             size: tuple[int, int] | None = ..., fuse: str = ..., batch_size: int = ...,
             eigen_smooth: bool = ..., aug_smooth: bool = ..., layout: str = ...,
-            methods: Sequence[str]) -> CamResults: ...
+            methods: Sequence[str], memory_format: str = ...) -> CamResults: ...
 
 
 def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: LayerSpec = None,
@@ -569,7 +579,8 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
             size: tuple[int, int] | None = None, fuse: str = "mean",
             batch_size: int = 128, eigen_smooth: bool = False,
             aug_smooth: bool = False, layout: str = "auto",
-            methods: Sequence[str] | None = None) -> CamResult | CamResults:
+            methods: Sequence[str] | None = None,
+            memory_format: str = "auto") -> CamResult | CamResults:
     """Class activation maps for a batch.
 
     Args:
@@ -599,6 +610,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
             (:func:`hooklab.models.tokens.infer_layout`).
         methods: several methods at once: returns :func:`compute_many`'s :class:`CamResults`
             (one shared pass; ``layer`` and ``layers`` are then mapped one by one, not fused).
+        memory_format: the captured pass's input layout: ``"auto"`` (channels-last for
+            torchvision's CNNs, which run faster so; the caller's layout otherwise),
+            ``"contiguous"`` or ``"channels_last"`` (:mod:`hooklab.cam.memory`).
 
     Returns:
         A :class:`CamResult` (a :class:`CamResults` with ``methods``).
@@ -621,7 +635,8 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
                                            else list(layer))
         return compute_many(model, x, methods, [*wanted, *(layers or [])] or None,
                             target, size=size, batch_size=batch_size,
-                            eigen_smooth=eigen_smooth, layout=layout)
+                            eigen_smooth=eigen_smooth, layout=layout,
+                            memory_format=memory_format)
     spec = _spec(method)
     x = _check_input(x)
     if fuse not in ("mean", "max"):
@@ -629,19 +644,21 @@ def compute(model: nn.Module, x: torch.Tensor, method: str = "gradcam", layer: L
     if aug_smooth:
         return smoothing.aug_smooth(compute, model, x, method, layer, target, layers=layers,
                                     size=size, fuse=fuse, batch_size=batch_size,
-                                    eigen_smooth=eigen_smooth, layout=layout)
+                                    eigen_smooth=eigen_smooth, layout=layout,
+                                    memory_format=memory_format)
     if layers is not None:
         layer = list(layers) if layer is None else [layer, *layers]  # type: ignore[list-item]
     names = _resolve_layers(model, layer, x)
     out_size = tuple(size) if size is not None else tuple(x.shape[-2:])
-    p = _run(model, x, names, [spec], target, batch_size, eigen_smooth, layout)
+    p = _run(model, x, names, [spec], target, batch_size, eigen_smooth, layout, memory_format)
     return _result(p, spec.name, names, out_size, fuse)
 
 
 def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
                  layers: Sequence[LayerItem] | LayerSpec = None, target: Target = None, *,
                  size: tuple[int, int] | None = None, batch_size: int = 128,
-                 eigen_smooth: bool = False, layout: str = "auto") -> CamResults:
+                 eigen_smooth: bool = False, layout: str = "auto",
+                 memory_format: str = "auto") -> CamResults:
     """Every requested method at every requested layer from one forward and one backward.
 
     ``A`` and ``G`` of every layer are captured in one forward (the lowest captured layer is
@@ -652,7 +669,8 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
     method and layer alone.
 
     Args:
-        model, x, target, size, batch_size, eigen_smooth, layout: as for :func:`compute`.
+        model, x, target, size, batch_size, eigen_smooth, layout, memory_format: as for
+            :func:`compute`.
         methods: method names (any spelling); duplicates are dropped.
         layers: a layer, a list, a glob or a type; every match is mapped on its own (no fusion).
             ``None``: the automatic layer.
@@ -680,7 +698,8 @@ def compute_many(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
 
     with HookScope() as hooks:
         hooks.forward_pre(model, count)
-        p = _run(model, x, names, specs, target, batch_size, eigen_smooth, layout)
+        p = _run(model, x, names, specs, target, batch_size, eigen_smooth, layout,
+                 memory_format)
     results = CamResults(tuple(s.name for s in specs), tuple(names), p.logits, calls[0])
     for spec in specs:
         for n in names:

@@ -121,16 +121,16 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     background) come out positive.
     """
     b, c, h, w = acts.shape
-    m = acts.reshape(b, c, h * w).transpose(1, 2).double()  # (B, hw, C)
+    # (B, hw, C), centred in float64; M v1 = sigma1 u1: the top eigenvector of the smaller Gram
+    # matrix (much faster than an SVD of M on CPU), whose eigh (float64) is the costly part.
+    m = acts.flatten(2).transpose(1, 2).double()
     m = m - m.mean(dim=1, keepdim=True)
-    # M v1 = sigma1 u1: take the top eigenvector of the smaller Gram matrix (much faster than
-    # an SVD of M on CPU).
     if h * w <= c:
         vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, hw, hw), ascending
         proj = vecs[..., -1] * vals[..., -1:].clamp(min=0).sqrt()
     else:
         _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
-        proj = torch.einsum("bpc,bc->bp", m, vecs[..., -1])
+        proj = torch.bmm(m, vecs[..., -1:])[..., 0]
     # An SVD's sign is arbitrary: orient the projection to positive skew, so the small region
     # that deviates strongly from the bulk (the object, not the background) comes out positive.
     sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
