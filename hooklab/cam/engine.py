@@ -376,6 +376,10 @@ def _capture(model: nn.Module, x: torch.Tensor, names: list[str], need_grad: boo
     with HookScope() as hooks:
         for name in names:
             hooks.forward(model.get_submodule(name), make(name))
+        if need_grad:  # attention above the layer: one input-projection matmul, not T of them
+            for m in model.modules():
+                if isinstance(m, nn.MultiheadAttention) and m.batch_first:
+                    hooks.forward_pre(m, memory.mha_sequence_first, with_kwargs=True)
         grad_mode = torch.enable_grad() if need_grad else torch.no_grad()
         with torch.inference_mode(False), grad_mode:  # works under a caller's inference_mode
             out = model(x)

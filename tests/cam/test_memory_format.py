@@ -78,3 +78,25 @@ def test_a_model_that_views_is_one_clear_error_and_leaves_no_hook(no_leak):
 def test_unknown_memory_format_is_refused(resnet):
     with pytest.raises(cam.CamError, match="unknown memory_format 'nhwc'"):
         cam.compute(resnet, torch.randn(1, 3, 32, 32), "gradcam", memory_format="nhwc")
+
+
+def test_attention_above_the_layer_gets_sequence_first_tokens(monkeypatch, no_leak):
+    """A gradient CAM below a batch-first MHA hands it tokens stored sequence-first (its input
+    projection is then one matmul); the map is the same as without that hand-over."""
+    vit = get_model("simple_vit", seed=0).eval()
+    torch.manual_seed(2)
+    x = torch.randn(3, 3, 32, 32)
+    layer = "encoder.layers.encoder_layer_2.ln_1"
+    mha = vit.get_submodule("encoder.layers.encoder_layer_3.self_attention")
+    seen: list[bool] = []
+    h = mha.register_forward_hook(lambda _m, a, _o: seen.append(
+        a[0].transpose(0, 1).is_contiguous()))
+    try:
+        with no_leak(vit):
+            fast = cam.compute(vit, x, "hirescam", layer=layer)
+            monkeypatch.setattr(memory, "mha_sequence_first", lambda *_a: None)
+            plain = cam.compute(vit, x, "hirescam", layer=layer)
+    finally:
+        h.remove()
+    assert seen == [True, False]
+    torch.testing.assert_close(fast.raw, plain.raw, rtol=1e-5, atol=1e-6)
