@@ -14,6 +14,12 @@ Then the bias experiment: fraction of CAM maxima on the spurious cue vs on the o
 model trained on biased shapes (cue names the label 95 % of the time) and one trained on
 rebalanced shapes, with Grad-CAM, HiResCAM (the experiment's default) and Score-CAM.
 
+Then the SimpleViT (shipped ``simple_vit_shapes``, issue 13): every method at the automatic
+layer with the same columns beside the random baseline, each method marked class-specific or not
+(EigenCAM and KPCA-CAM give one map for every class); each gradient method at the block whose
+``ln_1`` points best on ``--vit-select`` train images, scored on the test images; and the goal
+line: the best class-specific method's pointing game >= 0.9.
+
 Then "Can this map be trusted?": for every method of the registry (``hooklab.cam.METHODS``) on
 ``--trust-n`` test images: ROAD MoRF / LeRF / combined (:mod:`hooklab.cam.road`, logit score,
 percentiles 10..90), the MPRT cascade's mean Spearman and SSIM at full randomisation
@@ -24,7 +30,8 @@ have (CAM without a pooling + Linear head, attention methods on a CNN) is listed
 
 Usage: ``python benchmarks/bench_quality.py [--n 200] [--steps 16] [--tolerance 2]
 [--seeds 0 1 2 3] [--no-seeds] [--no-bias] [--threads K] [--trust-n 32] [--no-trust]
-[--only-trust] [--methods gradcam ...] [--model simple_cnn|simple_vit]`` (``--seeds`` trains one model per
+[--only-trust] [--methods gradcam ...] [--model simple_cnn|simple_vit] [--no-vit] [--only-vit]
+[--vit-select 200]`` (``--seeds`` trains one model per
 seed and recipe; ``benchmarks/seed_spread.py`` measures the recipe over seeds in full).
 """
 
@@ -143,6 +150,62 @@ def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> Non
           f"{r['road_combined']:>7.3f}")
 
 
+def vit_table(n: int, steps: int, tolerance: float, seed: int, n_select: int) -> None:
+    """The SimpleViT (shipped ``simple_vit_shapes``): every method at the automatic layer beside
+    the random baseline, then each gradient method at the block ``ln_1`` where its pointing game
+    is best on ``n_select`` *train* images (chosen there, scored on the test images)."""
+    from hooklab.models import zoo
+
+    vit = zoo.shipped_model("simple_vit_shapes").eval()
+    test = make_shapes(n, seed=seed, split="test")
+    with torch.no_grad():
+        acc = float((vit(test.images).argmax(1) == test.labels).float().mean())
+    layer = cam.auto_layer(vit, test.images)
+    print()
+    print(f"CAM quality — SimpleViT trained on shapes (shipped; test accuracy {acc:.3f}), "
+          f"layer {layer!r}, {n} test images, predicted-class targets, deletion/insertion "
+          f"{steps} steps, random baseline seed {seed}")
+    table = metrics.compare_methods(vit, test.images, test.masks, steps=steps,
+                                    tolerance=[0.0, tolerance], seed=seed)
+    tol_col = f"pointing@{tolerance:g}px"
+    print(f"{'method':<19} {'pointing':>9} {'±' + format(tolerance, 'g') + 'px':>7} "
+          f"{'AD %':>7} {'IC %':>7} {'del AUC':>8} {'ins AUC':>8}  class-specific")
+    for row in table.to_dict("records"):
+        spec = cam.METHODS.get(row["method"])
+        kind = "" if spec is None else ("yes" if spec.class_specific else "no (one map for "
+                                                                          "every class)")
+        print(f"{row['method']:<19} {row['pointing']:>9.3f} {row[tol_col]:>7.3f} "
+              f"{row['average_drop']:>7.1f} {row['increase_confidence']:>7.1f} "
+              f"{row['deletion_auc']:>8.3f} {row['insertion_auc']:>8.3f}  {kind}")
+    blocks = [f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(len(vit.encoder.layers))]
+    grad = [k for k, sp in cam.METHODS.items() if sp.needs_grad and sp.run is None]
+    pick = make_shapes(n_select, seed=seed + 1, split="train")
+    sel = cam.compute_many(vit, pick.images, grad, blocks)
+    tst = cam.compute_many(vit, test.images, grad, blocks)
+    print(f"Each gradient method at its best block (ln_1 chosen by the pointing game on "
+          f"{n_select} train images, scored on the {n} test images):")
+    best: dict[str, tuple[float, str]] = {}
+    for m in grad:
+        on_pick = {b: metrics.pointing_game(sel[m, b].maps, pick.masks[sel[m, b].sample])
+                   for b in blocks}
+        chosen = max(blocks, key=lambda b: on_pick[b])
+        r = tst[m, chosen]
+        best[m] = (metrics.pointing_game(r.maps, test.masks[r.sample]), chosen)
+        print(f"  {m:<19} {best[m][0]:.3f} at {chosen.replace('encoder.layers.', '')}")
+    rows = {r["method"]: r for r in table.to_dict("records")}
+    specific = {m: float(rows[m]["pointing"]) for m in rows
+                if m in cam.METHODS and cam.METHODS[m].class_specific}
+    specific.update({f"{m} at its block": v for m, (v, _) in best.items()
+                     if cam.METHODS[m].class_specific})
+    top = max(specific, key=lambda k: specific[k])
+    anyone = max((m for m in rows if m != "random"), key=lambda m: float(rows[m]["pointing"]))
+    print(f"random map: {float(rows['random']['pointing']):.3f}; best at the automatic layer: "
+          f"{anyone} {float(rows[anyone]['pointing']):.3f}")
+    v = specific[top]
+    print(f"SimpleViT best class-specific method: {top} {v:.3f} (goal >= 0.9): "
+          f"{'met' if v >= 0.9 else 'NOT met'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="test images")
@@ -163,12 +226,20 @@ def main() -> None:
                     help="trust-table methods (default: every method of the registry)")
     ap.add_argument("--model", default="simple_cnn", choices=["simple_cnn", "simple_vit"],
                     help="shipped model of the trust table (simple_vit: simple_vit_shapes)")
+    ap.add_argument("--no-vit", action="store_true", help="skip the SimpleViT table")
+    ap.add_argument("--only-vit", action="store_true", help="only the SimpleViT table")
+    ap.add_argument("--vit-select", type=int, default=200,
+                    help="train images that choose each method's block in the SimpleViT table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(machine_line(), flush=True)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
+    if args.only_vit:
+        vit_table(args.n, args.steps, args.tolerance, args.seed, args.vit_select)
+        print(f"total {time.perf_counter() - t0:.0f} s")
+        return
     model = shapes_model().eval()
     test = make_shapes(args.n, seed=args.seed, split="test")
     if not args.no_trust:
@@ -204,6 +275,8 @@ def main() -> None:
         seed_spread(args.seeds, args.n, args.tolerance)
     if not args.no_bias:
         bias_table(args.n * 2, args.seed, args.tolerance, args.bias_methods)
+    if not args.no_vit:
+        vit_table(args.n, args.steps, args.tolerance, args.seed, args.vit_select)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
