@@ -52,7 +52,13 @@ def methods_section(model: Model, sample: InputChoice, res: camlib.CamResult, ta
         st.caption(t("Score-CAM is left out by default at this input size (it runs the model once "
                      "per channel); add it below if you want to wait.",
                      "此输入尺寸下默认不含 Score-CAM（每个通道运行一次模型）；需要时可在下方添加。"))
-    chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS), default=default,
+    # A keyed multiselect keeps its value when its default changes: after the 32 px default
+    # model (Score-CAM in) a switch to a 224 px model would keep Score-CAM, hundreds of full
+    # forwards. The selection follows the default whenever the default changes.
+    if st.session_state.get("gradcam_methods_default") != default:
+        st.session_state["gradcam_methods_default"] = default
+        st.session_state["gradcam_methods"] = list(default)
+    chosen = st.multiselect(t("Methods", "方法"), list(camlib.METHODS),
                             format_func=lambda m: camlib.METHODS[m].title, key="gradcam_methods")
     raw = st.toggle(t("Raw maps instead of overlays", "显示原始热力图而非叠加图"),
                     key="gradcam_raw")

@@ -1,6 +1,6 @@
 """AppTest of every page with the ViT models: the SimpleViT on its shipped weights (Inspector,
-Compare edits halving the gradient at an encoder block, Grad-CAM, save and reopen on Runs), (torchvision's
-vit_b_16 on the Grad-CAM page runs past a 240 s AppTest timeout on 2 cores: not covered here)."""
+Compare edits halving the gradient at an encoder block, Grad-CAM, save and reopen on Runs), and
+torchvision's vit_b_16 (random weights, 224 px) on the Grad-CAM page."""
 
 from __future__ import annotations
 
@@ -107,3 +107,17 @@ def test_gradcam_page_shows_a_map_for_the_simple_vit(store_dir):
     at = _pick_vit(_page("gradcam.py"), "gradcam")
     heat = _heatmap(at)
     assert heat.shape == (32, 32) and np.isfinite(heat).all() and float(np.ptp(heat)) > 0
+
+
+@pytest.mark.slow
+def test_gradcam_page_runs_vit_b_16_after_the_default_model(store_dir):
+    """From the 32 px default (Score-CAM among the side-by-side methods) to vit_b_16: the map is
+    224 x 224 and the methods follow the large-input default (no Score-CAM: 768 forwards)."""
+    at = _page("gradcam.py")
+    assert "scorecam" in at.multiselect(key="gradcam_methods").value
+    _pick_vit(at, "gradcam", "vit_b_16")
+    heat = _heatmap(at)
+    assert heat.shape == (224, 224) and np.isfinite(heat).all() and float(np.ptp(heat)) > 0
+    methods = at.multiselect(key="gradcam_methods").value
+    assert "scorecam" not in methods and "gradcam" in methods
+    assert any("Score-CAM is left out" in c.value for c in at.caption)
