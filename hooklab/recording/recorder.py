@@ -116,7 +116,8 @@ class Recorder:
                  hooks: Mapping[str, Iterable[str]] | None = None, param_grads: bool = False,
                  input_grads: bool = False, inputs: bool = True, keep_tensors: bool = True,
                  max_bytes: int | None = DEFAULT_MAX_BYTES, step: int = 0,
-                 meta: Mapping[str, Any] | None = None) -> None:
+                 meta: Mapping[str, Any] | None = None,
+                 keep_layers: Iterable[str] = ()) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"record() needs an nn.Module, got {type(model).__name__}")
         self.model = model
@@ -135,6 +136,7 @@ class Recorder:
         self.record_inputs = inputs
         self.keep_tensors = keep_tensors
         self.max_bytes = None if max_bytes is None else int(max_bytes)
+        self.keep_layers = frozenset(keep_layers)
         self.step = int(step)
         self.trace = Trace(meta={
             **dict(meta or {}),
@@ -508,7 +510,8 @@ class Recorder:
             if self.keep_tensors:
                 nbytes = t.numel() * 4
                 with self._lock:
-                    fits = self.max_bytes is None or self.trace.stored_bytes + nbytes <= self.max_bytes
+                    fits = (self.max_bytes is None or layer in self.keep_layers
+                            or self.trace.stored_bytes + nbytes <= self.max_bytes)
                     if fits:
                         self.trace.meta["stored_bytes"] = self.trace.stored_bytes + nbytes
                     else:
@@ -632,6 +635,8 @@ def record(model: nn.Module, layers: LayerSpec = None, **kwargs: Any) -> Recorde
         inputs: record forward inputs (default True).
         keep_tensors: store tensors (False: statistics only, fastest).
         max_bytes: tensor byte budget; past it only statistics are kept (``trace.truncated``).
+        keep_layers: layers whose tensors are stored even past ``max_bytes`` (what a view
+            cannot do without, e.g. the CAM layer of a comparison of a large model).
         step: the first step number.
         meta: extra metadata for the trace (model name, input description, page...).
 

@@ -356,11 +356,14 @@ def _edit_layers(config: EditsConfig) -> list[str]:
 
 def _record_side(model: nn.Module, x: torch.Tensor, config: EditsConfig,
                  layers: Any, target: list[int], meta: Mapping[str, Any],
-                 max_bytes: int) -> Trace:
+                 max_bytes: int, cam_layer: str | None = None) -> Trace:
     xx = x.detach().clone().requires_grad_(True)
     try:
+        # the CAM layer's activation and gradient are kept past the budget (on a large model
+        # the leaves before it would use it all up)
         with record(model, layers=layers, edits=normalise_config(config), param_grads=True,
-                    max_bytes=max_bytes, meta=dict(meta)) as rec:
+                    max_bytes=max_bytes, meta=dict(meta),
+                    keep_layers=[cam_layer] if cam_layer else ()) as rec:
             rec.run(xx, target=target)
     finally:
         model.zero_grad(set_to_none=True)
@@ -433,9 +436,9 @@ def compare_edits(model: nn.Module, x: torch.Tensor, config_a: EditsConfig = Non
         rec_layers = [*leaf_names(model), chosen_cam]
     base = dict(meta or {})
     trace_a = _record_side(model, x, specs_a, rec_layers, target,
-                           {**base, "side": "A"}, max_bytes)
+                           {**base, "side": "A"}, max_bytes, chosen_cam)
     trace_b = _record_side(model, x, specs_b, rec_layers, target,
-                           {**base, "side": "B"}, max_bytes)
+                           {**base, "side": "B"}, max_bytes, chosen_cam)
     cmp = comparison_from_traces(trace_a, trace_b, cam_layer=chosen_cam)
     cmp.target = [int(t) for t in target] if isinstance(target, list) else []
     cmp.config_a = [e.spec() for e in specs_a]

@@ -121,3 +121,24 @@ def test_gradcam_page_runs_vit_b_16_after_the_default_model(store_dir):
     methods = at.multiselect(key="gradcam_methods").value
     assert "scorecam" not in methods and "gradcam" in methods
     assert any("Score-CAM is left out" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
+def test_inspector_and_compare_run_torchvision_transformers(store_dir, name):
+    """torchvision's ViT-B/16 and Swin-T (random weights, 224 px) on the Inspector and on Compare
+    edits: the recording has events; the example edit halves the gradient upstream of it."""
+    at = _pick_vit(_page("inspector.py"), "inspector", name)
+    at.button(key="inspector_run").click().run()
+    _ok(at)
+    assert len(at.dataframe[0].value) > 0
+    cmp_ = _pick_vit(_page("compare.py"), "compare", name)
+    edit = cmp_.text_area(key="compare_b_edits").value
+    assert edit.endswith("=scale(0.5)")
+    cmp_.button(key="compare_run").click().run()
+    _ok(cmp_)
+    ratio = next(c for c in figures(cmp_) if c["layout"]["title"]["text"].startswith(
+        "Gradient-norm ratio"))
+    bar = ratio["data"][0]
+    r = dict(zip(bar["x"], plotly_array(bar["y"]).tolist(), strict=True))
+    assert r["input"] == pytest.approx(0.5, rel=1e-3)  # upstream of the halved block

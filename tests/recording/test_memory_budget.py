@@ -101,6 +101,31 @@ def test_zero_budget_stores_nothing():
     assert rec.trace.events["norm"].notna().all()
 
 
+
+def test_keep_layers_are_stored_past_the_budget_and_match_autograd(no_leak):
+    """A zero budget with keep_layers=["conv3"]: conv3's output and output gradient are stored
+    (the gradient equal to torch.autograd.grad on the same graph), nothing else is."""
+    torch.manual_seed(0)
+    model = SimpleCNN().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with no_leak(model):
+        with hooklab.record(model, max_bytes=0, keep_layers=["conv3"]) as rec:
+            rec.run(x, target=[1, 2])
+    ev = rec.trace.events
+    stored = ev[ev.key != ""]
+    assert set(stored["layer"]) == {"conv3"} and set(stored["role"]) >= {"output", "grad_output"}
+    assert rec.trace.truncated  # the other layers hit the zero budget
+    out = {}
+    h = model.conv3.register_forward_hook(lambda _m, _i, o: out.__setitem__("a", o))
+    try:
+        logits = model(x)
+    finally:
+        h.remove()
+    (ref,) = torch.autograd.grad(logits[[0, 1], [1, 2]].sum(), [out["a"]])
+    g = stored[stored.role == "grad_output"].iloc[-1]
+    torch.testing.assert_close(rec.trace.tensor(g["key"]), ref, rtol=1e-5, atol=1e-7)
+
+
 _PEAKS = textwrap.dedent("""
     import json, torch, hooklab
     from hooklab.models.zoo import SimpleCNN
