@@ -126,12 +126,23 @@ def test_gradcam_page_runs_vit_b_16_after_the_default_model(store_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
 def test_inspector_and_compare_run_torchvision_transformers(store_dir, name):
-    """torchvision's ViT-B/16 and Swin-T (random weights, 224 px) on the Inspector and on Compare
-    edits: the recording has events; the example edit halves the gradient upstream of it."""
+    """torchvision's ViT-B/16 and Swin-T (random weights, 224 px) on the Inspector (recorded,
+    saved, opened on Runs) and on Compare edits (the example edit halves the gradient upstream
+    of it)."""
     at = _pick_vit(_page("inspector.py"), "inspector", name)
     at.button(key="inspector_run").click().run()
     _ok(at)
-    assert len(at.dataframe[0].value) > 0
+    n_events = len(at.dataframe[0].value)
+    assert n_events > 0
+    at.button(key="inspector_save").click().run()  # saved, then listed and reopened on Runs
+    _ok(at)
+    run_id = at.success[0].value.split()[-1]
+    assert TraceStore(store_dir).load(run_id).meta["settings"]["model"]["name"] == name
+    runs = AppTest.from_file(str(VIEWS / "runs.py"), default_timeout=TIMEOUT)
+    runs.query_params["run"] = run_id
+    runs.run()
+    _ok(runs)
+    assert any(run_id in str(df.value.to_dict()) for df in runs.dataframe)
     cmp_ = _pick_vit(_page("compare.py"), "compare", name)
     edit = cmp_.text_area(key="compare_b_edits").value
     assert edit.endswith("=scale(0.5)")
