@@ -29,7 +29,7 @@ from typing import Any
 from hooklab.core.errors import HooklabError
 
 __all__ = ["ACTIONS", "ADMINS_ENV", "Decision", "Identity", "LabPolicy", "PermissionDenied",
-           "owner_of", "policy_from_env"]
+           "owner_of", "policy_from_env", "saved_author"]
 
 #: Environment variable with the CLI's admins (comma-separated e-mails or subjects).
 ADMINS_ENV = "HOOKLAB_ADMINS"
@@ -118,6 +118,19 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.allowed
+
+
+def saved_author(author: str | None, by: Identity | None) -> str:
+    """The ``author`` a new run records: the signed-in ``by``'s label, else ``author``, else the
+    login name (``""`` where there is none, as in some containers)."""
+    if by is not None:
+        return by.label
+    if author is not None:
+        return author
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return ""
 
 
 def owner_of(manifest: Mapping[str, Any]) -> Identity | None:

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import builtins
-import getpass
 import hashlib
 import logging
 import os
@@ -52,7 +51,7 @@ from hooklab.core.trace import Trace
 from hooklab.core.version import __version__
 from hooklab.store import format as fmt
 from hooklab.store import stream
-from hooklab.store.access import Decision, Identity, LabPolicy
+from hooklab.store.access import Decision, Identity, LabPolicy, saved_author
 from hooklab.store.archive import export_run, import_run
 from hooklab.store.audit import AuditLog, AuditReport
 from hooklab.store.listing import (
@@ -236,13 +235,7 @@ class TraceStore:
             fmt.check_run_id(run_id)
             if self.is_taken(run_id):
                 raise StoreError(f"run id {run_id!r} is already used in {self.root}")
-        if by is not None:
-            author = by.label
-        elif author is None:
-            try:
-                author = getpass.getuser()
-            except Exception:  # no login name (containers)
-                author = ""
+        author = saved_author(author, by)
         if not isinstance(author, str) or not isinstance(notes, str):
             raise StoreError("author and notes must be strings")
         created = fmt.utc_now()

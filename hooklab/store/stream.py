@@ -24,7 +24,6 @@ committed event.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
@@ -49,7 +48,7 @@ from hooklab.core.errors import CorruptRunError, StoreError
 from hooklab.core.trace import EVENT_COLUMNS, Trace, normalise_events
 from hooklab.recording.watch import SCALAR_COLUMNS, Segment
 from hooklab.store import format as fmt
-from hooklab.store.access import Identity
+from hooklab.store.access import Identity, saved_author
 
 
 class TraceStore(Protocol):
@@ -525,13 +524,7 @@ class StreamWriter:
                  notes: str = "", tags: list[str] | None = None,
                  versions: dict[str, str] | None = None, by: Identity | None = None) -> None:
         fmt.check_run_id(run_id)
-        if by is not None:
-            author = by.label
-        elif author is None:
-            try:
-                author = getpass.getuser()
-            except Exception:  # noqa: BLE001 - no login name (containers)
-                author = ""
+        author = saved_author(author, by)
         if not isinstance(author, str) or not isinstance(notes, str):
             raise StoreError("author and notes must be strings")
         self.store = store
