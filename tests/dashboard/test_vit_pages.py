@@ -76,15 +76,20 @@ def test_inspector_records_the_simple_vit(store_dir):
     assert back.selectbox(key="inspector_model").value == "simple_vit"
 
 
-def test_compare_halves_the_gradient_at_an_encoder_block(store_dir):
-    at = _pick_vit(_page("compare.py"), "compare")
-    assert at.text_area(key="compare_b_edits").value == f"{BLOCK}=scale(0.5)"
+def _compare_ratios(at: AppTest) -> dict[str, float]:
+    """Run Compare edits and read its gradient-norm ratio bars (B / A per layer)."""
     at.button(key="compare_run").click().run()
     _ok(at)
     ratio = next(c for c in figures(at) if c["layout"]["title"]["text"].startswith(
         "Gradient-norm ratio"))
     bar = ratio["data"][0]
-    r = dict(zip(bar["x"], plotly_array(bar["y"]).tolist(), strict=True))
+    return dict(zip(bar["x"], plotly_array(bar["y"]).tolist(), strict=True))
+
+
+def test_compare_halves_the_gradient_at_an_encoder_block(store_dir):
+    at = _pick_vit(_page("compare.py"), "compare")
+    assert at.text_area(key="compare_b_edits").value == f"{BLOCK}=scale(0.5)"
+    r = _compare_ratios(at)
     assert r["input"] == pytest.approx(0.5, rel=1e-4)  # upstream of the block: halved
     assert r["conv_proj (param)"] == pytest.approx(0.5, rel=1e-4)
     assert r["heads.head (param)"] == pytest.approx(1.0, rel=1e-4)  # downstream: unchanged
@@ -146,10 +151,5 @@ def test_inspector_and_compare_run_torchvision_transformers(store_dir, name):
     cmp_ = _pick_vit(_page("compare.py"), "compare", name)
     edit = cmp_.text_area(key="compare_b_edits").value
     assert edit.endswith("=scale(0.5)")
-    cmp_.button(key="compare_run").click().run()
-    _ok(cmp_)
-    ratio = next(c for c in figures(cmp_) if c["layout"]["title"]["text"].startswith(
-        "Gradient-norm ratio"))
-    bar = ratio["data"][0]
-    r = dict(zip(bar["x"], plotly_array(bar["y"]).tolist(), strict=True))
+    r = _compare_ratios(cmp_)
     assert r["input"] == pytest.approx(0.5, rel=1e-3)  # upstream of the halved block
