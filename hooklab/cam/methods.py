@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from hooklab.cam.context import CamContext
+from hooklab.cam.eig import top_eigenpair
 
 _EPS = 1e-7
 
@@ -61,7 +62,7 @@ def _gradcampp_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     g3 = grads.pow(3)
     sum_a = acts.sum(dim=(2, 3), keepdim=True)
     alpha = g2 / (2 * g2 + sum_a * g3 + _EPS)
-    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    alpha = alpha.masked_fill_(grads == 0, 0.0)
     return (alpha * F.relu(grads)).sum(dim=(2, 3))
 
 
@@ -121,20 +122,49 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     background) come out positive.
     """
     b, c, h, w = acts.shape
-    # (B, hw, C), centred in float64; M v1 = sigma1 u1: the top eigenvector of the smaller Gram
-    # matrix (much faster than an SVD of M on CPU), whose eigh (float64) is the costly part.
-    m = acts.flatten(2).transpose(1, 2).double()
-    m = m - m.mean(dim=1, keepdim=True)
+    a = acts.detach().flatten(2).transpose(1, 2)  # (B, hw, C): a view for channels-last
+    # M v1 = sigma1 u1: the top eigenpair of the smaller Gram matrix of M (much faster than an
+    # SVD of M on CPU), in float64.
     if h * w <= c:
-        vals, vecs = torch.linalg.eigh(m @ m.transpose(1, 2))  # (B, hw, hw), ascending
-        proj = vecs[..., -1] * vals[..., -1:].clamp(min=0).sqrt()
+        m = a.double()
+        m = m - m.mean(dim=1, keepdim=True)
+        val, vec = top_eigenpair(m @ m.transpose(1, 2))  # (B, hw, hw)
+        proj = vec * val[:, None].clamp(min=0).sqrt()
     else:
-        _, vecs = torch.linalg.eigh(m.transpose(1, 2) @ m)  # (B, C, C)
-        proj = torch.bmm(m, vecs[..., -1:])[..., 0]
+        proj = _project_on_top_channel_component(a)
     # An SVD's sign is arbitrary: orient the projection to positive skew, so the small region
     # that deviates strongly from the bulk (the object, not the background) comes out positive.
     sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
     return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
+
+
+#: Positions per float64 chunk in :func:`_project_on_top_channel_component`.
+_GRAM_ROWS = 256
+
+
+def _project_on_top_channel_component(a: torch.Tensor) -> torch.Tensor:
+    """``M v₁`` ``(B, hw)`` for ``a`` ``(B, hw, C)``, ``M = a`` centred over positions and ``v₁``
+    the top eigenvector of ``MᵀM`` (``C × C``), all in float64.
+
+    ``MᵀM = aᵀa − hw·μμᵀ`` and ``M v₁ = a v₁ − μ·v₁``, accumulated over chunks of positions
+    converted to float64 one at a time: a float64 copy of a ``layer1`` activation (16 × 3136 ×
+    64) would be a fresh 26 MB allocation, whose page faults alone cost as much as the rest
+    of EigenCAM there.
+    """
+    b, hw, c = a.shape
+    chunks = a.split(_GRAM_ROWS, dim=1)
+    mu = torch.zeros(b, 1, c, dtype=torch.float64, device=a.device)
+    gram = torch.zeros(b, c, c, dtype=torch.float64, device=a.device)
+    for part in chunks:
+        d = part.double()
+        mu += d.sum(dim=1, keepdim=True)
+        gram.baddbmm_(d.transpose(1, 2), d)
+    mu /= hw
+    gram -= hw * mu.transpose(1, 2) * mu
+    _, vec = top_eigenpair(gram)
+    v = vec[..., None]  # (B, C, 1)
+    proj = torch.cat([torch.bmm(part.double(), v) for part in chunks], dim=1)[..., 0]
+    return proj - torch.bmm(mu, v)[..., 0]
 
 
 def project(weighted: torch.Tensor) -> torch.Tensor:
@@ -153,11 +183,18 @@ def minmax(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
     ``(x - min) / (max - min)``, as the seed does (``cam - cam.min()``, then ``/ cam.max()``
     when it is positive).
     """
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
     lo = x.amin(dim=dims, keepdim=True)
-    x = x - lo
-    hi = x.amax(dim=dims, keepdim=True)
-    safe = torch.where(hi > 0, hi, torch.ones_like(hi))
-    return torch.where(hi > 0, x / safe, torch.zeros_like(x))
+    out = x - lo
+    hi = out.amax(dim=dims, keepdim=True)
+    ok = hi > 0
+    # In place, and the zeroing pass only where a slice needs it: a CAM pass normalises every
+    # map at the input's resolution (24 maps of 16 x 224 x 224 in a layer sweep).
+    out.div_(torch.where(ok, hi, torch.ones_like(hi)))
+    if not bool(ok.all()):
+        out = torch.where(ok, out, torch.zeros_like(out))
+    return out
 
 
 def scorecam_weights(acts: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,

@@ -117,13 +117,42 @@ def test_token_layers_in_one_pass():
     a, g, _ = vit_oracle(model, x, [1, 4, 7])
     for method in SIX:
         want = cam_methods.METHODS[method].map(a, g if method != "eigencam" else None)
-        torch.testing.assert_close(res[method, LAST_LN].raw, want, rtol=1e-4,
-                                   atol=1e-5 * float(want.abs().max()))
+        got = res[method, LAST_LN].raw
+        atol = torch.full_like(want, 1e-5 * float(want.abs().max()))
+        if method == "xgradcam":  # ill-conditioned on LayerNorm outputs: see the bound's doc
+            atol = torch.maximum(atol, xgradcam_rounding_bound(a, g).to(atol.dtype))
+        gap = (got - want).abs() - 1e-4 * want.abs() - atol
+        assert float(gap.max()) <= 0, f"{method}: off the oracle by {float(gap.max()):.3g}"
         # the single call differs only by rounding: with the leaf at block 0, block 0's
         # attention runs PyTorch's differentiable path instead of its fused no-grad kernel
         single = cam.compute(model, x, method, layer=first, target=[1, 4, 7])
         torch.testing.assert_close(res[method, first].raw, single.raw, rtol=1e-4,
                                    atol=1e-5 * float(single.raw.abs().max()))
+
+
+def xgradcam_rounding_bound(a, g, eps=1e-6):
+    """First-order bound on how far XGrad-CAM's map moves when ``A`` and ``G`` carry relative
+    errors of ``eps`` (two float32 paths to the same layer differ by about 1e-6).
+
+    ``w_c = N_c / D_c`` with ``D_c = Σ A_c``: after a LayerNorm ``D_c`` can be close to 0 while
+    ``Σ |A_c|`` is not (κ = 1749 on this tiny ViT), and the error of ``w_c`` grows with
+    ``Σ|A_c| / |D_c|``. Measured on an AMD EPYC: the one-pass map was off the oracle by 1e-3
+    (of 7.4), a tenth of this bound.
+    """
+    a, g = a.double(), g.double()
+    n = (g * a).sum(dim=(2, 3))
+    d = a.sum(dim=(2, 3)) + cam_methods._EPS
+    dw = eps * ((g * a).abs().sum(dim=(2, 3)) / d.abs() + n.abs() * a.abs().sum(dim=(2, 3)) / d**2)
+    return torch.einsum("bc,bchw->bhw", dw + eps * (n / d).abs(), a.abs())
+
+
+def test_xgradcam_rounding_bound_is_not_slack():
+    """The bound above is small where the sums are well away from 0 (else it would pass
+    anything)."""
+    torch.manual_seed(0)
+    a, g = torch.rand(2, 8, 4, 4) + 0.5, torch.randn(2, 8, 4, 4)
+    want = cam_methods.METHODS["xgradcam"].map(a, g)
+    assert float(xgradcam_rounding_bound(a, g).max()) < 1e-4 * float(want.abs().max())
 
 
 def test_bad_requests(resnet, batch):
