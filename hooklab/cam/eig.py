@@ -46,3 +46,10 @@ def top_eigenpair(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 vals[i], vecs[i] = w[0], v[:, 0]
     return (torch.from_numpy(vals).to(k.device, k.dtype),
             torch.from_numpy(vecs).to(k.device, k.dtype))
+
+
+def top_component(k: torch.Tensor) -> torch.Tensor:
+    """``σ₁ u₁`` ``(B, n)`` for Gram matrices ``k = M Mᵀ``: the projection ``M v₁`` of ``M`` on
+    its first right singular vector (``√λ₁`` times the top eigenvector; sign arbitrary)."""
+    val, vec = top_eigenpair(k)
+    return vec * val[:, None].clamp(min=0).sqrt()

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from hooklab.cam.context import CamContext
-from hooklab.cam.eig import top_eigenpair
+from hooklab.cam.eig import top_component, top_eigenpair
 
 _EPS = 1e-7
 
@@ -121,19 +121,28 @@ def eigencam(acts: torch.Tensor, grads: torch.Tensor | None = None) -> torch.Ten
     the few positions that deviate strongly from the bulk (the object rather than the
     background) come out positive.
     """
-    b, c, h, w = acts.shape
+    _, c, h, w = acts.shape
     a = acts.detach().flatten(2).transpose(1, 2)  # (B, hw, C): a view for channels-last
     # M v1 = sigma1 u1: the top eigenpair of the smaller Gram matrix of M (much faster than an
     # SVD of M on CPU), in float64.
     if h * w <= c:
         m = a.double()
         m = m - m.mean(dim=1, keepdim=True)
-        val, vec = top_eigenpair(m @ m.transpose(1, 2))  # (B, hw, hw)
-        proj = vec * val[:, None].clamp(min=0).sqrt()
+        proj = top_component(m @ m.transpose(1, 2))  # (B, hw, hw)
     else:
         proj = _project_on_top_channel_component(a)
-    # An SVD's sign is arbitrary: orient the projection to positive skew, so the small region
-    # that deviates strongly from the bulk (the object, not the background) comes out positive.
+    return positive_skew_map(proj, acts)
+
+
+def positive_skew_map(proj: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``ReLU`` of a principal-component projection ``(B, h·w)``, oriented to positive skew,
+    as a ``(B, h, w)`` map in ``acts``' dtype.
+
+    An SVD's sign is arbitrary: the projection is flipped where ``Σ proj³ < 0``, so the small
+    region that deviates strongly from the bulk (the object, not the background) comes out
+    positive.
+    """
+    b, _, h, w = acts.shape
     sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
     return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hooklab.cam.eig import top_eigenpair
-from hooklab.cam.methods import CamMethod, eigencam, register
+from hooklab.cam.eig import top_component
+from hooklab.cam.methods import CamMethod, eigencam, positive_skew_map, register
 
 __all__ = ["eigengradcam", "gradcamelementwise", "kpcacam", "kernel_matrix", "KPCA_KERNEL"]
 
@@ -97,10 +97,7 @@ def kpcacam(acts: torch.Tensor, grads: torch.Tensor | None = None, *, kernel: st
     k = kernel_matrix(m, kernel, gamma)
     k = k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True) + k.mean(dim=(1, 2),
                                                                             keepdim=True)
-    val, vec = top_eigenpair((k + k.transpose(1, 2)) / 2)
-    proj = vec * val[:, None].clamp(min=0).sqrt()
-    sign = torch.where(proj.pow(3).sum(dim=1) < 0, -1.0, 1.0).to(proj.dtype)
-    return F.relu(proj * sign[:, None]).reshape(b, h, w).to(acts.dtype)
+    return positive_skew_map(top_component((k + k.transpose(1, 2)) / 2), acts)
 
 
 register(CamMethod("eigengradcam", eigengradcam, True, True, "EigenGradCAM",
