@@ -48,3 +48,24 @@ def no_leak():
             assert [m.training for m in model.modules()] == training
 
     return check
+
+
+@pytest.fixture(params=["native", "torch"])
+def stats_path(request, monkeypatch):
+    """Run a test on both statistics paths: the fused C kernels of ``hooklab.core.native`` and
+    the torch reductions (``HOOKLAB_NATIVE=0``). The native run fails where a C compiler is on
+    PATH but the kernels do not build; it is skipped only on a machine without a compiler."""
+    import shutil
+
+    from hooklab.core import native
+
+    monkeypatch.setenv(native.ENABLE_ENV, "1" if request.param == "native" else "0")
+    native.reset()
+    if request.param == "native":
+        if not any(shutil.which(c) for c in (os.environ.get("CC") or "cc", "gcc", "clang")):
+            pytest.skip("no C compiler on PATH: the native statistics kernels cannot be built")
+        assert native.kernels() is not None, native.native_status()
+    else:
+        assert native.kernels() is None
+    yield request.param
+    native.reset()

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,7 @@ from torch import nn
 
 from hooklab.core.edits import EditsArg, normalise_edits
 from hooklab.core.layers import LayerSpec
+from hooklab.core.native import kernels
 from hooklab.core.trace import Trace
 from hooklab.recording.recorder import DEFAULT_MAX_BYTES, Recorder
 
@@ -218,6 +220,7 @@ class Watcher:
                         if p.requires_grad and p.is_floating_point()]
         self._before: list[torch.Tensor] = []
         self._before_norms: list[torch.Tensor] = []
+        self._native_norms: list[float] | None = None  # the weights' norms, native snapshot
 
     def __repr__(self) -> str:
         return (f"Watcher({type(self.model).__name__}, every={self.every}, "
@@ -359,17 +362,18 @@ class Watcher:
                     or not isinstance(out, torch.Tensor) or out.dim() < 2
                     or not out.is_floating_point()):
                 return
-            alive = _alive_units(out.detach())
             prev = self._alive.get(name)
-            self._alive[name] = (alive if prev is None or prev.shape != alive.shape
-                                 else prev | alive)
+            if prev is None or prev.numel() != out.shape[1] or prev.device != out.device:
+                prev = self._alive[name] = torch.zeros(out.shape[1], dtype=torch.uint8,
+                                                       device=out.device)
+            _alive_units(out.detach(), prev)
         return hook
 
     def _dead_rows(self, k: int) -> list[tuple[int, str, float]]:
         if not self._alive:
             return []
         names = list(self._alive)
-        fracs = torch.stack([(~self._alive[n]).float().mean() for n in names]).tolist()
+        fracs = torch.stack([(self._alive[n] == 0).float().mean() for n in names]).tolist()
         self._alive.clear()
         return [(k, f"dead_frac/{n}", float(f)) for n, f in zip(names, fracs, strict=True)]
 
@@ -380,6 +384,8 @@ class Watcher:
         self._params = [(n, p) for n, p in self.model.named_parameters()
                         if p.requires_grad and p.is_floating_point()]
         params = [p.detach() for _, p in self._params]
+        self._before_norms = []
+        self._native_norms = None
         if not params:
             return
         with torch.no_grad():
@@ -387,13 +393,30 @@ class Watcher:
                     b.shape != p.shape or b.device != p.device or b.dtype != p.dtype
                     for b, p in zip(self._before, params, strict=True)):
                 self._before = [torch.empty_like(p) for p in params]
+            k = kernels() if all(_native_ok(p) for p in params) else None
+            if k is not None:  # one read of each weight gives both the copy and its norm
+                self._native_norms = [math.sqrt(k.copy_sumsq(p, b))
+                                      for p, b in zip(params, self._before, strict=True)]
+                return
             torch._foreach_copy_(self._before, params)
             self._before_norms = list(torch._foreach_norm(self._before))
 
     def _update_ratio_rows(self, k: int) -> list[tuple[int, str, float]]:
-        if not self.update_ratios or not self._params or not self._before_norms:
+        if not self.update_ratios or not self._params:
             return []
         params = [p.detach() for _, p in self._params]
+        if self._native_norms is not None:
+            ratios = _native_ratios(params, self._before, self._native_norms)
+        elif self._before_norms:
+            ratios = self._foreach_ratios(params)
+        else:
+            return []
+        self._before_norms = []
+        self._native_norms = None
+        return [(k, f"update_ratio/{n}", r)
+                for (n, _), r in zip(self._params, ratios, strict=True)]
+
+    def _foreach_ratios(self, params: list[torch.Tensor]) -> list[float]:
         with torch.no_grad():
             torch._foreach_sub_(self._before, params)  # buffers now hold w_before - w_after
             delta = torch._foreach_norm(self._before)
@@ -406,9 +429,7 @@ class Watcher:
                 den = torch.stack([self._before_norms[i] for i in idx]).double()
                 for i, r in zip(idx, (num / den).tolist(), strict=True):
                     ratios[i] = r
-        self._before_norms = []
-        return [(k, f"update_ratio/{n}", r)
-                for (n, _), r in zip(self._params, ratios, strict=True)]
+        return ratios
 
     # -- segments -------------------------------------------------------------------------------
     def _maybe_commit(self, force: bool = False) -> None:
@@ -627,19 +648,42 @@ class _BackgroundWriter:
                     self._cv.notify_all()
 
 
-def _alive_units(out: torch.Tensor) -> torch.Tensor:
-    """Boolean per unit (dim 1) of ``out``: some sample has a non-zero value there.
+def _native_ok(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
 
-    One ``amax`` over the other dims (about a third of the cost of an inf-norm over them); the
-    ``amin`` pass is needed only when some unit's maximum is exactly zero (on CPU; on other
-    devices both run, to avoid a sync). NaN counts as non-zero.
+
+def _native_ratios(params: list[torch.Tensor], before: list[torch.Tensor],
+                   norms: list[float]) -> list[float]:
+    """‖w_before - w_after‖ / ‖w_before‖ per parameter, by the C kernel (nothing written);
+    x / 0 is inf and 0 / 0 NaN, as in the torch path."""
+    k = kernels()
+    assert k is not None  # the snapshot was taken with it
+    out = []
+    for p, b, w in zip(params, before, norms, strict=True):
+        d = math.sqrt(k.diff_sumsq(b, p))
+        out.append(d / w if w else (math.nan if d == 0 else math.inf))
+    return out
+
+
+def _alive_units(out: torch.Tensor, alive: torch.Tensor) -> None:
+    """``alive[c] |= some sample has a non-zero value in unit c`` (dim 1 of ``out``), in place
+    on the uint8 ``alive``. NaN counts as non-zero.
+
+    A contiguous float32 CPU tensor goes to the C kernel of :mod:`hooklab.core.native`, which
+    skips units already alive and stops a unit's scan at its first non-zero value (a few reads
+    per unit of a ReLU layer). Otherwise one ``amax`` over the other dims (about a third of the
+    cost of an inf-norm over them); the ``amin`` pass is needed only when some unit's maximum
+    is exactly zero (on CPU; on other devices both run, to avoid a sync).
     """
+    k = kernels() if out.device.type == "cpu" else None
+    if k is not None and out.dtype == torch.float32 and out.is_contiguous():
+        k.alive_units(out, alive)
+        return
     dims = [0, *range(2, out.dim())]
-    hi = out.amax(dim=dims)
-    alive = hi != 0
-    if out.device.type != "cpu" or not bool(alive.all()):
-        alive |= out.amin(dim=dims) != 0
-    return alive
+    hit = out.amax(dim=dims) != 0
+    if out.device.type != "cpu" or not bool(hit.all()):
+        hit |= out.amin(dim=dims) != 0
+    alive |= hit.to(torch.uint8)
 
 
 def _span(steps: list[int]) -> str:

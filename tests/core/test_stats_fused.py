@@ -1,4 +1,6 @@
-"""The chunked statistics path (hooklab.core.stats) against a float64 numpy reference.
+"""Both statistics paths (hooklab.core.stats) against a float64 numpy reference: the fused C
+kernel of hooklab.core.native and the chunked torch reductions (every test runs on each, by the
+``stats_path`` fixture).
 
 Each case uses a small chunk so that one tensor spans many chunks, with zeros, NaN, Inf, -0.0
 and sign patterns placed in some chunks only, so every branch of the per-chunk code (zero count
@@ -16,6 +18,8 @@ import torch
 from hooklab.core import stats
 from hooklab.core.stats import tensor_stats
 from hooklab.core.trace import tensor_stats as trace_tensor_stats
+
+pytestmark = pytest.mark.usefixtures("stats_path")
 
 
 def reference(t: torch.Tensor) -> dict:

@@ -68,7 +68,7 @@ def _scalars(w: Watcher):
     return pd.concat([s.scalars for s in w.segments], ignore_index=True)
 
 
-def test_recorded_step_grads_equal_autograd_on_the_same_graph(no_leak):
+def test_recorded_step_grads_equal_autograd_on_the_same_graph(no_leak, stats_path):
     model = _net()
     data = _data(3)
     params = dict(model.named_parameters())
@@ -118,7 +118,7 @@ def test_recorded_step_grads_equal_autograd_on_the_same_graph(no_leak):
     assert (ev["key"] == "").all()  # statistics only by default
 
 
-def test_update_ratio_and_dead_frac_equal_hand_computation(no_leak):
+def test_update_ratio_and_dead_frac_equal_hand_computation(no_leak, stats_path):
     model = _net()
     with torch.no_grad():  # channels 0 and 3 of conv1 dead for every input: relu(-big) = 0
         model.conv1.weight[[0, 3]] = 0.0

@@ -1,0 +1,199 @@
+"""Fused statistics kernels in C (``_kernels.c``), built at first use and loaded with ctypes.
+
+The recorder summarises every tensor it sees; in torch that takes four reductions (``aminmax``,
+``sum``, ``dot``, ``ne``), each a pass over memory. :func:`kernels` gives one pass instead:
+``_kernels.c`` is compiled once per machine with the C compiler on ``PATH`` (``$CC``, else
+``cc``/``gcc``/``clang``; ``-O3 -march=native``, vectorised, single-threaded) into a cache
+folder and loaded with :mod:`ctypes` (no Python or torch headers). Nothing is downloaded.
+
+Where no compiler is found, the build fails or ``HOOKLAB_NATIVE=0`` is set, :func:`kernels`
+returns ``None`` and every caller takes its torch path: the results are the same statistics
+(float32 block sums added in float64 either way; the tests compare both paths to float64).
+
+Cache folder: ``$HOOKLAB_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/hooklab/native`` (default
+``~/.cache/hooklab/native``), else a folder in the temp directory. The library's file name holds
+a hash of the source, the flags, the compiler and this CPU's model and flags, so a home folder
+shared by machines with different CPUs never loads a library built for another CPU.
+
+Example:
+    >>> k = kernels()
+    >>> k is None or k.moments(torch.tensor([0.0, 3.0, 4.0]))[1]
+    25.0
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+__all__ = ["Kernels", "kernels", "native_status", "reset"]
+
+log = logging.getLogger(__name__)
+
+#: Set to ``0`` to use the torch reductions only.
+ENABLE_ENV = "HOOKLAB_NATIVE"
+#: The folder the built library is cached in.
+CACHE_ENV = "HOOKLAB_NATIVE_CACHE"
+
+_SOURCE = Path(__file__).with_name("_kernels.c")
+_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared"]
+_NATIVE_ARCH = ["-march=native"]
+_VOIDP, _I64 = ctypes.c_void_p, ctypes.c_int64
+
+
+class Kernels:
+    """The loaded library. Every tensor argument is a contiguous float32 CPU tensor (the
+    callers check); the calls release the GIL."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self._moments = lib.hl_moments
+        self._moments.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP]
+        self._moments.restype = None
+        self._alive = lib.hl_alive_units
+        self._alive.argtypes = [_VOIDP, _I64, _I64, _I64, _VOIDP]
+        self._alive.restype = None
+        self._copy_sumsq = lib.hl_copy_sumsq
+        self._copy_sumsq.argtypes = [_VOIDP, _VOIDP, _I64]
+        self._copy_sumsq.restype = ctypes.c_double
+        self._diff_sumsq = lib.hl_diff_sumsq
+        self._diff_sumsq.argtypes = [_VOIDP, _VOIDP, _I64]
+        self._diff_sumsq.restype = ctypes.c_double
+        self._out = threading.local()
+
+    def moments(self, x: torch.Tensor, dst: torch.Tensor | None = None) -> list[float]:
+        """[sum, sum of squares, min, max, nonzero count] of ``x`` in one pass; with ``dst``
+        (as many elements) ``x`` is also copied into it."""
+        out = getattr(self._out, "buf", None)
+        if out is None:
+            out = self._out.buf = (ctypes.c_double * 5)()
+        self._moments(x.data_ptr(), None if dst is None else dst.data_ptr(), x.numel(), out)
+        return list(out)
+
+    def alive_units(self, x: torch.Tensor, alive: torch.Tensor) -> None:
+        """``alive[c] |= any(x[:, c] != 0)`` for a contiguous ``x`` of two or more dims and a
+        contiguous uint8 ``alive`` of ``x.shape[1]`` elements (updated in place)."""
+        n, c = x.shape[0], x.shape[1]
+        inner = x.numel() // (n * c) if n * c else 0
+        self._alive(x.data_ptr(), n, c, inner, alive.data_ptr())
+
+    def copy_sumsq(self, src: torch.Tensor, dst: torch.Tensor) -> float:
+        """Copy ``src`` into ``dst`` and return the sum of squares of ``src``."""
+        return float(self._copy_sumsq(src.data_ptr(), dst.data_ptr(), src.numel()))
+
+    def diff_sumsq(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """The sum of squares of ``a - b`` (nothing is written)."""
+        return float(self._diff_sumsq(a.data_ptr(), b.data_ptr(), a.numel()))
+
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _cache_dirs() -> list[Path]:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return [Path(env).expanduser()]
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return [Path(xdg) / "hooklab" / "native",
+            Path(tempfile.gettempdir()) / f"hooklab-native-{os.getuid()}"]
+
+
+def _compiler() -> str | None:
+    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cc and shutil.which(cc):
+            return cc
+    return None
+
+
+def _cpu_signature() -> str:
+    """This CPU's model and feature flags (what ``-march=native`` compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _build(cc: str, out_dir: Path) -> Path:
+    source = _SOURCE.read_bytes()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS + _NATIVE_ARCH).encode(),
+                                     version.encode(), _cpu_signature().encode(),
+                                     platform.machine().encode()])).hexdigest()[:16]
+    target = out_dir / f"hooklab_kernels-{key}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for arch in (_NATIVE_ARCH, []):  # a compiler without -march=native still builds
+        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *_FLAGS, *arch, str(_SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(tmp, target)  # atomic: a concurrent build loads a whole file
+                return target
+            errors.append(proc.stderr.strip()[-500:])
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError(f"{cc} failed: {' | '.join(errors)}")
+
+
+def _load() -> tuple[Kernels | None, str]:
+    if os.environ.get(ENABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, f"off ({ENABLE_ENV}=0): torch reductions"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler on PATH: torch reductions"
+    problems = []
+    for d in _cache_dirs():
+        try:
+            path = _build(cc, d)
+            return Kernels(ctypes.CDLL(str(path)), path), f"fused C kernels ({cc}, {path})"
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            problems.append(f"{d}: {exc}")
+    msg = "; ".join(problems)
+    log.warning("hooklab: native statistics kernels unavailable, using torch: %s", msg)
+    return None, f"build failed ({msg}): torch reductions"
+
+
+def kernels() -> Kernels | None:
+    """The fused kernels, built and loaded on the first call; ``None`` where unavailable."""
+    k = _state.get("kernels", False)
+    if k is not False:
+        return k  # type: ignore[return-value]
+    with _lock:
+        if "kernels" not in _state:
+            _state["kernels"], _state["status"] = _load()
+    return _state["kernels"]  # type: ignore[return-value]
+
+
+def native_status() -> str:
+    """One line: which statistics path this process uses, and why."""
+    kernels()
+    return str(_state["status"])
+
+
+def reset() -> None:
+    """Forget the loaded state: the next :func:`kernels` call reads ``HOOKLAB_NATIVE`` again
+    (tests switch between the native and the torch path)."""
+    with _lock:
+        _state.clear()

@@ -1,0 +1,140 @@
+"""The fused C kernels of hooklab.core.native against torch in float64, and their build: the
+cache, the fallback when no compiler works, and ``HOOKLAB_NATIVE=0``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hooklab.core import native
+from hooklab.core.stats import tensor_stats
+from hooklab.recording.watch import _alive_units
+
+
+@pytest.fixture
+def k(monkeypatch):
+    monkeypatch.setenv(native.ENABLE_ENV, "1")
+    native.reset()
+    if native._compiler() is None:
+        pytest.skip("no C compiler on PATH: the kernels cannot be built")
+    got = native.kernels()
+    assert got is not None, native.native_status()
+    yield got
+    native.reset()
+
+
+def _ref_moments(x: torch.Tensor) -> list[float]:
+    d = x.double()
+    return [float(d.sum()), float((d * d).sum()), float(d.min()), float(d.max()),
+            float((x != 0).sum())]
+
+
+@pytest.mark.parametrize("n", [1, 7, 2047, 2048, 2049, 100_003, 3 * 2048 * 97])
+def test_moments_equal_float64_and_copy_into_dst(k, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g) * 3 - 0.5
+    x[::5] = 0.0
+    x[1::11].relu_()
+    ref = _ref_moments(x)
+    got = k.moments(x)
+    assert got[2:] == ref[2:]  # min, max and the nonzero count are exact
+    assert got[0] == pytest.approx(ref[0], rel=1e-5, abs=1e-3)
+    assert got[1] == pytest.approx(ref[1], rel=1e-6)
+    dst = torch.full((n,), 7.0)
+    assert k.moments(x, dst) == got
+    assert torch.equal(dst, x)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 5, 5), (3, 9), (2, 3, 4, 5, 6), (1, 1, 1), (5, 0, 3)])
+def test_alive_units_equal_torch_and_accumulate(k, shape):
+    g = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(*shape, generator=g).relu()
+    if shape[1] > 2:
+        x[:, 1] = 0.0  # a dead unit
+        x[:, 2] = 0.0
+        x[-1, 2].view(-1)[-1] = 5.0  # alive only by the last element of the last sample
+    if shape[1] > 3:
+        x[:, 3] = float("nan")  # NaN counts as non-zero
+    dims = [0, *range(2, x.dim())]
+    expect = ((x != 0).sum(dim=dims) > 0) if x.numel() else torch.zeros(shape[1], dtype=torch.bool)
+    alive = torch.zeros(shape[1], dtype=torch.uint8)
+    k.alive_units(x, alive)
+    assert alive.bool().tolist() == expect.tolist()
+    if shape[1] > 2:  # an OR over calls: a unit dead in this call stays alive from the last
+        again = alive.clone()
+        k.alive_units(torch.zeros_like(x), again)
+        assert torch.equal(again, alive)
+
+
+def test_alive_units_torch_fallback_for_other_layouts(stats_path):
+    x = torch.randn(4, 6, 5, 5).relu()
+    x[:, 2] = 0
+    cl = x.to(memory_format=torch.channels_last)  # not contiguous: the torch path
+    a, b = torch.zeros(6, dtype=torch.uint8), torch.zeros(6, dtype=torch.uint8)
+    _alive_units(x, a)
+    _alive_units(cl, b)
+    _alive_units(x.double(), b)
+    assert a.tolist() == b.tolist() == [1, 1, 0, 1, 1, 1]
+
+
+def test_copy_and_difference_sums_of_squares(k):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(50_001, generator=g)
+    b = a + torch.randn(50_001, generator=g) * 1e-3
+    dst = torch.empty_like(a)
+    assert k.copy_sumsq(a, dst) == pytest.approx(float((a.double() ** 2).sum()), rel=1e-6)
+    assert torch.equal(dst, a)
+    assert k.diff_sumsq(a, b) == pytest.approx(float(((a.double() - b.double()) ** 2).sum()),
+                                               rel=1e-4)
+    assert k.diff_sumsq(a, a) == 0.0
+
+
+def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(native.ENABLE_ENV, "1")
+    native.reset()
+    try:
+        if native._compiler() is None:
+            pytest.skip("no C compiler on PATH")
+        first = native.kernels()
+        assert first is not None and first.path.parent == tmp_path
+        stamp = first.path.stat().st_mtime_ns
+        native.reset()
+        again = native.kernels()
+        assert again is not None and again.path == first.path
+        assert first.path.stat().st_mtime_ns == stamp  # loaded, not rebuilt
+        assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temp left
+        assert str(tmp_path) in native.native_status()
+    finally:
+        native.reset()
+
+
+def test_a_failing_compiler_falls_back_to_torch_with_the_same_stats(tmp_path, monkeypatch):
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(9)).relu_()
+    monkeypatch.setenv(native.ENABLE_ENV, "0")
+    native.reset()
+    expect = tensor_stats(x)
+    assert "HOOKLAB_NATIVE=0" in native.native_status()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    cc = fake / "brokencc"
+    cc.write_text("#!/bin/sh\necho 'brokencc: cannot compile' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(native.ENABLE_ENV, "1")
+    native.reset()
+    try:
+        assert native.kernels() is None
+        status = native.native_status()
+        assert "build failed" in status and "cannot compile" in status
+        got = tensor_stats(x)
+        assert got.keys() == expect.keys()
+        for key in got:
+            assert got[key] == pytest.approx(expect[key], rel=1e-6), key
+        assert not [p for p in (tmp_path / "cache").iterdir()]  # no half-built library left
+    finally:
+        native.reset()
+    assert os.environ.get("CC") == str(cc)  # (monkeypatch restores it after the test)
