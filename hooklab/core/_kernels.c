@@ -1,8 +1,8 @@
 /* hooklab's fused statistics kernels: each reads its float32 input from memory once.
  *
  * Built at first use by hooklab/core/native.py with the machine's C compiler and loaded with
- * ctypes (no Python headers, no torch headers). Every function is single-threaded and
- * reentrant. Sums are taken in float32 over blocks of BLK elements (vectorised; the block's
+ * ctypes (no Python headers, no torch headers). Every function is reentrant; hl_moments and
+ * hl_diff_copy split a large array over OpenMP threads (see NPART), the others run on one. Sums are taken in float32 over blocks of BLK elements (vectorised; the block's
  * partial sums stay small) and the block sums are added in float64.
  */
 #include <math.h>
@@ -29,9 +29,9 @@ static void block_moments(const float *p, int64_t m, double *acc, float *lo, flo
     if (bhi > *hi) *hi = bhi;
 }
 
-/* out = [sum, sum of squares, min, max, nonzero count] of x[0..n).
+/* out = [sum, sum of squares, min, max, nonzero count] of x[0..n), one thread.
  * If dst is not NULL, x is also copied into dst (block by block, summarised from the cache). */
-void hl_moments(const float *x, float *dst, int64_t n, double *out) {
+static void moments_seq(const float *x, float *dst, int64_t n, double *out) {
     double acc[3] = {0.0, 0.0, 0.0};
     float lo = INFINITY, hi = -INFINITY;
     for (int64_t i = 0; i < n; i += BLK) {
@@ -48,6 +48,41 @@ void hl_moments(const float *x, float *dst, int64_t n, double *out) {
     out[2] = lo;
     out[3] = hi;
     out[4] = acc[2];
+}
+
+/* Large arrays are cut into NPART fixed parts (at block boundaries), run by up to `threads`
+ * OpenMP threads and added in a fixed order: a result depends on n only, never on the thread
+ * count. Linked against the libgomp.so.1 torch has already loaded, the parts run on torch's
+ * own (spinning) worker threads. */
+#define NPART 8
+#define PAR_MIN (1 << 18)
+
+/* out = [sum, sum of squares, min, max, nonzero count] of x[0..n); dst as in moments_seq. */
+void hl_moments(const float *x, float *dst, int64_t n, double *out, int threads) {
+    if (n < PAR_MIN) {
+        moments_seq(x, dst, n, out);
+        return;
+    }
+    double part[NPART][5];
+    int64_t per = ((n / NPART) / BLK) * BLK;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int q = 0; q < NPART; q++) {
+        int64_t a = q * per, m = q == NPART - 1 ? n - a : per;
+        moments_seq(x + a, dst != NULL ? dst + a : NULL, m, part[q]);
+    }
+    double s = 0, ss = 0, nz = 0, lo = INFINITY, hi = -INFINITY;
+    for (int q = 0; q < NPART; q++) {
+        s += part[q][0];
+        ss += part[q][1];
+        nz += part[q][4];
+        if (part[q][2] < lo) lo = part[q][2];
+        if (part[q][3] > hi) hi = part[q][3];
+    }
+    out[0] = s;
+    out[1] = ss;
+    out[2] = lo;
+    out[3] = hi;
+    out[4] = nz;
 }
 
 /* x is a contiguous (N, C, inner) array: alive[c] |= some x[n, c, :] != 0 (NaN included).
@@ -97,4 +132,46 @@ double hl_diff_sumsq(const float *a, const float *b, int64_t n) {
         acc += s;
     }
     return acc;
+}
+
+static void diff_copy_seq(float *before, const float *now, int64_t n, double *out) {
+    double acc_d = 0.0, acc_w = 0.0;
+    for (int64_t i = 0; i < n; i += BLK) {
+        int64_t m = n - i < BLK ? n - i : BLK;
+        float *b = before + i;
+        const float *p = now + i;
+        float sd = 0.f, sw = 0.f;
+#pragma omp simd reduction(+ : sd, sw)
+        for (int64_t j = 0; j < m; j++) {
+            float d = b[j] - p[j];
+            sd += d * d;
+            sw += p[j] * p[j];
+            b[j] = p[j];
+        }
+        acc_d += sd;
+        acc_w += sw;
+    }
+    out[0] = acc_d;
+    out[1] = acc_w;
+}
+
+/* out = [sum of squares of before - now, sum of squares of now], and before = now: the update
+ * of one step and the snapshot of the next in one read of each (parts as in hl_moments). */
+void hl_diff_copy(float *before, const float *now, int64_t n, double *out, int threads) {
+    if (n < PAR_MIN) {
+        diff_copy_seq(before, now, n, out);
+        return;
+    }
+    double part[NPART][2];
+    int64_t per = ((n / NPART) / BLK) * BLK;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int q = 0; q < NPART; q++) {
+        int64_t a = q * per, m = q == NPART - 1 ? n - a : per;
+        diff_copy_seq(before + a, now + a, m, part[q]);
+    }
+    out[0] = out[1] = 0.0;
+    for (int q = 0; q < NPART; q++) {
+        out[0] += part[q][0];
+        out[1] += part[q][1];
+    }
 }

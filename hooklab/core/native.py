@@ -3,7 +3,9 @@
 The recorder summarises every tensor it sees; in torch that takes four reductions (``aminmax``,
 ``sum``, ``dot``, ``ne``), each a pass over memory. :func:`kernels` gives one pass instead:
 ``_kernels.c`` is compiled once per machine with the C compiler on ``PATH`` (``$CC``, else
-``cc``/``gcc``/``clang``; ``-O3 -march=native``, vectorised, single-threaded) into a cache
+``cc``/``gcc``/``clang``; ``-O3 -march=native -fopenmp``, vectorised; a large tensor is cut
+into fixed parts run on torch's OpenMP threads, so a result never depends on the thread count)
+into a cache
 folder and loaded with :mod:`ctypes` (no Python or torch headers). Nothing is downloaded.
 
 Where no compiler is found, the build fails or ``HOOKLAB_NATIVE=0`` is set, :func:`kernels`
@@ -47,7 +49,9 @@ CACHE_ENV = "HOOKLAB_NATIVE_CACHE"
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
 _FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared"]
-_NATIVE_ARCH = ["-march=native"]
+# -fopenmp links libgomp.so.1: the one torch has loaded already (same soname), so a large
+# tensor's parts run on torch's own worker threads; each fallback drops one option
+_VARIANTS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []]
 _VOIDP, _I64 = ctypes.c_void_p, ctypes.c_int64
 
 
@@ -58,7 +62,7 @@ class Kernels:
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
         self._moments = lib.hl_moments
-        self._moments.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP]
+        self._moments.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
         self._moments.restype = None
         self._alive = lib.hl_alive_units
         self._alive.argtypes = [_VOIDP, _I64, _I64, _I64, _VOIDP]
@@ -69,15 +73,23 @@ class Kernels:
         self._diff_sumsq = lib.hl_diff_sumsq
         self._diff_sumsq.argtypes = [_VOIDP, _VOIDP, _I64]
         self._diff_sumsq.restype = ctypes.c_double
+        self._diff_copy = lib.hl_diff_copy
+        self._diff_copy.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
+        self._diff_copy.restype = None
         self._out = threading.local()
+
+    def _buf(self) -> ctypes.Array[ctypes.c_double]:
+        out = getattr(self._out, "buf", None)
+        if out is None:
+            out = self._out.buf = (ctypes.c_double * 5)()
+        return out
 
     def moments(self, x: torch.Tensor, dst: torch.Tensor | None = None) -> list[float]:
         """[sum, sum of squares, min, max, nonzero count] of ``x`` in one pass; with ``dst``
         (as many elements) ``x`` is also copied into it."""
-        out = getattr(self._out, "buf", None)
-        if out is None:
-            out = self._out.buf = (ctypes.c_double * 5)()
-        self._moments(x.data_ptr(), None if dst is None else dst.data_ptr(), x.numel(), out)
+        out = self._buf()
+        self._moments(x.data_ptr(), None if dst is None else dst.data_ptr(), x.numel(), out,
+                      torch.get_num_threads())
         return list(out)
 
     def alive_units(self, x: torch.Tensor, alive: torch.Tensor) -> None:
@@ -90,6 +102,14 @@ class Kernels:
     def copy_sumsq(self, src: torch.Tensor, dst: torch.Tensor) -> float:
         """Copy ``src`` into ``dst`` and return the sum of squares of ``src``."""
         return float(self._copy_sumsq(src.data_ptr(), dst.data_ptr(), src.numel()))
+
+    def diff_copy(self, before: torch.Tensor, now: torch.Tensor) -> tuple[float, float]:
+        """(sum of squares of ``before - now``, sum of squares of ``now``), then
+        ``before = now``: one step's update and the next step's snapshot in one pass."""
+        out = self._buf()
+        self._diff_copy(before.data_ptr(), now.data_ptr(), now.numel(), out,
+                        torch.get_num_threads())
+        return float(out[0]), float(out[1])
 
     def diff_sumsq(self, a: torch.Tensor, b: torch.Tensor) -> float:
         """The sum of squares of ``a - b`` (nothing is written)."""
@@ -128,12 +148,13 @@ def _cpu_signature() -> str:
 
 def _build(cc: str, out_dir: Path) -> Path:
     source = _SOURCE.read_bytes()
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                                 timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS + _NATIVE_ARCH).encode(),
+    exe = shutil.which(cc) or cc
+    try:  # the compiler by its resolved file (no process started to ask its version)
+        st = os.stat(os.path.realpath(exe))
+        version = f"{os.path.realpath(exe)}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        version = exe
+    key = hashlib.sha256(b"\0".join([source, repr((_FLAGS, _VARIANTS)).encode(),
                                      version.encode(), _cpu_signature().encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     target = out_dir / f"hooklab_kernels-{key}.so"
@@ -141,7 +162,7 @@ def _build(cc: str, out_dir: Path) -> Path:
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
     errors = []
-    for arch in (_NATIVE_ARCH, []):  # a compiler without -march=native still builds
+    for arch in _VARIANTS:  # a compiler without -march=native or OpenMP still builds
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
         os.close(fd)
         try:

@@ -58,7 +58,7 @@ from torch import nn
 
 from hooklab.core.edits import EditsArg, normalise_edits
 from hooklab.core.layers import LayerSpec
-from hooklab.core.native import kernels
+from hooklab.core.native import Kernels, kernels
 from hooklab.core.trace import Trace
 from hooklab.recording.recorder import DEFAULT_MAX_BYTES, Recorder
 
@@ -221,6 +221,10 @@ class Watcher:
         self._before: list[torch.Tensor] = []
         self._before_norms: list[torch.Tensor] = []
         self._native_norms: list[float] | None = None  # the weights' norms, native snapshot
+        self._native: Kernels | None = None  # the kernels that took it
+        # after a native ratio pass the buffers hold the weights as they were then: their keys
+        # (identity, storage, version counter) and norms, the next step's snapshot if unchanged
+        self._carried: tuple[list[tuple[int, int, int]], list[float]] | None = None
 
     def __repr__(self) -> str:
         return (f"Watcher({type(self.model).__name__}, every={self.every}, "
@@ -394,7 +398,16 @@ class Watcher:
                     for b, p in zip(self._before, params, strict=True)):
                 self._before = [torch.empty_like(p) for p in params]
             k = kernels() if all(_native_ok(p) for p in params) else None
-            if k is not None:  # one read of each weight gives both the copy and its norm
+            if k is not None:
+                self._native = k
+                carried = self._carried
+                self._carried = None
+                if carried is not None and carried[0] == _weight_keys(self._params):
+                    # the last recorded step's ratio pass left these very weights in the
+                    # buffers (no in-place change since: same version counters)
+                    self._native_norms = carried[1]
+                    return
+                # one read of each weight gives both the copy and its norm
                 self._native_norms = [math.sqrt(k.copy_sumsq(p, b))
                                       for p, b in zip(params, self._before, strict=True)]
                 return
@@ -406,7 +419,10 @@ class Watcher:
             return []
         params = [p.detach() for _, p in self._params]
         if self._native_norms is not None:
-            ratios = _native_ratios(params, self._before, self._native_norms)
+            assert self._native is not None
+            ratios, norms = _native_ratios(self._native, params, self._before,
+                                           self._native_norms)
+            self._carried = (_weight_keys(self._params), norms)
         elif self._before_norms:
             ratios = self._foreach_ratios(params)
         else:
@@ -652,17 +668,24 @@ def _native_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
 
 
-def _native_ratios(params: list[torch.Tensor], before: list[torch.Tensor],
-                   norms: list[float]) -> list[float]:
-    """‖w_before - w_after‖ / ‖w_before‖ per parameter, by the C kernel (nothing written);
-    x / 0 is inf and 0 / 0 NaN, as in the torch path."""
-    k = kernels()
-    assert k is not None  # the snapshot was taken with it
-    out = []
+def _weight_keys(params: list[tuple[str, nn.Parameter]]) -> list[tuple[int, int, int]]:
+    """What identifies a weight's values without reading them: the parameter, its storage and
+    its version counter (bumped by every in-place change: an optimizer step, ``copy_``, ...)."""
+    return [(id(p), p.data_ptr(), p._version) for _, p in params]
+
+
+def _native_ratios(k: Kernels, params: list[torch.Tensor], before: list[torch.Tensor],
+                   norms: list[float]) -> tuple[list[float], list[float]]:
+    """‖w_before - w_after‖ / ‖w_before‖ per parameter by the C kernel (x / 0 is inf and
+    0 / 0 NaN, as in the torch path), and ‖w_after‖: the same pass copies w_after into the
+    buffers, the snapshot of the next step when nothing changes the weights in between."""
+    ratios, after = [], []
     for p, b, w in zip(params, before, norms, strict=True):
-        d = math.sqrt(k.diff_sumsq(b, p))
-        out.append(d / w if w else (math.nan if d == 0 else math.inf))
-    return out
+        d2, w2 = k.diff_copy(b, p)
+        d = math.sqrt(d2)
+        ratios.append(d / w if w else (math.nan if d == 0 else math.inf))
+        after.append(math.sqrt(w2))
+    return ratios, after
 
 
 def _alive_units(out: torch.Tensor, alive: torch.Tensor) -> None:

@@ -79,6 +79,31 @@ def test_alive_units_torch_fallback_for_other_layouts(stats_path):
     assert a.tolist() == b.tolist() == [1, 1, 0, 1, 1, 1]
 
 
+@pytest.mark.parametrize("n", [(1 << 18) - 1, 1 << 18, 3_211_264 + 5])
+def test_large_arrays_give_the_same_result_on_any_thread_count(k, n):
+    """Large arrays are cut into fixed parts: one thread and two give identical bits."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g).relu_() * 1e3
+    before = torch.randn(n, generator=g)
+    threads = torch.get_num_threads()
+    got = {}
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            b = before.clone()
+            got[t] = (k.moments(x), k.diff_copy(b, x))
+            assert torch.equal(b, x)
+    finally:
+        torch.set_num_threads(threads)
+    assert got[1] == got[2]
+    ref = _ref_moments(x)
+    assert got[1][0][2:] == ref[2:]
+    assert got[1][0][0] == pytest.approx(ref[0], rel=1e-6)
+    assert got[1][1][0] == pytest.approx(float(((before.double() - x.double()) ** 2).sum()),
+                                         rel=1e-6)
+    assert got[1][1][1] == pytest.approx(ref[1], rel=1e-6)
+
+
 def test_copy_and_difference_sums_of_squares(k):
     g = torch.Generator().manual_seed(3)
     a = torch.randn(50_001, generator=g)
