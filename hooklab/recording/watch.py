@@ -222,9 +222,11 @@ class Watcher:
         self._before_norms: list[torch.Tensor] = []
         self._native_norms: list[float] | None = None  # the weights' norms, native snapshot
         self._native: Kernels | None = None  # the kernels that took it
-        # after a native ratio pass the buffers hold the weights as they were then: their keys
-        # (identity, storage, version counter) and norms, the next step's snapshot if unchanged
-        self._carried: tuple[list[tuple[int, int, int]], list[float]] | None = None
+        # after step k's native ratio pass the buffers hold the weights as they were then: the
+        # snapshot of step k + 1 (taken in the same w.step call) when their keys (identity,
+        # storage, version counter) are unchanged; (k + 1, keys, norms). Only for the very next
+        # step: `p.data` updates bump no version counter, so a later step always copies.
+        self._carried: tuple[int, list[tuple[int, int, int]], list[float]] | None = None
 
     def __repr__(self) -> str:
         return (f"Watcher({type(self.model).__name__}, every={self.every}, "
@@ -318,7 +320,7 @@ class Watcher:
         self._recording = True
         self._alive.clear()
         if self.update_ratios:
-            self._snapshot()
+            self._snapshot(k)
 
     def _end_step(self, k: int, values: list[tuple[str, float]]) -> None:
         self._restore_swap()
@@ -382,7 +384,7 @@ class Watcher:
         return [(k, f"dead_frac/{n}", float(f)) for n, f in zip(names, fracs, strict=True)]
 
     # -- update ratio ---------------------------------------------------------------------------
-    def _snapshot(self) -> None:
+    def _snapshot(self, step: int) -> None:
         """Copy the weights before this step's optimizer step, into buffers reused every step
         (the trainable parameters of this step: unfreezing a layer later is followed)."""
         self._params = [(n, p) for n, p in self.model.named_parameters()
@@ -402,10 +404,11 @@ class Watcher:
                 self._native = k
                 carried = self._carried
                 self._carried = None
-                if carried is not None and carried[0] == _weight_keys(self._params):
+                if carried is not None and carried[0] == step \
+                        and carried[1] == _weight_keys(self._params):
                     # the last recorded step's ratio pass left these very weights in the
                     # buffers (no in-place change since: same version counters)
-                    self._native_norms = carried[1]
+                    self._native_norms = carried[2]
                     return
                 # one read of each weight gives both the copy and its norm
                 self._native_norms = [math.sqrt(k.copy_sumsq(p, b))
@@ -422,7 +425,7 @@ class Watcher:
             assert self._native is not None
             ratios, norms = _native_ratios(self._native, params, self._before,
                                            self._native_norms)
-            self._carried = (_weight_keys(self._params), norms)
+            self._carried = (k + 1, _weight_keys(self._params), norms)
         elif self._before_norms:
             ratios = self._foreach_ratios(params)
         else:

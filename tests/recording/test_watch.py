@@ -150,6 +150,42 @@ def test_update_ratio_and_dead_frac_equal_hand_computation(no_leak, stats_path):
     assert got["dead_frac/flat"] == pytest.approx(float((flat == 0).all(0).float().mean()))
 
 
+@pytest.mark.parametrize("every", [1, 2])
+@pytest.mark.parametrize("update", ["optimizer", "p.data", "load_state_dict"])
+def test_update_ratio_over_steps_equals_hand_computation(no_leak, stats_path, every, update):
+    """Five steps, weights changed by an optimizer (version counters bumped), by ``p.data``
+    arithmetic (no bump) or also by loading a state dict: each recorded step's ratio is
+    ‖w_after - w_before‖ / ‖w_before‖ between its w.step and the one before (no stale snapshot
+    carried over)."""
+    model = _net()
+    data = _data(5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    expect: dict[int, dict[str, float]] = {}
+    with no_leak(model):
+        with Watcher(model, every=every) as w:
+            for step, (x, y) in enumerate(data):
+                before = {n: p.detach().clone() for n, p in model.named_parameters()}
+                if update == "load_state_dict" and step == 3:
+                    # a change between two w.step calls is part of the next step's update
+                    model.load_state_dict(_net(seed=1).state_dict())
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                if update == "p.data":
+                    for p in model.parameters():
+                        p.data -= 0.1 * p.grad
+                else:
+                    opt.step()
+                expect[step] = {n: float((p.detach() - before[n]).norm() / before[n].norm())
+                                for n, p in model.named_parameters()}
+                w.step()
+    sc = _scalars(w)
+    sc = sc[sc.name.str.startswith("update_ratio/")]
+    assert sorted(set(sc["step"])) == list(range(0, 5, every))
+    for r in sc.itertuples():
+        want = expect[r.step][r.name.removeprefix("update_ratio/")]
+        assert r.value == pytest.approx(want, rel=1e-4), (r.step, r.name)
+
+
 def test_every_n_records_exactly_those_steps_and_no_hooks_between(no_leak):
     model = _net()
     counts = []
