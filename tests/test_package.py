@@ -65,7 +65,7 @@ def test_wheel_holds_every_subpackage_and_the_shipped_defaults(tmp_path: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(["git", "ls-files", "hooklab"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split()
-    expected = {n for n in tracked if n.endswith((".py", ".json", ".safetensors"))}
+    expected = {n for n in tracked if n.endswith((".py", ".json", ".safetensors", ".toml", ".c"))}
     assert expected, "git lists no files under hooklab/"
     missing = sorted(expected - names)
     assert not missing, f"the wheel lacks {missing}"
