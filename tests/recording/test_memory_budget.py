@@ -145,6 +145,12 @@ _PEAKS = textwrap.dedent("""
     torch.manual_seed(0)
     model = SimpleCNN().eval()
     x = torch.randn(128, 3, 32, 32)
+    # one-time process memory (lazy imports, the first trace tables, the allocator's arenas)
+    # is not a recording's: one small recorded pass first, then the measured ones
+    with hooklab.record(model, max_bytes=BUDGET) as rec:
+        rec.run(x[:8])
+    del rec
+    model.zero_grad(set_to_none=True)
     out = {}
     for mode, budget in (("plain", 0), ("budget", BUDGET), ("unlimited", None)):
         model.zero_grad(set_to_none=True)
@@ -174,6 +180,9 @@ def test_peak_resident_memory_follows_the_budget():
     p = json.loads(proc.stdout.strip().splitlines()[-1])
     assert p["budget_stored"] <= budget and p["unlimited_stored"] > 80 * 2**20
     plain = p["plain"]
-    slack = 24 * 2**20
+    # allocator noise: budget - plain measured 0-24 MiB over eight fresh processes (both
+    # statistics paths; 33 MiB once without the warm-up pass), unlimited - plain 82-136 MiB:
+    # 40 MiB keeps the margin and still tells an ignored budget (~100 MiB stored) apart
+    slack = 40 * 2**20
     assert p["budget"] - plain < budget + slack, p
     assert p["unlimited"] - plain > 0.6 * p["unlimited_stored"], p
