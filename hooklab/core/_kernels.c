@@ -2,8 +2,9 @@
  *
  * Built at first use by hooklab/core/native.py with the machine's C compiler and loaded with
  * ctypes (no Python headers, no torch headers). Every function is reentrant; hl_moments and
- * hl_diff_copy split a large array over OpenMP threads (see NPART), the others run on one. Sums are taken in float32 over blocks of BLK elements (vectorised; the block's
- * partial sums stay small) and the block sums are added in float64.
+ * hl_diff_copy split a large array over OpenMP threads (see NPART), the others run on one.
+ * Sums are taken in float32 over blocks of BLK elements (vectorised; the block's partial sums
+ * stay small) and the block sums are added in float64.
  */
 #include <math.h>
 #include <stdint.h>
@@ -57,6 +58,13 @@ static void moments_seq(const float *x, float *dst, int64_t n, double *out) {
 #define NPART 8
 #define PAR_MIN (1 << 18)
 
+/* Part q of NPART of an array of n elements: it starts at *a and holds *m elements. */
+static void part_bounds(int q, int64_t n, int64_t *a, int64_t *m) {
+    int64_t per = ((n / NPART) / BLK) * BLK;
+    *a = q * per;
+    *m = q == NPART - 1 ? n - *a : per;
+}
+
 /* out = [sum, sum of squares, min, max, nonzero count] of x[0..n); dst as in moments_seq. */
 void hl_moments(const float *x, float *dst, int64_t n, double *out, int threads) {
     if (n < PAR_MIN) {
@@ -64,10 +72,10 @@ void hl_moments(const float *x, float *dst, int64_t n, double *out, int threads)
         return;
     }
     double part[NPART][5];
-    int64_t per = ((n / NPART) / BLK) * BLK;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int q = 0; q < NPART; q++) {
-        int64_t a = q * per, m = q == NPART - 1 ? n - a : per;
+        int64_t a, m;
+        part_bounds(q, n, &a, &m);
         moments_seq(x + a, dst != NULL ? dst + a : NULL, m, part[q]);
     }
     double s = 0, ss = 0, nz = 0, lo = INFINITY, hi = -INFINITY;
@@ -118,22 +126,6 @@ double hl_copy_sumsq(const float *src, float *dst, int64_t n) {
     return acc;
 }
 
-/* Sum of squares of a - b (nothing written). */
-double hl_diff_sumsq(const float *a, const float *b, int64_t n) {
-    double acc = 0.0;
-    for (int64_t i = 0; i < n; i += BLK) {
-        int64_t m = n - i < BLK ? n - i : BLK;
-        float s = 0.f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < m; j++) {
-            float d = a[i + j] - b[i + j];
-            s += d * d;
-        }
-        acc += s;
-    }
-    return acc;
-}
-
 static void diff_copy_seq(float *before, const float *now, int64_t n, double *out) {
     double acc_d = 0.0, acc_w = 0.0;
     for (int64_t i = 0; i < n; i += BLK) {
@@ -163,10 +155,10 @@ void hl_diff_copy(float *before, const float *now, int64_t n, double *out, int t
         return;
     }
     double part[NPART][2];
-    int64_t per = ((n / NPART) / BLK) * BLK;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int q = 0; q < NPART; q++) {
-        int64_t a = q * per, m = q == NPART - 1 ? n - a : per;
+        int64_t a, m;
+        part_bounds(q, n, &a, &m);
         diff_copy_seq(before + a, now + a, m, part[q]);
     }
     out[0] = out[1] = 0.0;

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Kernels", "kernels", "native_status", "reset"]
+__all__ = ["Kernels", "accepts", "kernels", "native_status", "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,6 @@ class Kernels:
         self._copy_sumsq = lib.hl_copy_sumsq
         self._copy_sumsq.argtypes = [_VOIDP, _VOIDP, _I64]
         self._copy_sumsq.restype = ctypes.c_double
-        self._diff_sumsq = lib.hl_diff_sumsq
-        self._diff_sumsq.argtypes = [_VOIDP, _VOIDP, _I64]
-        self._diff_sumsq.restype = ctypes.c_double
         self._diff_copy = lib.hl_diff_copy
         self._diff_copy.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
         self._diff_copy.restype = None
@@ -111,9 +108,10 @@ class Kernels:
                         torch.get_num_threads())
         return float(out[0]), float(out[1])
 
-    def diff_sumsq(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """The sum of squares of ``a - b`` (nothing is written)."""
-        return float(self._diff_sumsq(a.data_ptr(), b.data_ptr(), a.numel()))
+
+def accepts(t: torch.Tensor) -> bool:
+    """Whether the kernels take ``t`` as it is: a contiguous float32 CPU tensor."""
+    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
 
 
 _lock = threading.Lock()

@@ -111,9 +111,12 @@ def test_copy_and_difference_sums_of_squares(k):
     dst = torch.empty_like(a)
     assert k.copy_sumsq(a, dst) == pytest.approx(float((a.double() ** 2).sum()), rel=1e-6)
     assert torch.equal(dst, a)
-    assert k.diff_sumsq(a, b) == pytest.approx(float(((a.double() - b.double()) ** 2).sum()),
-                                               rel=1e-4)
-    assert k.diff_sumsq(a, a) == 0.0
+    before = a.clone()
+    d2, w2 = k.diff_copy(before, b)
+    assert d2 == pytest.approx(float(((a.double() - b.double()) ** 2).sum()), rel=1e-4)
+    assert w2 == pytest.approx(float((b.double() ** 2).sum()), rel=1e-6)
+    assert torch.equal(before, b)
+    assert k.diff_copy(before, b)[0] == 0.0  # the buffer now holds b: no difference left
 
 
 def test_build_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
@@ -163,3 +166,12 @@ def test_a_failing_compiler_falls_back_to_torch_with_the_same_stats(tmp_path, mo
     finally:
         native.reset()
     assert os.environ.get("CC") == str(cc)  # (monkeypatch restores it after the test)
+
+
+def test_accepts_only_contiguous_float32_cpu_tensors():
+    x = torch.zeros(4, 6)
+    assert native.accepts(x)
+    assert not native.accepts(x.t())  # a transposed view is not contiguous
+    assert not native.accepts(x.double())
+    assert not native.accepts(x.half())
+    assert not native.accepts(torch.zeros(3, device="meta"))
