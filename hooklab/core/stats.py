@@ -26,7 +26,7 @@ import threading
 
 import torch
 
-from hooklab.core.native import kernels
+from hooklab.core.native import accepts, kernels
 
 __all__ = ["STATS_CHUNK", "tensor_stats"]
 
@@ -57,8 +57,8 @@ def _cpu_moments(x: torch.Tensor, out: torch.Tensor | None = None) -> list[float
     by chunk: each chunk is then summarised from the copy while the copy is in the cache).
     A float32 tensor is read once by the fused C kernel where it is built (:mod:`.native`)."""
     k = kernels()
-    if k is not None and x.is_contiguous():
-        if x.dtype == torch.float32:
+    if k is not None:
+        if accepts(x):
             return k.moments(x, out)
         if out is not None:  # summarise the float32 copy, as tensor_stats without out does
             return k.moments(out.copy_(x))

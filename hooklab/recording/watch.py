@@ -58,7 +58,7 @@ from torch import nn
 
 from hooklab.core.edits import EditsArg, normalise_edits
 from hooklab.core.layers import LayerSpec
-from hooklab.core.native import Kernels, kernels
+from hooklab.core.native import Kernels, accepts, kernels
 from hooklab.core.trace import Trace
 from hooklab.recording.recorder import DEFAULT_MAX_BYTES, Recorder
 
@@ -399,7 +399,7 @@ class Watcher:
                     b.shape != p.shape or b.device != p.device or b.dtype != p.dtype
                     for b, p in zip(self._before, params, strict=True)):
                 self._before = [torch.empty_like(p) for p in params]
-            k = kernels() if all(_native_ok(p) for p in params) else None
+            k = kernels() if all(accepts(p) for p in params) else None
             if k is not None:
                 self._native = k
                 carried = self._carried
@@ -667,10 +667,6 @@ class _BackgroundWriter:
                     self._cv.notify_all()
 
 
-def _native_ok(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
-
-
 def _weight_keys(params: list[tuple[str, nn.Parameter]]) -> list[tuple[int, int, int]]:
     """What identifies a weight's values without reading them: the parameter, its storage and
     its version counter (bumped by every in-place change: an optimizer step, ``copy_``, ...)."""
@@ -701,8 +697,8 @@ def _alive_units(out: torch.Tensor, alive: torch.Tensor) -> None:
     cost of an inf-norm over them); the ``amin`` pass is needed only when some unit's maximum
     is exactly zero (on CPU; on other devices both run, to avoid a sync).
     """
-    k = kernels() if out.device.type == "cpu" else None
-    if k is not None and out.dtype == torch.float32 and out.is_contiguous():
+    k = kernels() if accepts(out) else None
+    if k is not None:
         k.alive_units(out, alive)
         return
     dims = [0, *range(2, out.dim())]
