@@ -53,11 +53,12 @@ def class_names(names) -> list[str]:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def spatial_layers(key: str, _model: torch.nn.Module, shape: tuple[int, ...]
                    ) -> tuple[list[str], str]:
-    """Spatial layers (for the picker) and the automatic target layer, from one dry forward."""
+    """The layers a CAM can use (for the picker: spatial ones and a ViT's token grids) and the
+    automatic target layer, from dry forwards."""
     with state.model_lock(key):
-        table = zoo.list_layers(_model, shape)
+        layers = zoo.cam_layers(_model, shape)
         auto = zoo.auto_target_layer(_model, shape)
-    return [str(n) for n in table.loc[table["spatial"], "name"]], auto
+    return layers, auto
 
 
 def handle_upload(data: bytes, name: str, info: zoo.ModelInfo) -> inputs.Sample:

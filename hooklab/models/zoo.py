@@ -555,3 +555,34 @@ def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = No
             f"{type(model).__name__} has no layer with a spatial (N, C, H, W) output; "
             "CAM methods need a convolutional layer")
     return max(pool, key=lambda n: rec[n]["end"])
+
+
+def cam_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
+    """Every layer a CAM can use, in model order, from one dry forward: the spatial ones
+    (``list_layers``' ``spatial`` column) and the modules with parameters whose token output
+    ``(B, T, D)`` reads as a grid of patches (:func:`hooklab.models.tokens.infer_layout`: a
+    ViT's blocks, norms and MLPs; not its attention modules, whose output is a tuple).
+
+    Example:
+        >>> [n for n in cam_layers(SimpleViT(6)) if n.endswith("ln_1")][:2]
+        ['encoder.layers.encoder_layer_0.ln_1', 'encoder.layers.encoder_layer_1.ln_1']
+    """
+    from hooklab.models.tokens import TokenLayoutError, infer_layout, patch_size
+
+    table = list_layers(model, input_shape)
+    shape = input_shape or getattr(model, "input_shape", None) or (3, 224, 224)
+    hw = (int(shape[-2]), int(shape[-1])) if len(shape) >= 3 else None
+    patch = patch_size(model)
+    out = []
+    for name, out_shape, spatial, params in zip(table["name"], table["output_shape"],
+                                                table["spatial"], table["params"], strict=True):
+        if spatial:
+            out.append(str(name))
+        elif (hw is not None and out_shape is not None and len(out_shape) == 3 and params
+              and not isinstance(model.get_submodule(name), nn.MultiheadAttention)):
+            try:
+                infer_layout(out_shape, hw, patch, module=model.get_submodule(name), name=name)
+            except TokenLayoutError:
+                continue
+            out.append(str(name))
+    return out

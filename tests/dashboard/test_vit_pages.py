@@ -114,6 +114,24 @@ def test_gradcam_page_shows_a_map_for_the_simple_vit(store_dir):
     assert heat.shape == (32, 32) and np.isfinite(heat).all() and float(np.ptp(heat)) > 0
 
 
+def test_gradcam_page_offers_and_runs_every_blocks_token_map(store_dir):
+    """The layer picker lists each encoder block's ln_1 (a token grid, not only ``conv_proj``);
+    choosing one and a method recomputes the map there."""
+    at = _pick_vit(_page("gradcam.py"), "gradcam")
+    layers = at.selectbox(key="gradcam_layer").options
+    assert {f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(4)} <= set(layers)
+    assert not any(n.endswith("self_attention") for n in layers)
+    auto = _heatmap(at)
+    at.selectbox(key="gradcam_method").set_value("eigengradcam")
+    at.selectbox(key="gradcam_layer").set_value("encoder.layers.encoder_layer_1.ln_1")
+    at.button(key="gradcam_run").click().run()  # the form's "Run Grad-CAM"
+    _ok(at)
+    chosen = _heatmap(at)
+    assert chosen.shape == (32, 32) and np.isfinite(chosen).all() and float(np.ptp(chosen)) > 0
+    assert not np.allclose(chosen, auto)
+    assert any("encoder_layer_1.ln_1" in m.value for m in at.markdown)
+
+
 @pytest.mark.slow
 def test_gradcam_page_runs_vit_b_16_after_the_default_model(store_dir):
     """From the 32 px default (Score-CAM among the side-by-side methods) to vit_b_16: the map is
