@@ -16,9 +16,11 @@ rebalanced shapes, with Grad-CAM, HiResCAM (the experiment's default) and Score-
 
 Then the SimpleViT (shipped ``simple_vit_shapes``, issue 13): every method at the automatic
 layer with the same columns beside the random baseline, each method marked class-specific or not
-(EigenCAM and KPCA-CAM give one map for every class); each gradient method at the block whose
-``ln_1`` points best on ``--vit-select`` train images, scored on the test images; and the goal
-line: the best class-specific method's pointing game >= 0.9.
+(EigenCAM and KPCA-CAM give one map for every class); each class-specific gradient method and
+Score-CAM at the block whose ``ln_1`` points best on ``--vit-select`` train images, scored on
+the test images; and the goal line: the (method, block) pair chosen on the train images, its
+pointing game on the test images >= 0.9. ``--vit-seeds 0 1 2`` repeats that choice for the
+default ViT training at other seeds (trained on this machine).
 
 Then "Can this map be trusted?": for every method of the registry (``hooklab.cam.METHODS``) on
 ``--trust-n`` test images: ROAD MoRF / LeRF / combined (:mod:`hooklab.cam.road`, logit score,
@@ -31,7 +33,7 @@ have (CAM without a pooling + Linear head, attention methods on a CNN) is listed
 Usage: ``python benchmarks/bench_quality.py [--n 200] [--steps 16] [--tolerance 2]
 [--seeds 0 1 2 3] [--no-seeds] [--no-bias] [--threads K] [--trust-n 32] [--no-trust]
 [--only-trust] [--methods gradcam ...] [--model simple_cnn|simple_vit] [--no-vit] [--only-vit]
-[--vit-select 200]`` (``--seeds`` trains one model per
+[--vit-select 200] [--vit-seeds 0 1 2]`` (``--seeds`` trains one model per
 seed and recipe; ``benchmarks/seed_spread.py`` measures the recipe over seeds in full).
 """
 
@@ -152,8 +154,8 @@ def trust_table(model, test, methods, n: int, seed: int, data_test: bool) -> Non
 
 def vit_table(n: int, steps: int, tolerance: float, seed: int, n_select: int) -> None:
     """The SimpleViT (shipped ``simple_vit_shapes``): every method at the automatic layer beside
-    the random baseline, then each gradient method at the block ``ln_1`` where its pointing game
-    is best on ``n_select`` *train* images (chosen there, scored on the test images)."""
+    the random baseline, then :func:`vit_choice` (blocks and method chosen on ``n_select``
+    *train* images, scored on the test images)."""
     from hooklab.models import zoo
 
     vit = zoo.shipped_model("simple_vit_shapes").eval()
@@ -177,33 +179,62 @@ def vit_table(n: int, steps: int, tolerance: float, seed: int, n_select: int) ->
         print(f"{row['method']:<19} {row['pointing']:>9.3f} {row[tol_col]:>7.3f} "
               f"{row['average_drop']:>7.1f} {row['increase_confidence']:>7.1f} "
               f"{row['deletion_auc']:>8.3f} {row['insertion_auc']:>8.3f}  {kind}")
-    blocks = [f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(len(vit.encoder.layers))]
-    grad = [k for k, sp in cam.METHODS.items() if sp.needs_grad and sp.run is None]
-    pick = make_shapes(n_select, seed=seed + 1, split="train")
-    sel = cam.compute_many(vit, pick.images, grad, blocks)
-    tst = cam.compute_many(vit, test.images, grad, blocks)
-    print(f"Each gradient method at its best block (ln_1 chosen by the pointing game on "
-          f"{n_select} train images, scored on the {n} test images):")
-    best: dict[str, tuple[float, str]] = {}
-    for m in grad:
-        on_pick = {b: metrics.pointing_game(sel[m, b].maps, pick.masks[sel[m, b].sample])
-                   for b in blocks}
-        chosen = max(blocks, key=lambda b: on_pick[b])
-        r = tst[m, chosen]
-        best[m] = (metrics.pointing_game(r.maps, test.masks[r.sample]), chosen)
-        print(f"  {m:<19} {best[m][0]:.3f} at {chosen.replace('encoder.layers.', '')}")
     rows = {r["method"]: r for r in table.to_dict("records")}
-    specific = {m: float(rows[m]["pointing"]) for m in rows
-                if m in cam.METHODS and cam.METHODS[m].class_specific}
-    specific.update({f"{m} at its block": v for m, (v, _) in best.items()
-                     if cam.METHODS[m].class_specific})
-    top = max(specific, key=lambda k: specific[k])
     anyone = max((m for m in rows if m != "random"), key=lambda m: float(rows[m]["pointing"]))
     print(f"random map: {float(rows['random']['pointing']):.3f}; best at the automatic layer: "
           f"{anyone} {float(rows[anyone]['pointing']):.3f}")
-    v = specific[top]
-    print(f"SimpleViT best class-specific method: {top} {v:.3f} (goal >= 0.9): "
-          f"{'met' if v >= 0.9 else 'NOT met'}")
+    print(f"Each class-specific method at the block whose ln_1 points best on {n_select} "
+          f"train images (chosen there), scored on the {n} test images:")
+    per_method, (m, b, v) = vit_choice(vit, test, n_select, seed)
+    for meth, (blk, on_train, on_test) in per_method.items():
+        print(f"  {meth:<19} {on_test:.3f} at {blk} (train {on_train:.3f})")
+    print(f"SimpleViT class-specific method and block chosen on the train images: {m} at {b}, "
+          f"test pointing {v:.3f} (goal >= 0.9): {'met' if v >= 0.9 else 'NOT met'}")
+
+
+def vit_choice(vit, test, n_select: int, seed: int
+               ) -> tuple[dict[str, tuple[str, float, float]], tuple[str, str, float]]:
+    """Choose, on ``n_select`` train images, the block (``ln_1`` of each encoder block) of each
+    class-specific method that computes from one layer (every gradient CAM, and Score-CAM),
+    and the best (method, block) pair; score the choices on ``test``.
+
+    Returns ``({method: (block, train pointing, test pointing)}, (method, block, test
+    pointing))`` (block names without ``encoder.layers.``).
+    """
+    blocks = [f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(len(vit.encoder.layers))]
+    chosen_from = [k for k, sp in cam.METHODS.items()
+                   if sp.class_specific and sp.needs_grad and sp.run is None] + ["scorecam"]
+    pick = make_shapes(n_select, seed=seed + 1, split="train")
+
+    def pointing(images, masks):
+        res = cam.compute_many(vit, images, chosen_from, blocks)
+        return {(m, b): metrics.pointing_game(res[m, b].maps, masks[res[m, b].sample])
+                for m in chosen_from for b in blocks}
+
+    on_pick, on_test = pointing(pick.images, pick.masks), pointing(test.images, test.masks)
+    short = {b: b.replace("encoder.layers.", "") for b in blocks}
+    per_method = {}
+    for m in chosen_from:
+        b = max(blocks, key=lambda b, m=m: on_pick[m, b])
+        per_method[m] = (short[b], on_pick[m, b], on_test[m, b])
+    m, b = max(on_pick, key=lambda k: on_pick[k])
+    return per_method, (m, short[b], on_test[m, b])
+
+
+def vit_seed_spread(seeds, n: int, n_select: int, seed: int) -> None:
+    """The same choice for the SimpleViT's default training (:func:`vit_config`) at several
+    training seeds (each trained here, or read from the cache)."""
+    from hooklab.studies import train
+
+    test = make_shapes(n, seed=seed, split="test")
+    print()
+    print(f"SimpleViT over training seeds (the default recipe, trained on this machine): the "
+          f"class-specific method and block chosen on {n_select} train images, pointing on "
+          f"{n} test images")
+    for s in seeds:
+        vit = train.trained_model(train.vit_config(seed=s)).eval()
+        _, (m, b, v) = vit_choice(vit, test, n_select, seed)
+        print(f"  seed {s}: {m} at {b}: {v:.3f}")
 
 
 def main() -> None:
@@ -230,6 +261,9 @@ def main() -> None:
     ap.add_argument("--only-vit", action="store_true", help="only the SimpleViT table")
     ap.add_argument("--vit-select", type=int, default=200,
                     help="train images that choose each method's block in the SimpleViT table")
+    ap.add_argument("--vit-seeds", type=int, nargs="*", default=[],
+                    help="SimpleViT training seeds for the spread of the chosen method (trains "
+                         "one ViT per seed, ~1.5 min each on 2 cores; default: none)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,6 +272,8 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.only_vit:
         vit_table(args.n, args.steps, args.tolerance, args.seed, args.vit_select)
+        if args.vit_seeds:
+            vit_seed_spread(args.vit_seeds, args.n, args.vit_select, args.seed)
         print(f"total {time.perf_counter() - t0:.0f} s")
         return
     model = shapes_model().eval()
@@ -277,6 +313,8 @@ def main() -> None:
         bias_table(args.n * 2, args.seed, args.tolerance, args.bias_methods)
     if not args.no_vit:
         vit_table(args.n, args.steps, args.tolerance, args.seed, args.vit_select)
+        if args.vit_seeds:
+            vit_seed_spread(args.vit_seeds, args.n, args.vit_select, args.seed)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
