@@ -150,7 +150,8 @@ def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, model: str = 
     ``rebalanced_shapes``, where the cue is independent of the label (``cue_prob`` is then
     ``1 / classes`` whatever is passed). ``seed`` sets both the training and the data seed.
     ``model="simple_vit"`` trains the small ViT with its own recipe
-    (:func:`hooklab.studies.train.vit_config`). Other keyword arguments are
+    (:func:`hooklab.studies.train.vit_config`, without its activation penalty). Other keyword
+    arguments are
     :class:`hooklab.studies.train.TrainConfig` fields.
     """
     data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
@@ -159,7 +160,10 @@ def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, model: str = 
     prob = float(cue_prob) if arm == "biased" else 1.0 / len(SHAPE_CLASSES)
     fields = {"data": data, "cue_prob": prob, "seed": seed, "data_seed": seed, **config}
     if model == "simple_vit":
-        return train.vit_config(**fields)
+        # The ViT arms train without the activation penalty of the ViT default: with it the
+        # biased ViT follows the cue on 0.775 of the biased test images instead of 0.955, a
+        # weaker shortcut for the lesson to show.
+        return train.vit_config(**{"act_penalty": 0.0, "act_layer": None, **fields})
     return train.TrainConfig(model=model, **fields)
 
 

@@ -11,8 +11,12 @@ configuration. :func:`train` and :func:`train_run` always train.
 **The ViT.** :func:`vit_config` trains the small Vision Transformer
 (:class:`hooklab.models.vit.SimpleViT`) on the same shapes with recipe ``"vit"``: AdamW, a
 linear warm-up, cosine decay, 800 steps (a transformer learns the shapes much more slowly than
-the CNN; test accuracy 0.948). Its weights and its two bias arms are shipped too
-(``simple_vit_shapes``, ``simple_vit_biased``, ``simple_vit_rebalanced``).
+the CNN). Like the CNN's it adds the activation penalty, here on the output of block 2 (the
+residual stream): without it the best class-specific CAM of the SimpleViT pointed 0.85 on the
+shapes, with it 0.88-0.99 over training seeds (``benchmarks/bench_quality.py --only-vit
+--vit-seeds 0 1 2``). Its weights and its
+two bias arms are shipped too (``simple_vit_shapes``, ``simple_vit_biased``,
+``simple_vit_rebalanced``).
 
 **The seed's own recipe.** :func:`seed_recipe_config` is the seed's CIFAR-10 training exactly
 (``recipe="seed"``: ``torch.manual_seed(42)``, the 10-class SimpleCNN, one epoch of
@@ -89,7 +93,7 @@ from hooklab.recording.scoped import HookScope
 
 __all__ = ["TrainConfig", "train", "train_run", "trained_model", "seed_recipe_model",
            "config_key", "cache_path", "cache_dir", "evaluate", "seed_recipe_config", "DATA_KINDS", "RECIPES", "CACHE_ENV",
-           "TrainingError", "vit_config", "VIT_WEIGHT_DECAY", "VIT_WARMUP"]
+           "TrainingError", "vit_config", "VIT_WEIGHT_DECAY", "VIT_WARMUP", "VIT_ACT_LAYER"]
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +180,19 @@ _FIXED_224 = ("vit_b_16",)
 def vit_config(**fields: Any) -> TrainConfig:
     """The SimpleViT's training on the shapes (the shipped ``simple_vit_shapes``): recipe
     ``"vit"`` (AdamW, weight decay :data:`VIT_WEIGHT_DECAY`, linear warm-up over the first
-    :data:`VIT_WARMUP` of the steps, cosine decay to 0), more steps than the CNN, no activation
-    penalty. Keyword arguments override :class:`TrainConfig` fields.
+    :data:`VIT_WARMUP` of the steps, cosine decay to 0), more steps than the CNN, the activation
+    penalty 0.5 on the residual stream after block 2 (:data:`VIT_ACT_LAYER`), training seed 1.
+    Keyword arguments override :class:`TrainConfig` fields.
     """
     return TrainConfig(**{**_VIT_DEFAULTS, **fields})
 
 
+#: The ViT's penalised layer: the residual stream after block 2, the input of block 3's ``ln_1``.
+VIT_ACT_LAYER = "encoder.layers.encoder_layer_2"
+#: Seed 1 of seeds 0-2, chosen by the pointing game on 200 *train* images
+#: (``benchmarks/bench_quality.py --only-vit --vit-seeds 0 1 2`` prints all three on the test set).
 _VIT_DEFAULTS: dict[str, Any] = {"model": "simple_vit", "recipe": "vit", "steps": 800, "lr": 3e-3,
-                                 "act_penalty": 0.0}
+                                 "act_penalty": 0.5, "act_layer": VIT_ACT_LAYER, "seed": 1}
 
 
 def _optimiser(model: nn.Module, config: TrainConfig

@@ -281,9 +281,12 @@ def test_vit_recipe_uses_adamw_with_warmup_and_cosine():
 def test_vit_configs_and_their_keys():
     config = T.vit_config()
     assert config.model == "simple_vit" and config.recipe == "vit"
+    assert config.act_penalty > 0 and config.act_layer == T.VIT_ACT_LAYER
+    assert T.vit_config(act_penalty=0.0, seed=3).act_penalty == 0.0  # fields override
     assert T.config_key(config) != T.config_key(T.TrainConfig())
     arm = bias.arm_config("biased", model="simple_vit")
     assert arm.recipe == "vit" and arm.data == "biased_shapes" and arm.steps == config.steps
+    assert arm.act_penalty == 0.0 and arm.seed == 0  # the bias lesson's arms: no penalty
     assert bias.arm_config("biased").model == "simple_cnn"
     with pytest.raises(T.TrainingError, match="224x224.*simple_vit"):
         T.train(T.TrainConfig(model="vit_b_16"))
@@ -298,6 +301,7 @@ def test_vit_recipe_trains_and_records_the_blocks():
     model, history = T.train(config)
     assert len(history) == 3 and history["loss"].notna().all()
     assert (history["grad_norm/encoder.layers.encoder_layer_0"] > 0).all()
+    assert (history["act_penalty"] > 0).all()  # mean(a**2) after block 2, in the loss
     assert isinstance(model, SimpleViT) and not model.training
 
 
@@ -337,12 +341,12 @@ def test_export_of_some_defaults_keeps_the_others(tmp_path, monkeypatch):
         export.export_defaults(out, names=["vit"])  # nothing to keep yet
     export.export_defaults(out)
     before = {f.name: f.read_bytes() for f in out.glob("*.safetensors")}
-    configs["vit"] = T.vit_config(**{**tiny, "seed": 1})
+    configs["vit"] = T.vit_config(**{**tiny, "seed": 2})
     manifest = export.export_defaults(out, names=["vit"])
     assert [e["name"] for e in manifest["models"]] == ["cnn", "vit"]
     assert (out / "cnn.safetensors").read_bytes() == before["cnn.safetensors"]
     assert (out / "vit.safetensors").read_bytes() != before["vit.safetensors"]
-    assert defaults.entries(out)[1]["config"]["seed"] == 1
+    assert defaults.entries(out)[1]["config"]["seed"] == 2
     assert defaults.sha256_file(out / "vit.safetensors") == defaults.entries(out)[1]["sha256"]
     with pytest.raises(ValueError, match="unknown default"):
         export.export_defaults(out, names=["resnet"])
@@ -350,14 +354,36 @@ def test_export_of_some_defaults_keeps_the_others(tmp_path, monkeypatch):
 
 #: The ViT recipe shortened (150 steps of 64 from 1536 images; 300 test images). Spread over
 #: training seeds 0-3 (``T.train(T.vit_config(seed=s, steps=150, n_train=1536, n_test=300,
-#: record_every=0))``, one thread, AMD EPYC AVX2, torch 2.14.1; measured under load): test
-#: accuracy min / mean / max 0.350 / 0.414 / 0.573 (chance 1/6). The bound is 0.10 below the
-#: worst seed (another CPU rounds differently; still well above chance).
+#: record_every=0))``, one thread, x86-64 AVX2, torch 2.14.1, with the activation penalty after
+#: block 2): test accuracy 0.600 / 0.493 / 0.457 / 0.747, min / mean / max 0.457 / 0.574 /
+#: 0.747 (chance 1/6). The bound is 0.10 below the worst seed (another CPU rounds differently;
+#: still well above chance).
 VIT_RECIPE = {"steps": 150, "n_train": 1536, "n_test": 300, "record_every": 0}
-VIT_RECIPE_BOUND = 0.25
+VIT_RECIPE_BOUND = 0.35
 
 
 @pytest.mark.slow
 def test_vit_recipe_learns_the_shapes_over_seeds():
     _, history = T.train(T.vit_config(seed=1, **VIT_RECIPE))
     assert history.attrs["test_accuracy"] >= VIT_RECIPE_BOUND
+
+
+def test_cam_layers_are_the_spatial_ones_and_the_token_grids():
+    """``zoo.cam_layers``: a CNN's spatial layers; a ViT's patch embedding, blocks, norms and
+    MLPs (token grids), never its attention modules (tuple outputs) or parameter-free ones;
+    every layer listed gives a map."""
+    from hooklab.cam import engine as cam
+
+    cnn = zoo.get_model("simple_cnn")
+    table = zoo.list_layers(cnn, (3, 32, 32))
+    assert zoo.cam_layers(cnn, (3, 32, 32)) == list(table.loc[table["spatial"], "name"])
+    vit = SimpleViT(num_classes=6).eval()
+    layers = zoo.cam_layers(vit)
+    assert layers[0] == "conv_proj" and "encoder.ln" in layers
+    assert {f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(4)} <= set(layers)
+    kinds = {type(vit.get_submodule(n)) for n in layers}
+    assert not kinds & {nn.MultiheadAttention, nn.Dropout, nn.GELU}
+    x = _x(2)
+    for name in layers:
+        res = cam.compute(vit, x, method="gradcam", layer=name)
+        assert res.maps.shape == (2, 32, 32) and torch.isfinite(res.maps).all(), name
