@@ -13,7 +13,7 @@ configuration. :func:`train` and :func:`train_run` always train.
 linear warm-up, cosine decay, 800 steps (a transformer learns the shapes much more slowly than
 the CNN). Like the CNN's it adds the activation penalty, here on the output of block 2 (the
 residual stream): without it the best class-specific CAM of the SimpleViT pointed 0.85 on the
-shapes, with it 0.88-0.99 over training seeds (``benchmarks/bench_quality.py --only-vit
+shapes, with it 0.88-0.96 over training seeds (``benchmarks/bench_quality.py --only-vit
 --vit-seeds 0 1 2``). Its weights and its
 two bias arms are shipped too (``simple_vit_shapes``, ``simple_vit_biased``,
 ``simple_vit_rebalanced``).
