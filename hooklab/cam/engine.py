@@ -58,7 +58,7 @@ from hooklab.core.errors import HooklabError, NonSpatialLayerError
 from hooklab.core.layers import LayerItem, LayerSpec, resolve_layers
 from hooklab.core.modes import frozen
 from hooklab.models.tokens import LAYOUTS, TokenLayout, TokenLayoutError, infer_layout, patch_size
-from hooklab.models.zoo import auto_target_layer, list_layers
+from hooklab.models.zoo import auto_target_layer, cam_layers
 from hooklab.recording.scoped import HookScope
 
 log = logging.getLogger(__name__)
@@ -235,27 +235,19 @@ def _resolve_layers(model: nn.Module, layer: LayerSpec, x: torch.Tensor) -> list
 
 def _map_layers(model: nn.Module, x: torch.Tensor, limit: int = 4) -> str:
     """``"; layers that give a map: a, b, … (N in all)"`` of the same kind as the auto layer
-    (its encoder blocks' ``ln_1`` for a ViT), from one dry forward; ``""`` on failure."""
+    (its encoder blocks' ``ln_1`` for a ViT), from :func:`hooklab.models.zoo.cam_layers`;
+    ``""`` on failure."""
     try:
         auto = auto_layer(model, x)
-        rows = list_layers(model, tuple(int(s) for s in x.shape[1:]))
+        layers = cam_layers(model, tuple(int(s) for s in x.shape[1:]))
     except HooklabError:
         return ""
-    kind = type(model.get_submodule(auto)).__name__
-    patch, hw = patch_size(model), (int(x.shape[-2]), int(x.shape[-1]))
-    good = []
-    for name, typ, shape in zip(rows["name"], rows["type"], rows["output_shape"], strict=True):
-        if typ != kind or shape is None or name == auto:
-            continue
-        try:
-            infer_layout(shape, hw, patch, module=model.get_submodule(name))
-        except TokenLayoutError:
-            continue
-        good.append(name)
+    kind = type(model.get_submodule(auto))
+    good = [n for n in layers if n != auto and type(model.get_submodule(n)) is kind]
     if not good:
         return ""
     shown = ", ".join(good[-limit:])
-    return f"; other {kind} layers that give a map: {shown} ({len(good)} in all)"
+    return f"; other {kind.__name__} layers that give a map: {shown} ({len(good)} in all)"
 
 
 def _suggestion(model: nn.Module, x: torch.Tensor) -> str:

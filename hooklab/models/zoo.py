@@ -558,10 +558,11 @@ def auto_target_layer(model: nn.Module, input_shape: tuple[int, ...] | None = No
 
 
 def cam_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
-    """Every layer a CAM can use, in model order, from one dry forward: the spatial ones
-    (``list_layers``' ``spatial`` column) and the modules with parameters whose token output
-    ``(B, T, D)`` reads as a grid of patches (:func:`hooklab.models.tokens.infer_layout`: a
-    ViT's blocks, norms and MLPs; not its attention modules, whose output is a tuple).
+    """Every layer a CAM can use, in model order, from one dry forward: each layer whose output
+    :func:`hooklab.models.tokens.infer_layout` reads as a map — a spatial ``(N, C, H, W)`` or
+    channel-last output, or a token output ``(B, T, D)`` that is a grid of patches (a ViT's
+    blocks, norms and MLPs; for tokens only modules with parameters, and not attention
+    modules, whose output is a tuple).
 
     Example:
         >>> [n for n in cam_layers(SimpleViT(6)) if n.endswith("ln_1")][:2]
@@ -574,15 +575,17 @@ def cam_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
     hw = (int(shape[-2]), int(shape[-1])) if len(shape) >= 3 else None
     patch = patch_size(model)
     out = []
-    for name, out_shape, spatial, params in zip(table["name"], table["output_shape"],
-                                                table["spatial"], table["params"], strict=True):
-        if spatial:
-            out.append(str(name))
-        elif (hw is not None and out_shape is not None and len(out_shape) == 3 and params
-              and not isinstance(model.get_submodule(name), nn.MultiheadAttention)):
-            try:
-                infer_layout(out_shape, hw, patch, module=model.get_submodule(name), name=name)
-            except TokenLayoutError:
-                continue
-            out.append(str(name))
+    for name, out_shape, params in zip(table["name"], table["output_shape"], table["params"],
+                                       strict=True):
+        if out_shape is None or len(out_shape) not in (3, 4):
+            continue
+        module = model.get_submodule(name)
+        if len(out_shape) == 3 and (hw is None or not params
+                                    or isinstance(module, nn.MultiheadAttention)):
+            continue
+        try:
+            infer_layout(out_shape, hw, patch, module=module, name=name)
+        except TokenLayoutError:
+            continue
+        out.append(str(name))
     return out
