@@ -19,8 +19,9 @@ layer with the same columns beside the random baseline, each method marked class
 (EigenCAM and KPCA-CAM give one map for every class); each class-specific gradient method and
 Score-CAM at the block whose ``ln_1`` points best on ``--vit-select`` train images, scored on
 the test images; and the goal line: the (method, block) pair chosen on the train images among
-those whose maps pass the MPRT sanity check, its pointing game on the test images >= 0.9. ``--vit-seeds 0 1 2`` repeats that choice for the
-default ViT training at other seeds (trained on this machine).
+those whose maps pass the MPRT sanity check, its pointing game on the test images >= 0.9.
+``--vit-seeds 0 1 2`` repeats that choice for the default ViT training at other seeds (trained
+on this machine).
 
 Then "Can this map be trusted?": for every method of the registry (``hooklab.cam.METHODS``) on
 ``--trust-n`` test images: ROAD MoRF / LeRF / combined (:mod:`hooklab.cam.road`, logit score,
@@ -51,10 +52,7 @@ import torch  # noqa: E402
 from _machine import machine_line  # noqa: E402
 
 from hooklab.cam import engine as cam  # noqa: E402
-from hooklab.cam import (
-    metrics,  # noqa: E402
-    sanity,  # noqa: E402
-)
+from hooklab.cam import metrics, sanity  # noqa: E402
 from hooklab.data.datasets import make_biased_shapes, make_shapes  # noqa: E402
 from hooklab.studies import bias  # noqa: E402
 
@@ -188,7 +186,7 @@ def vit_table(n: int, steps: int, tolerance: float, seed: int, n_select: int) ->
           f"{anyone} {float(rows[anyone]['pointing']):.3f}")
     print(f"Each class-specific method at the block whose ln_1 points best on {n_select} "
           f"train images (chosen there), scored on the {n} test images:")
-    per_method, (m, b, v) = vit_choice(vit, test, n_select, seed)
+    per_method, (m, b, v), refused = vit_choice(vit, test, n_select, seed)
     for meth, (blk, on_train, on_test) in per_method.items():
         print(f"  {meth:<19} {on_test:.3f} at {blk} (train {on_train:.3f})")
     for meth, blk, final in refused:
@@ -199,20 +197,18 @@ def vit_table(n: int, steps: int, tolerance: float, seed: int, n_select: int) ->
           f"{'met' if v >= 0.9 else 'NOT met'}")
 
 
-#: (method, block, MPRT similarities) of the pairs :func:`vit_choice` passed over last.
-refused: list[tuple[str, str, dict[str, float]]] = []
-
-
 def vit_choice(vit, test, n_select: int, seed: int
-               ) -> tuple[dict[str, tuple[str, float, float]], tuple[str, str, float]]:
+               ) -> tuple[dict[str, tuple[str, float, float]], tuple[str, str, float],
+                          list[tuple[str, str, dict[str, float]]]]:
     """Choose, on ``n_select`` train images, the block (``ln_1`` of each encoder block) of each
     class-specific method that computes from one layer (every gradient CAM, and Score-CAM),
     and the best (method, block) pair whose maps pass the MPRT sanity check (a map that stays
-    after the weights are randomised shows the image, not the model; the pairs passed over are
-    in :data:`refused`); score the choices on ``test``.
+    after the weights are randomised shows the image, not the model); score the choices on
+    ``test``.
 
     Returns ``({method: (block, train pointing, test pointing)}, (method, block, test
-    pointing))`` (block names without ``encoder.layers.``).
+    pointing), [(method, block, MPRT similarities) of the better pairs that failed]``) (block
+    names without ``encoder.layers.``).
     """
     blocks = [f"encoder.layers.encoder_layer_{i}.ln_1" for i in range(len(vit.encoder.layers))]
     chosen_from = [k for k, sp in cam.METHODS.items()
@@ -226,17 +222,17 @@ def vit_choice(vit, test, n_select: int, seed: int
 
     on_pick, on_test = pointing(pick.images, pick.masks), pointing(test.images, test.masks)
     short = {b: b.replace("encoder.layers.", "") for b in blocks}
-    refused.clear()
     per_method = {}
     for m in chosen_from:
         b = max(blocks, key=lambda b, m=m: on_pick[m, b])
         per_method[m] = (short[b], on_pick[m, b], on_test[m, b])
     # the best pair on the train images whose maps depend on the weights (the MPRT cascade on
     # 32 of the train images: similarity at full randomisation <= 0.3)
+    refused: list[tuple[str, str, dict[str, float]]] = []
     for m, b in sorted(on_pick, key=lambda k: -on_pick[k]):
         check = sanity.mprt(vit, pick.images[:32], m, b)
         if check.passed:
-            return per_method, (m, short[b], on_test[m, b])
+            return per_method, (m, short[b], on_test[m, b]), refused
         refused.append((m, short[b], check.final))
     raise SystemExit("no class-specific method passes the MPRT check on the SimpleViT")
 
@@ -253,7 +249,7 @@ def vit_seed_spread(seeds, n: int, n_select: int, seed: int) -> None:
           f"{n} test images")
     for s in seeds:
         vit = train.trained_model(train.vit_config(seed=s)).eval()
-        _, (m, b, v) = vit_choice(vit, test, n_select, seed)
+        _, (m, b, v), refused = vit_choice(vit, test, n_select, seed)
         over = "; ".join(f"{rm} at {rb}" for rm, rb, _ in refused)
         print(f"  seed {s}: {m} at {b}: {v:.3f}"
               + (f" (passed over, failing MPRT: {over})" if over else ""))

@@ -151,8 +151,7 @@ def arm_config(arm: str, cue_prob: float = 0.95, *, seed: int = 0, model: str = 
     ``1 / classes`` whatever is passed). ``seed`` sets both the training and the data seed.
     ``model="simple_vit"`` trains the small ViT with its own recipe
     (:func:`hooklab.studies.train.vit_config`, without its activation penalty). Other keyword
-    arguments are
-    :class:`hooklab.studies.train.TrainConfig` fields.
+    arguments are :class:`hooklab.studies.train.TrainConfig` fields.
     """
     data = {"biased": "biased_shapes", "rebalanced": "rebalanced_shapes"}.get(arm)
     if data is None:

@@ -14,9 +14,8 @@ linear warm-up, cosine decay, 800 steps (a transformer learns the shapes much mo
 the CNN). Like the CNN's it adds the activation penalty, here on the output of block 2 (the
 residual stream): without it the best class-specific CAM of the SimpleViT pointed 0.85 on the
 shapes, with it 0.88-0.96 over training seeds (``benchmarks/bench_quality.py --only-vit
---vit-seeds 0 1 2``). Its weights and its
-two bias arms are shipped too (``simple_vit_shapes``, ``simple_vit_biased``,
-``simple_vit_rebalanced``).
+--vit-seeds 0 1 2``). Its weights and its two bias arms are shipped too (``simple_vit_shapes``,
+``simple_vit_biased``, ``simple_vit_rebalanced``).
 
 **The seed's own recipe.** :func:`seed_recipe_config` is the seed's CIFAR-10 training exactly
 (``recipe="seed"``: ``torch.manual_seed(42)``, the 10-class SimpleCNN, one epoch of
