@@ -1,8 +1,9 @@
 /* hooklab's fused statistics kernels: each reads its float32 input from memory once.
  *
  * Built at first use by hooklab/core/native.py with the machine's C compiler and loaded with
- * ctypes (no Python headers, no torch headers). Every function is reentrant; hl_moments and
- * hl_diff_copy split a large array over OpenMP threads (see NPART), the others run on one.
+ * ctypes (no Python headers, no torch headers). Every function is reentrant; hl_moments,
+ * hl_moments_many and hl_diff_copy split a large array over OpenMP threads (see NPART), and
+ * hl_moments_many spreads small arrays over them; the others run on one thread.
  * Sums are taken in float32 over blocks of BLK elements (vectorised; the block's partial sums
  * stay small) and the block sums are added in float64.
  */
@@ -91,6 +92,19 @@ void hl_moments(const float *x, float *dst, int64_t n, double *out, int threads)
     out[2] = lo;
     out[3] = hi;
     out[4] = nz;
+}
+
+/* out[5 i .. 5 i + 5) = hl_moments of xs[i][0..ns[i]), for count arrays in one call (one
+ * GIL release for the parameter gradients of a whole backward pass). Large arrays are split
+ * as in hl_moments; the small ones are spread over the threads, one array per task: every
+ * array's result is the one hl_moments gives it alone, whatever the thread count. */
+void hl_moments_many(const float *const *xs, const int64_t *ns, int64_t count, double *out,
+                     int threads) {
+    for (int64_t i = 0; i < count; i++)
+        if (ns[i] >= PAR_MIN) hl_moments(xs[i], NULL, ns[i], out + 5 * i, threads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < count; i++)
+        if (ns[i] < PAR_MIN) moments_seq(xs[i], NULL, ns[i], out + 5 * i);
 }
 
 /* x is a contiguous (N, C, inner) array: alive[c] |= some x[n, c, :] != 0 (NaN included).

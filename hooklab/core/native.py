@@ -64,6 +64,9 @@ class Kernels:
         self._moments = lib.hl_moments
         self._moments.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
         self._moments.restype = None
+        self._moments_many = lib.hl_moments_many
+        self._moments_many.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
+        self._moments_many.restype = None
         self._alive = lib.hl_alive_units
         self._alive.argtypes = [_VOIDP, _I64, _I64, _I64, _VOIDP]
         self._alive.restype = None
@@ -88,6 +91,18 @@ class Kernels:
         self._moments(x.data_ptr(), None if dst is None else dst.data_ptr(), x.numel(), out,
                       torch.get_num_threads())
         return list(out)
+
+    def moments_many(self, xs: list[torch.Tensor]) -> list[list[float]]:
+        """:meth:`moments` of each tensor of ``xs``, in one call (the same values)."""
+        count = len(xs)
+        if not count:
+            return []
+        ptrs = (_VOIDP * count)(*[x.data_ptr() for x in xs])
+        ns = (_I64 * count)(*[x.numel() for x in xs])
+        out = (ctypes.c_double * (5 * count))()
+        self._moments_many(ptrs, ns, count, out, torch.get_num_threads())
+        flat = list(out)
+        return [flat[5 * i: 5 * i + 5] for i in range(count)]
 
     def alive_units(self, x: torch.Tensor, alive: torch.Tensor) -> None:
         """``alive[c] |= any(x[:, c] != 0)`` for a contiguous ``x`` of two or more dims and a

@@ -28,7 +28,7 @@ import torch
 
 from hooklab.core.native import accepts, kernels
 
-__all__ = ["STATS_CHUNK", "tensor_stats"]
+__all__ = ["STATS_CHUNK", "tensor_stats", "tensor_stats_many"]
 
 #: Elements per chunk on the CPU (4 MiB of float32): the reductions of a chunk read it from cache.
 STATS_CHUNK = 1 << 20
@@ -103,7 +103,8 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
     Returns mean, std (unbiased; 0 for one element), min, max, L2 norm, the fraction of exact
     zeros and the NaN and Inf counts. NaN/Inf are counted only when the min/max show that some
     are present. Statistics of non-finite tensors are taken over the finite values. Complex
-    tensors are summarised by their magnitudes; other dtypes as float32.
+    tensors are summarised by their magnitudes; other dtypes as float32; sparse tensors as
+    their dense equivalent (implicit zeros included).
 
     ``out``: a contiguous float32 CPU tensor with as many elements as ``t``, filled with
     ``t.to(torch.float32)`` (the recorder's stored copy). For a real CPU tensor the copy is
@@ -124,14 +125,23 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
         x = out.view(-1)
         total_v, sumsq_v, lo_v, hi_v, nz = _cpu_moments(t.detach().reshape(-1), out=x)
     else:
+        if x.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True))
+            x = x.to_dense()
         if out is not None:
-            out.copy_(x.to_dense() if x.layout != torch.strided else x)
+            out.copy_(x)
         if x.is_complex():
             x = x.abs()
         if x.dtype != torch.float32:
             x = x.float()
         x = x.reshape(-1)
         total_v, sumsq_v, lo_v, hi_v, nz = _moments(x)
+    return _finish(x, n, total_v, sumsq_v, lo_v, hi_v, nz)
+
+
+def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float, hi_v: float,
+            nz: float) -> dict[str, float | int]:
+    """The statistics of the flat float32 ``x`` (``n`` elements) from its moments; ``x`` is
+    read again only for a cancelling variance or non-finite values."""
     mean_v = total_v / n
     var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
     if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:
@@ -166,3 +176,19 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
         nan_count=int(nan_count),
         inf_count=int(inf_count),
     )
+
+
+def tensor_stats_many(ts: list[torch.Tensor]) -> list[dict[str, float | int]]:
+    """:func:`tensor_stats` of each tensor (the same values), the contiguous float32 CPU ones
+    summarised by one call of the fused kernel: what a batch of parameter gradients costs
+    once per backward pass instead of once per parameter."""
+    k = kernels()
+    fast = ([i for i, t in enumerate(ts)
+             if t.numel() and t.layout == torch.strided and accepts(t)] if k is not None else [])
+    out: list[dict[str, float | int] | None] = [None] * len(ts)
+    if fast:
+        assert k is not None
+        flats = [ts[i].detach().reshape(-1) for i in fast]
+        for i, x, m in zip(fast, flats, k.moments_many(flats), strict=True):
+            out[i] = _finish(x, x.numel(), *m)
+    return [tensor_stats(t) if o is None else o for t, o in zip(ts, out, strict=True)]

@@ -13,9 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -69,6 +72,16 @@ def shape_str(shape: torch.Size | tuple[int, ...]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+@functools.lru_cache(maxsize=4096)
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return shape_str(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _name_text(obj: Any) -> str:  # a dtype or a device: the few a recording sees, hashable
+    return str(obj)
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """Inverse of :func:`shape_str`."""
     return tuple(int(s) for s in text.split("x")) if text else ()
@@ -76,8 +89,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def empty_events() -> pd.DataFrame:
     """An events table with no rows and the right columns and dtypes."""
-    return normalise_events(pd.DataFrame({c: [] for c in EVENT_COLUMNS}))
+    return events_from_values([])
 
+
+#: Position of the statistics (``numel`` ... ``inf_count``) and of ``key`` in a row's values.
+_STATS_AT = EVENT_COLUMNS.index("numel")
+_KEY_AT = EVENT_COLUMNS.index("key")
+_STAT_KEYS = EVENT_COLUMNS[_STATS_AT:_KEY_AT]
+
+_seq_of = operator.itemgetter(0)
 
 _INT_COLUMNS = ("seq", "step", "call", "numel", "nan_count", "inf_count")
 _FLOAT_COLUMNS = ("mean", "std", "min", "max", "norm", "zero_frac")
@@ -100,6 +120,22 @@ def normalise_events(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def events_from_values(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """The events table of rows given as :meth:`Trace.event_values` tuples: the frame
+    :func:`normalise_events` gives, built column by column (a watch segment holds thousands
+    of rows; this is several times faster than building a frame of objects and converting)."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(EVENT_COLUMNS)
+    data: dict[str, Any] = {}
+    for c, values in zip(EVENT_COLUMNS, cols, strict=True):
+        if c in _INT_COLUMNS:
+            data[c] = np.array(values, dtype=np.int64)
+        elif c in _FLOAT_COLUMNS:
+            data[c] = np.array(values, dtype=np.float64)
+        else:
+            data[c] = pd.array([v if type(v) is str else str(v) for v in values], dtype="str")
+    return pd.DataFrame(data)
+
+
 class Trace(DisplayMixin):
     """What one recording produced: events, stored tensors and metadata.
 
@@ -113,7 +149,7 @@ class Trace(DisplayMixin):
     def __init__(self, events: pd.DataFrame | None = None,
                  tensors: Mapping[str, torch.Tensor] | None = None,
                  meta: dict[str, Any] | None = None) -> None:
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []  # event values, in EVENT_COLUMNS order
         self._frame: pd.DataFrame | None = (
             normalise_events(events) if events is not None else None)
         self._tensors: Mapping[str, torch.Tensor] = tensors if tensors is not None else {}
@@ -142,17 +178,27 @@ class Trace(DisplayMixin):
             stats: :func:`tensor_stats` of ``tensor`` when already computed.
             key: key of the stored tensor (``""``: statistics only).
         """
-        return {"seq": int(seq), "step": int(step), "phase": phase, "kind": kind,
-                "layer": layer, "call": int(call), "role": role, "index": str(index),
-                "edit": edit, "shape": shape_str(tensor.shape), "dtype": str(tensor.dtype),
-                "device": str(tensor.device),
-                **(tensor_stats(tensor) if stats is None else stats), "key": key}
+        return dict(zip(EVENT_COLUMNS, Trace.event_values(
+            seq, phase, kind, layer, role, tensor, call=call, index=index, edit=edit,
+            step=step, stats=stats, key=key), strict=True))
+
+    @staticmethod
+    def event_values(seq: int, phase: str, kind: str, layer: str, role: str,
+                     tensor: torch.Tensor, *, call: int = 0, index: str = "0", edit: str = "",
+                     step: int = 0, stats: Mapping[str, float | int] | None = None,
+                     key: str = "") -> tuple[Any, ...]:
+        """:meth:`event_row` as a tuple in :data:`EVENT_COLUMNS` order (what a recorder
+        appends with :meth:`add_values`, many times per training step)."""
+        st = tensor_stats(tensor) if stats is None else stats
+        return (int(seq), int(step), phase, kind, layer, int(call), role, str(index), edit,
+                _shape_text(tuple(tensor.shape)), _name_text(tensor.dtype),
+                _name_text(tensor.device), *[st[c] for c in _STAT_KEYS], key)
 
     def next_seq(self) -> int:
         """The ``seq`` of the next event appended (0 for an empty trace)."""
         if self._frame is not None:
             return int(self._frame["seq"].max()) + 1 if len(self._frame) else 0
-        return max((int(r["seq"]) for r in self._rows), default=-1) + 1
+        return max((int(r[0]) for r in self._rows), default=-1) + 1
 
     def record_event(self, phase: str, kind: str, layer: str, role: str, tensor: torch.Tensor,
                      *, call: int = 0, index: str = "0", edit: str = "", step: int = 0,
@@ -181,26 +227,33 @@ class Trace(DisplayMixin):
         self.add_event(row, stored)
         return row
 
-    def add_event(self, row: dict[str, Any], tensor: torch.Tensor | None = None) -> None:
+    def add_event(self, row: Mapping[str, Any], tensor: torch.Tensor | None = None) -> None:
         """Append one event; ``tensor`` (already detached/CPU/float32) is stored under row['key']."""
+        missing = [c for c in EVENT_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"event row lacks columns {missing}")
+        self.add_values(tuple(row[c] for c in EVENT_COLUMNS), tensor)
+
+    def add_values(self, values: tuple[Any, ...], tensor: torch.Tensor | None = None) -> None:
+        """:meth:`add_event` of a row given as :meth:`event_values` (no dict built)."""
         if self._frame is not None:
-            self._rows = self._frame.to_dict("records")
+            self._rows = list(self._frame.itertuples(index=False, name=None))
             self._frame = None
         if tensor is not None:
             if not isinstance(self._tensors, dict):
                 self._tensors = dict(self._tensors)
-            self._tensors[row["key"]] = tensor
-        self._rows.append(row)
+            self._tensors[values[_KEY_AT]] = tensor
+        self._rows.append(values)
 
     # -- reading --------------------------------------------------------------------------
     @property
     def events(self) -> pd.DataFrame:
         """One row per hook firing, in firing order."""
         if self._frame is None:
-            if self._rows:
-                self._frame = normalise_events(pd.DataFrame(self._rows))
-            else:
-                self._frame = empty_events()
+            # in firing order: a recorder numbers its batched parameter gradients when they
+            # arrive and adds them at the end of the backward pass (a stable sort, linear
+            # on rows already in order)
+            self._frame = events_from_values(sorted(self._rows, key=_seq_of))
             self._rows = []
         return self._frame
 

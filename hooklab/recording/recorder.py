@@ -46,6 +46,7 @@ from hooklab.core.hooks import (
     check_kinds,
 )
 from hooklab.core.layers import LayerSpec, resolve_layers
+from hooklab.core.stats import tensor_stats_many
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.recording.pool import POOL
 
@@ -117,7 +118,8 @@ class Recorder:
                  input_grads: bool = False, inputs: bool = True, keep_tensors: bool = True,
                  max_bytes: int | None = DEFAULT_MAX_BYTES, step: int = 0,
                  meta: Mapping[str, Any] | None = None,
-                 keep_layers: Iterable[str] = ()) -> None:
+                 keep_layers: Iterable[str] = (), batch_param_stats: bool = False,
+                 on_output: Callable[[str, Any], None] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"record() needs an nn.Module, got {type(model).__name__}")
         self.model = model
@@ -137,6 +139,8 @@ class Recorder:
         self.keep_tensors = keep_tensors
         self.max_bytes = None if max_bytes is None else int(max_bytes)
         self.keep_layers = frozenset(keep_layers)
+        self.batch_param_stats = bool(batch_param_stats)
+        self.on_output = on_output
         self.step = int(step)
         self.trace = Trace(meta={
             **dict(meta or {}),
@@ -161,6 +165,8 @@ class Recorder:
         self._active = False
         self._graphs: set[int] = set()  # graph tasks (backward calls) through this recording
         self._pending: dict[int, list[Callable[[], None]]] = {}
+        # graph task -> parameter gradients whose statistics wait for the end of that pass
+        self._param_batch: dict[int, list[tuple[int, str, str, int, int, torch.Tensor]]] = {}
         self._full_backward_layers: list[str] = []
         self._flags: list[tuple[nn.Module, bool | None]] = []
 
@@ -232,6 +238,7 @@ class Recorder:
         self._cache.clear()
         self._graphs.clear()
         self._pending.clear()
+        self._param_batch.clear()
         for module, prev in reversed(self._flags):
             if not module._backward_hooks and not module._backward_pre_hooks:
                 module._is_full_backward_hook = prev
@@ -343,6 +350,8 @@ class Recorder:
                 if t.requires_grad:
                     self._tensor_handles.append(t.register_hook(
                         self._make_grad_hook(name, call, idx, "grad_output", grad_edit)))
+            if self.on_output is not None:
+                self.on_output(name, output)
             return new_output
         return fwd_hook
 
@@ -373,8 +382,42 @@ class Recorder:
                 return
             call = self._param_calls.get(key, 0)
             self._param_calls[key] = call + 1
-            self._emit("backward", kind, name, call, "param_grad", pname, p.grad)
+            if self.batch_param_stats and not self.keep_tensors:
+                self._batch_param(name, pname, call, p.grad)
+            else:
+                self._emit("backward", kind, name, call, "param_grad", pname, p.grad)
         return param_hook
+
+    def _batch_param(self, name: str, pname: str, call: int, grad: torch.Tensor) -> None:
+        """Keep a parameter gradient for :meth:`_flush_params` at the end of this backward
+        pass, numbered now (its event keeps its place in the firing order)."""
+        task = torch._C._current_graph_task_id()
+        with self._lock:
+            seq = next(self._seq)
+        batch = self._param_batch.get(task)
+        if batch is None:
+            batch = self._param_batch[task] = []
+            me = weakref.ref(self)
+
+            def flush() -> None:
+                rec = me()
+                if rec is not None:
+                    rec._flush_params(task)
+            torch.autograd.Variable._execution_engine.queue_callback(flush)
+        batch.append((seq, name, pname, call, self.step, grad))
+
+    def _flush_params(self, task: int) -> None:
+        """The events of the parameter gradients one backward pass accumulated (statistics
+        only), summarised together: one kernel call instead of one per parameter."""
+        batch = self._param_batch.pop(task, None)
+        if not batch or not self._active:
+            return
+        stats = tensor_stats_many([b[5] for b in batch])
+        with self._lock:
+            for (seq, name, pname, call, step, grad), st in zip(batch, stats, strict=True):
+                self.trace.add_values(Trace.event_values(
+                    seq, "backward", "post_accumulate_grad", name, "param_grad", grad,
+                    call=call, index=pname, step=step, stats=st))
 
     def _attach_param_edit(self, name: str, pname: str, edit: Edit) -> None:
         p = getattr(self._modules[name], pname)
@@ -535,9 +578,9 @@ class Recorder:
             self._add(seq, phase, kind, layer, call, role, index, t, edit, stats, key, None)
 
     def _add(self, seq, phase, kind, layer, call, role, index, t, edit, stats, key, tensor):
-        row = Trace.event_row(seq, phase, kind, layer, role, t, call=call, index=index,
-                              edit=edit, step=self.step, stats=stats, key=key)
-        self.trace.add_event(row, tensor)
+        self.trace.add_values(Trace.event_values(
+            seq, phase, kind, layer, role, t, call=call, index=index, edit=edit,
+            step=self.step, stats=stats, key=key), tensor)
 
     # -- running ----------------------------------------------------------------------------
     def next_step(self) -> int:
@@ -547,6 +590,7 @@ class Recorder:
         self._stack.clear()
         self._param_calls.clear()
         self._cache.clear()
+        self._param_batch.clear()
         return self.step
 
     def run(self, x: torch.Tensor, target: Any = None, *,
@@ -638,6 +682,12 @@ def record(model: nn.Module, layers: LayerSpec = None, **kwargs: Any) -> Recorde
         keep_layers: layers whose tensors are stored even past ``max_bytes`` (what a view
             cannot do without, e.g. the CAM layer of a comparison of a large model).
         step: the first step number.
+        batch_param_stats: summarise the parameter gradients of a backward pass together at
+            its end (statistics-only events; the same values and firing order, one kernel call
+            per pass: what ``watch`` uses). A gradient changed in place later in the same pass
+            is summarised as it is then.
+        on_output: ``f(layer, output)`` called with each recorded layer's output (after an
+            activation edit) in the recording thread.
         meta: extra metadata for the trace (model name, input description, page...).
 
     Example:

@@ -24,7 +24,8 @@ What a watcher does per training step ``k`` (0-based, counted by :meth:`Watcher.
   events: they are dropped. (They still count in the ``call`` index when they happen in the
   middle of a step, after its first training forward.)
 - gradient accumulation (several forward/backward passes before one ``w.step()``) gives one
-  event per pass (``call`` 0, 1, ...; parameter gradients as accumulated after each pass).
+  event per pass (``call`` 0, 1, ...; parameter gradients as accumulated after each pass,
+  summarised together at the end of the pass: one kernel call, not one per parameter).
 
 Finished steps are handed to a *sink* (:class:`SegmentSink`) in segments of ``segment_steps``
 recorded steps, or sooner when ``segment_seconds`` have passed, so a reader sees the run grow.
@@ -52,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -215,7 +217,8 @@ class Watcher:
         self._recording = False
         self._grad_forward = False
         self._swapped: Trace | None = None
-        self._alive: dict[str, torch.Tensor] = {}
+        self._alive: dict[str, torch.Tensor] = {}  # layer -> uint8 "unit alive" buffer
+        self._alive_seen: dict[str, None] = {}  # layers whose buffers this step has written
         self._params = [(n, p) for n, p in model.named_parameters()
                         if p.requires_grad and p.is_floating_point()]
         self._before: list[torch.Tensor] = []
@@ -301,7 +304,8 @@ class Watcher:
         if self._rec is None:
             rec = Recorder(self.model, self._layer_spec, edits=self._edits,
                            param_grads=self.param_grads, inputs=False, keep_tensors=keep,
-                           max_bytes=self.max_bytes, step=k)
+                           max_bytes=self.max_bytes, step=k, batch_param_stats=True,
+                           on_output=self._dead_output)
             rec.__enter__()
             self._rec = rec
             self._traces.append(rec.trace)
@@ -318,7 +322,7 @@ class Watcher:
                 self._rec.trace = Trace()
                 self._traces.append(self._rec.trace)
         self._recording = True
-        self._alive.clear()
+        self._reset_alive()
         if self.update_ratios:
             self._snapshot(k)
 
@@ -332,13 +336,10 @@ class Watcher:
 
     # -- the watcher's own hooks ----------------------------------------------------------
     def _attach_own_hooks(self) -> None:
-        """Root hooks that drop no-grad forwards, and the dead-unit reductions; registered
-        after the recorder's, so they see an activation edit's output."""
+        """Root hooks that drop no-grad forwards. (The dead-unit reductions run in the
+        recorder's own forward hooks, :meth:`_dead_output`, after any activation edit.)"""
         self._handles.append(self.model.register_forward_pre_hook(self._root_pre, prepend=True))
         self._handles.append(self.model.register_forward_hook(self._root_post))
-        modules = dict(self.model.named_modules())
-        for name in self.layers:
-            self._handles.append(modules[name].register_forward_hook(self._dead_hook(name)))
 
     def _root_pre(self, module: nn.Module, args: Any) -> None:
         if threading.get_ident() != self._thread or self._rec is None:
@@ -362,26 +363,38 @@ class Watcher:
                 self._rec.step = step
         self._swapped = None
 
-    def _dead_hook(self, name: str) -> Any:
-        def hook(module: nn.Module, args: Any, out: Any) -> None:
-            if (threading.get_ident() != self._thread or not torch.is_grad_enabled()
-                    or not isinstance(out, torch.Tensor) or out.dim() < 2
-                    or not out.is_floating_point()):
-                return
-            prev = self._alive.get(name)
-            if prev is None or prev.numel() != out.shape[1] or prev.device != out.device:
-                prev = self._alive[name] = torch.zeros(out.shape[1], dtype=torch.uint8,
-                                                       device=out.device)
-            _alive_units(out.detach(), prev)
-        return hook
+    def _dead_output(self, name: str, out: Any) -> None:
+        """A recorded layer's output in a training forward: OR its units' liveness into the
+        layer's buffer (kept from step to step, zeroed once read)."""
+        if (not torch.is_grad_enabled() or not isinstance(out, torch.Tensor) or out.dim() < 2
+                or not out.is_floating_point()):
+            return
+        buf = self._alive.get(name)
+        if buf is None or buf.numel() != out.shape[1] or buf.device != out.device:
+            buf = self._alive[name] = torch.zeros(out.shape[1], dtype=torch.uint8,
+                                                  device=out.device)
+        self._alive_seen[name] = None
+        _alive_units(out.detach(), buf)
+
+    def _reset_alive(self) -> None:
+        if self._alive_seen:
+            torch._foreach_zero_([self._alive[n] for n in self._alive_seen])
+            self._alive_seen.clear()
 
     def _dead_rows(self, k: int) -> list[tuple[int, str, float]]:
-        if not self._alive:
+        if not self._alive_seen:
             return []
-        names = list(self._alive)
-        fracs = torch.stack([(self._alive[n] == 0).float().mean() for n in names]).tolist()
-        self._alive.clear()
-        return [(k, f"dead_frac/{n}", float(f)) for n, f in zip(names, fracs, strict=True)]
+        names = list(self._alive_seen)
+        bufs = [self._alive[n] for n in names]
+        alive = torch.cat(bufs).cpu().numpy()  # one copy off the device, if any
+        rows, start = [], 0
+        for n, b in zip(names, bufs, strict=True):
+            units = b.numel()
+            live = int(np.count_nonzero(alive[start:start + units]))
+            start += units
+            rows.append((k, f"dead_frac/{n}", (units - live) / units if units else math.nan))
+        self._reset_alive()
+        return rows
 
     # -- update ratio ---------------------------------------------------------------------------
     def _snapshot(self, step: int) -> None:

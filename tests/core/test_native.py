@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,32 @@ def test_accepts_only_contiguous_float32_cpu_tensors():
     assert not native.accepts(x.double())
     assert not native.accepts(x.half())
     assert not native.accepts(torch.zeros(3, device="meta"))
+
+
+def test_moments_many_equal_moments_of_each_on_any_thread_count(k):
+    """One call for many arrays (a backward pass's parameter gradients) gives each array the
+    bits ``moments`` gives it alone: small ones spread over threads, large ones split."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(n, generator=g) * (i + 1) for i, n in
+          enumerate([1, 64, 2047, 9408, (1 << 18) - 1, 1 << 18, 2_359_296, 5])]
+    xs[2][::3] = 0.0
+    xs[4][7] = float("nan")
+    threads = torch.get_num_threads()
+    try:
+        got = {}
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            got[t] = k.moments_many(xs)
+    finally:
+        torch.set_num_threads(threads)
+    alone = [k.moments(x) for x in xs]
+    for t in (1, 2):
+        assert len(got[t]) == len(xs)
+        for a, b in zip(got[t], alone, strict=True):
+            assert a == b or (np.isnan(a[0]) and np.isnan(b[0]) and a[2:] == b[2:])
+    assert k.moments_many([]) == []
+    for x, m in zip(xs, alone, strict=True):
+        if not torch.isnan(x).any():
+            ref = _ref_moments(x)
+            assert m[2:] == ref[2:]
+            assert m[1] == pytest.approx(ref[1], rel=1e-6)

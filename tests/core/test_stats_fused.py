@@ -211,3 +211,26 @@ def test_stats_out_must_fit():
     for bad in (torch.empty(9), torch.empty(10, dtype=torch.float64), torch.empty(20)[::2]):
         with pytest.raises(ValueError, match="out must be"):
             tensor_stats(t, out=bad)
+
+
+def test_stats_many_equal_stats_of_each():
+    """``tensor_stats_many`` (one kernel call for the contiguous float32 CPU tensors, the
+    single-tensor path for the rest) gives every tensor exactly what ``tensor_stats`` gives."""
+    g = torch.Generator().manual_seed(11)
+    big = torch.randn(300_000, generator=g)
+    big[::7] = 0.0
+    ts = [torch.randn(5, generator=g), torch.zeros(0), torch.randn(3, 4, generator=g).t(),
+          torch.tensor([1.0, float("nan"), float("inf")]), big,
+          torch.full((50,), 1000.0) + torch.randn(50, generator=g) * 1e-3,  # cancellation
+          torch.randn(4, generator=g, dtype=torch.float64), torch.ones(7),
+          torch.randn(2, 3, generator=g).to_sparse()]
+    many = stats.tensor_stats_many(ts)
+    assert len(many) == len(ts)
+    for t, got in zip(ts, many, strict=True):
+        want = tensor_stats(t)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == want[key] or (np.isnan(got[key]) and np.isnan(want[key])), key
+        if t.numel() and t.layout == torch.strided:
+            check(t)
+    assert stats.tensor_stats_many([]) == []

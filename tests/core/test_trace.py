@@ -137,3 +137,36 @@ def test_record_event_builds_the_one_row():
     assert tr.next_seq() == 2 and len(tr.events) == 2
     assert tr.record_event("forward", "forward", "fc", "output", x)["key"] == "t0000002"
     assert list(tr.events.columns) == list(EVENT_COLUMNS)
+
+
+def test_rows_from_values_equal_the_normalised_frame_in_firing_order():
+    """The column-wise frame of ``add_values`` rows is the frame ``normalise_events`` builds
+    from the same rows (dtypes, values, a non-str index made str), in ``seq`` order even when
+    rows arrive out of it (a recorder's batched parameter gradients)."""
+    from hooklab.core.trace import events_from_values, normalise_events
+
+    g = torch.Generator().manual_seed(2)
+    tr = Trace()
+    order = [0, 1, 4, 2, 3]
+    rows = []
+    for seq in order:
+        t = torch.randn(2, seq + 1, generator=g)
+        values = Trace.event_values(seq, "backward", "tensor", f"l{seq}", "grad_output", t,
+                                    call=seq % 2, index=seq, step=7)
+        rows.append(values)
+        tr.add_values(values)
+    assert all(isinstance(v[7], str) for v in rows)  # index given as an int is stored as str
+    ev = tr.events
+    assert ev["seq"].tolist() == [0, 1, 2, 3, 4]
+    assert ev["layer"].tolist() == ["l0", "l1", "l2", "l3", "l4"]
+    ref = normalise_events(pd.DataFrame.from_records(rows, columns=list(EVENT_COLUMNS)))
+    ref = ref.sort_values("seq").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ev, ref, check_exact=True)
+    odd = list(rows[0])
+    odd[EVENT_COLUMNS.index("layer")] = 5  # a non-str value in a str column becomes its str
+    got = events_from_values([tuple(odd)])
+    assert got["layer"].tolist() == ["5"] and got["layer"].dtype == ref["layer"].dtype
+    pd.testing.assert_frame_equal(events_from_values([]), normalise_events(
+        pd.DataFrame({c: [] for c in EVENT_COLUMNS})), check_exact=True)
+    with pytest.raises(ValueError, match="lacks columns"):
+        tr.add_event({"seq": 9})

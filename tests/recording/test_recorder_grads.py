@@ -133,3 +133,60 @@ def test_resnet18_inplace_relu_grads_equal_autograd(no_leak):
     # the recorded forward values of in-place-followed layers are the pre-ReLU values
     bn1 = rec.trace.find(layer="bn1", role="output")
     assert float(bn1.min()) < 0
+
+
+def _accumulated_trace(model: nn.Module, batch: bool, no_leak, extra: list | None = None):
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(3, 3, 32, 32, generator=g) for _ in range(2)]
+    with no_leak(model):
+        with hooklab.record(model, param_grads=True, keep_tensors=False,
+                            batch_param_stats=batch) as rec:
+            model.zero_grad(set_to_none=True)
+            for x in xs:  # gradient accumulation: two backward passes, one step
+                model(x).pow(2).mean().backward()
+                if extra is not None:
+                    extra.append({n: p.grad.clone() for n, p in model.named_parameters()})
+            if batch:
+                assert not rec._param_batch  # every pass flushed at its end
+    return rec.trace
+
+
+def test_batched_parameter_statistics_equal_the_per_hook_events(no_leak, stats_path):
+    """``batch_param_stats`` (what watch uses) summarises a pass's parameter gradients in one
+    call at the end of the pass: the same rows, the same statistics, the same firing order
+    as one summary per hook, pass by pass; each checked against the accumulated gradient."""
+    model = SimpleCNN().eval()
+    grads: list[dict[str, torch.Tensor]] = []
+    batched = _accumulated_trace(model, True, no_leak, grads).events
+    per_hook = _accumulated_trace(model, False, no_leak).events
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(batched, per_hook, check_exact=True)
+    pg = batched[batched.role == "param_grad"]
+    assert len(pg) == 2 * len(list(model.parameters()))
+    assert (batched["seq"].diff().dropna() == 1).all()
+    for _, r in pg.iterrows():
+        want = grads[int(r["call"])][f"{r['layer']}.{r['index']}"]
+        assert r["norm"] == pytest.approx(float(want.double().norm()), rel=1e-5)
+        assert r["max"] == float(want.max())
+
+
+def test_sparse_parameter_gradients_are_summarised_as_their_dense_values(no_leak):
+    """nn.Embedding(sparse=True) gives a sparse weight gradient: summarised (implicit zeros
+    included), not a crash of the training loop; equal to autograd's gradient made dense."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(8, 2))
+    idx = torch.tensor([[1, 2], [2, 7]])
+    for batch in (False, True):
+        with no_leak(model):
+            with hooklab.record(model, param_grads=True, keep_tensors=False,
+                                batch_param_stats=batch) as rec:
+                model.zero_grad(set_to_none=True)
+                loss = model(idx).sum()
+                (ref,) = torch.autograd.grad(loss, [model[0].weight], retain_graph=True)
+                loss.backward()
+        row = rec.trace.select(layer="0", role="param_grad", index="weight").iloc[0]
+        dense = ref.to_dense()
+        assert ref.layout == torch.sparse_coo
+        assert row["norm"] == pytest.approx(float(dense.norm()), rel=1e-6)
+        assert row["zero_frac"] == pytest.approx(float((dense == 0).double().mean()))
+        assert row["numel"] == 40 and row["shape"] == "10x4"
