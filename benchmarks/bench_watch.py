@@ -12,9 +12,12 @@ update ratio of every parameter and the dead-unit fraction of every leaf:
 
 Each variant trains its own copy of the model (same weights) in blocks of ``--block`` steps
 (default 50, so an every=50 block holds exactly one recorded step); the variants' blocks are
-interleaved (in an order rotated every round) and each variant's per-step time is the minimum (also printed: the median) over
-``--repeats`` blocks: the block least disturbed by other load on the machine. Every watch writes its run into a temporary store
-(segments fsynced, as in real use).
+interleaved (in an order rotated every round) and each variant's per-step time is the minimum
+(also printed: the median) over ``--repeats`` blocks: the block least disturbed by other load
+on the machine. The last column, "paired", is the median over rounds of a variant's block time
+over the bare block of the same round: blocks of one round run one after another, so a slow
+spell of a shared machine slows both (the steadiest of the three figures there). Every watch
+writes its run into a temporary store (segments fsynced, as in real use).
 
 ``--read-steps N`` also times reading a synthetic streamed run of N steps x 50 layers
 (output, grad_output and param_grad events; loss/update-ratio scalars) with
@@ -151,11 +154,16 @@ def bench_training(args: argparse.Namespace, tmp: Path) -> None:
         print(f"  watch(every={w.every}): {len(run.steps)} recorded steps, "
               f"{len(run.events)} events, {run.segments} segments, "
               f"{len(w.layers)} layers; status {run.status}")
-    print(f"{'measure':<50} {'s/step':>8} {'ratio':>7} {'goal':>7} {'median ratio':>13}")
+    print(f"{'measure':<50} {'s/step':>8} {'ratio':>7} {'goal':>7} {'median ratio':>13} "
+          f"{'paired':>7}")
     for v in variants:
         best, med = min(v.times), statistics.median(v.times)
+        # each round's block against the bare block of the same round (adjacent in time: a
+        # slow spell of the machine slows both), median over rounds
+        paired = statistics.median(t / b for t, b in zip(v.times, variants[0].times,
+                                                          strict=True))
         print(f"{v.name:<50} {best:>8.4f} {best / bare:>7.3f} {v.goal:>7} "
-              f"{med / bare_med:>13.3f}")
+              f"{med / bare_med:>13.3f} {paired:>7.3f}")
     if args.block % 50:
         # a block then need not hold a recorded step of every=50: amortise it explicitly
         rec, free = min(variants[1].times), min(variants[2].times)

@@ -119,6 +119,10 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
         nan = float("nan")
         return dict(numel=0, mean=nan, std=nan, min=nan, max=nan, norm=0.0, zero_frac=0.0,
                     nan_count=0, inf_count=0)
+    if out is None and t.layout == torch.strided:
+        k = kernels()
+        if k is not None and accepts(t):  # the hot path: no view made, the kernel reads t
+            return _finish(t, n, *k.moments(t))
     x = t.detach()
     if out is not None and x.device.type == "cpu" and x.layout == torch.strided \
             and not x.is_complex():
@@ -140,16 +144,17 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
 
 def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float, hi_v: float,
             nz: float) -> dict[str, float | int]:
-    """The statistics of the flat float32 ``x`` (``n`` elements) from its moments; ``x`` is
-    read again only for a cancelling variance or non-finite values."""
+    """The statistics of the float32 ``x`` (``n`` elements, any shape) from its moments; ``x``
+    is read again only for a cancelling variance or non-finite values."""
     mean_v = total_v / n
     var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
     if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:
         # sum-of-squares cancels when |mean| >> std: use the exact two-pass variance
-        var_v = float(torch.var(x.double(), correction=1))
+        var_v = float(torch.var(x.detach().double(), correction=1))
     nan_count = inf_count = 0
     if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
             and math.isfinite(var_v)):
+        x = x.detach().reshape(-1)
         nan_mask = torch.isnan(x)
         inf_mask = torch.isinf(x)
         nan_count, inf_count = int(nan_mask.sum()), int(inf_mask.sum())

@@ -301,8 +301,15 @@ class Recorder:
     # -- default recording of one layer -----------------------------------------------------
     def _attach_recording(self, name: str) -> None:
         module = self._modules[name]
-        self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
-        self._handles.append(module.register_forward_hook(self._make_fwd_hook(name)))
+        # the pre-hook numbers a call when it starts (a module called inside its own forward
+        # gets the lower number) and records inputs; a leaf whose inputs are not recorded is
+        # numbered by its forward hook alone (one hook call per module call, not two)
+        count_at_end = not (self.record_inputs or self.input_grads) and not any(
+            True for _ in module.children())
+        if not count_at_end:
+            self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
+        self._handles.append(module.register_forward_hook(
+            self._make_fwd_hook(name, count_at_end)))
         if self.param_grads:
             for pname, p in module.named_parameters(recurse=False):
                 if p.requires_grad:
@@ -325,15 +332,19 @@ class Recorder:
             return None
         return pre_hook
 
-    def _make_fwd_hook(self, name: str) -> Callable:
+    def _make_fwd_hook(self, name: str, count_at_end: bool = False) -> Callable:
         act_edit = self._act_edits.get(name)
         grad_edit = self._grad_edits.get(name)
 
         def fwd_hook(module: nn.Module, args: Any, output: Any) -> Any:
             if not self._mine():
                 return None
-            stack = self._stack.get(name)
-            call = stack.pop() if stack else self._calls.get(name, 0)
+            if count_at_end:
+                call = self._calls.get(name, 0)
+                self._calls[name] = call + 1
+            else:
+                stack = self._stack.get(name)
+                call = stack.pop() if stack else self._calls.get(name, 0)
             new_output = None
             if act_edit is not None:
                 ej = act_edit.to_json()

@@ -229,7 +229,8 @@ class Watcher:
         # snapshot of step k + 1 (taken in the same w.step call) when their keys (identity,
         # storage, version counter) are unchanged; (k + 1, keys, norms). Only for the very next
         # step: `p.data` updates bump no version counter, so a later step always copies.
-        self._carried: tuple[int, list[tuple[int, int, int]], list[float]] | None = None
+        self._carried: tuple[int, list[tuple[int, int, int, torch.Size]], list[float]] | None \
+            = None
 
     def __repr__(self) -> str:
         return (f"Watcher({type(self.model).__name__}, every={self.every}, "
@@ -374,7 +375,7 @@ class Watcher:
             buf = self._alive[name] = torch.zeros(out.shape[1], dtype=torch.uint8,
                                                   device=out.device)
         self._alive_seen[name] = None
-        _alive_units(out.detach(), buf)
+        _alive_units(out, buf)
 
     def _reset_alive(self) -> None:
         if self._alive_seen:
@@ -402,11 +403,18 @@ class Watcher:
         (the trainable parameters of this step: unfreezing a layer later is followed)."""
         self._params = [(n, p) for n, p in self.model.named_parameters()
                         if p.requires_grad and p.is_floating_point()]
-        params = [p.detach() for _, p in self._params]
         self._before_norms = []
         self._native_norms = None
-        if not params:
+        if not self._params:
             return
+        carried, self._carried = self._carried, None
+        if carried is not None and carried[0] == step \
+                and carried[1] == _weight_keys(self._params):
+            # the last recorded step's (native) ratio pass left these very weights in the
+            # buffers: same parameters, storages, shapes and version counters
+            self._native_norms = carried[2]
+            return
+        params = [p.detach() for _, p in self._params]
         with torch.no_grad():
             if len(self._before) != len(params) or any(
                     b.shape != p.shape or b.device != p.device or b.dtype != p.dtype
@@ -415,14 +423,6 @@ class Watcher:
             k = kernels() if all(accepts(p) for p in params) else None
             if k is not None:
                 self._native = k
-                carried = self._carried
-                self._carried = None
-                if carried is not None and carried[0] == step \
-                        and carried[1] == _weight_keys(self._params):
-                    # the last recorded step's ratio pass left these very weights in the
-                    # buffers (no in-place change since: same version counters)
-                    self._native_norms = carried[2]
-                    return
                 # one read of each weight gives both the copy and its norm
                 self._native_norms = [math.sqrt(k.copy_sumsq(p, b))
                                       for p, b in zip(params, self._before, strict=True)]
@@ -433,14 +433,13 @@ class Watcher:
     def _update_ratio_rows(self, k: int) -> list[tuple[int, str, float]]:
         if not self.update_ratios or not self._params:
             return []
-        params = [p.detach() for _, p in self._params]
         if self._native_norms is not None:
-            assert self._native is not None
-            ratios, norms = _native_ratios(self._native, params, self._before,
-                                           self._native_norms)
+            assert self._native is not None  # the kernels read the parameters' memory
+            ratios, norms = _native_ratios(self._native, [p for _, p in self._params],
+                                           self._before, self._native_norms)
             self._carried = (k + 1, _weight_keys(self._params), norms)
         elif self._before_norms:
-            ratios = self._foreach_ratios(params)
+            ratios = self._foreach_ratios([p.detach() for _, p in self._params])
         else:
             return []
         self._before_norms = []
@@ -680,10 +679,12 @@ class _BackgroundWriter:
                     self._cv.notify_all()
 
 
-def _weight_keys(params: list[tuple[str, nn.Parameter]]) -> list[tuple[int, int, int]]:
-    """What identifies a weight's values without reading them: the parameter, its storage and
-    its version counter (bumped by every in-place change: an optimizer step, ``copy_``, ...)."""
-    return [(id(p), p.data_ptr(), p._version) for _, p in params]
+def _weight_keys(params: list[tuple[str, nn.Parameter]]
+                 ) -> list[tuple[int, int, int, torch.Size]]:
+    """What identifies a weight's values without reading them: the parameter, its storage,
+    its version counter (bumped by every in-place change: an optimizer step, ``copy_``, ...)
+    and its shape."""
+    return [(id(p), p.data_ptr(), p._version, p.shape) for _, p in params]
 
 
 def _native_ratios(k: Kernels, params: list[torch.Tensor], before: list[torch.Tensor],
@@ -714,6 +715,7 @@ def _alive_units(out: torch.Tensor, alive: torch.Tensor) -> None:
     if k is not None:
         k.alive_units(out, alive)
         return
+    out = out.detach()
     dims = [0, *range(2, out.dim())]
     hit = out.amax(dim=dims) != 0
     if out.device.type != "cpu" or not bool(hit.all()):
