@@ -351,13 +351,15 @@ class Recorder:
                 for idx, t in _flatten(output):
                     self._emit("forward", "forward", name, call, "output", idx, t, ej)
                 new_output = _map_tensors(output, act_edit)
-                for idx, t in _flatten(new_output):
+                flat = _flatten(new_output)
+                for idx, t in flat:
                     self._emit("forward", "forward", name, call, "edited", idx, t, ej)
                 output = new_output
             else:
-                for idx, t in _flatten(output):
+                flat = _flatten(output)
+                for idx, t in flat:
                     self._emit("forward", "forward", name, call, "output", idx, t)
-            for idx, t in _flatten(output):
+            for idx, t in flat:
                 if t.requires_grad:
                     self._tensor_handles.append(t.register_hook(
                         self._make_grad_hook(name, call, idx, "grad_output", grad_edit)))
