@@ -163,19 +163,18 @@ def bench_training(args: argparse.Namespace, tmp: Path) -> None:
               f"{len(w.layers)} layers; status {run.status}")
     print(f"{'measure':<50} {'s/step':>8} {'ratio':>7} {'goal':>7} {'median ratio':>13} "
           f"{'paired':>7}")
-    for v in variants:
+    # each round's block against the bare block of the same round (adjacent in time: a slow
+    # spell of the machine slows both), median over rounds
+    paired = [statistics.median(t / b for t, b in zip(v.times, variants[0].times, strict=True))
+              for v in variants]
+    for v, p in zip(variants, paired, strict=True):
         best, med = min(v.times), statistics.median(v.times)
-        # each round's block against the bare block of the same round (adjacent in time: a
-        # slow spell of the machine slows both), median over rounds
-        paired = statistics.median(t / b for t, b in zip(v.times, variants[0].times,
-                                                          strict=True))
         print(f"{v.name:<50} {best:>8.4f} {best / bare:>7.3f} {v.goal:>7} "
-              f"{med / bare_med:>13.3f} {paired:>7.3f}")
+              f"{med / bare_med:>13.3f} {p:>7.3f}")
     # every=50 from its parts, free of the block-to-block noise: the hooks of its one recorded
     # step in 50 cost what every=1's steps cost over bare (paired ratio - 1, an upper bound:
     # it includes w.step), and every step spends its w.step time (timed inside the loop)
-    r1 = statistics.median(t / b for t, b in zip(variants[1].times, variants[0].times,
-                                                  strict=True))
+    r1 = paired[1]
     w50 = variants[2].after_s / (args.block * args.repeats)
     print(f"{'  every=50 from its parts: 1 + (paired every=1 - 1)/50':<50} "
           f"{'':>8} {1 + (r1 - 1) / 50 + w50 / bare_med:>7.3f} {'<=1.01':>7}   "

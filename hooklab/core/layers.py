@@ -28,9 +28,14 @@ LayerItem = str | type[nn.Module] | nn.Module
 LayerSpec = LayerItem | Iterable[LayerItem] | None
 
 
+def is_leaf(module: nn.Module) -> bool:
+    """Whether ``module`` has no child modules."""
+    return not any(True for _ in module.children())
+
+
 def leaf_names(model: nn.Module) -> list[str]:
     """Qualified names of modules without children (the root too, if it has none)."""
-    return [n for n, m in model.named_modules() if not any(True for _ in m.children())]
+    return [n for n, m in model.named_modules() if is_leaf(m)]
 
 
 def _is_glob(text: str) -> bool:

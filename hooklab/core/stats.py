@@ -26,7 +26,7 @@ import threading
 
 import torch
 
-from hooklab.core.native import accepts, kernels
+from hooklab.core.native import Kernels, accepts, kernels
 
 __all__ = ["STATS_CHUNK", "tensor_stats", "tensor_stats_many"]
 
@@ -89,6 +89,15 @@ def _cpu_moments(x: torch.Tensor, out: torch.Tensor | None = None) -> list[float
     return [total, sumsq, lo_v, hi_v, nonzero]
 
 
+def _kernels_for(t: torch.Tensor) -> Kernels | None:
+    """The fused kernels when they are built and read ``t`` as it is (a non-empty contiguous
+    float32 CPU tensor)."""
+    if not t.numel() or t.layout != torch.strided:
+        return None
+    k = kernels()
+    return k if k is not None and accepts(t) else None
+
+
 def _moments(x: torch.Tensor) -> list[float]:
     """[sum, sum of squares, min, max, nonzero count] of a flat float32 tensor."""
     if x.device.type != "cpu":
@@ -119,9 +128,9 @@ def tensor_stats(t: torch.Tensor, *, out: torch.Tensor | None = None
         nan = float("nan")
         return dict(numel=0, mean=nan, std=nan, min=nan, max=nan, norm=0.0, zero_frac=0.0,
                     nan_count=0, inf_count=0)
-    if out is None and t.layout == torch.strided:
-        k = kernels()
-        if k is not None and accepts(t):  # the hot path: no view made, the kernel reads t
+    if out is None:
+        k = _kernels_for(t)
+        if k is not None:  # the hot path: no view made, the kernel reads t as it is
             return _finish(t, n, *k.moments(t))
     x = t.detach()
     if out is not None and x.device.type == "cpu" and x.layout == torch.strided \
@@ -187,13 +196,12 @@ def tensor_stats_many(ts: list[torch.Tensor]) -> list[dict[str, float | int]]:
     """:func:`tensor_stats` of each tensor (the same values), the contiguous float32 CPU ones
     summarised by one call of the fused kernel: what a batch of parameter gradients costs
     once per backward pass instead of once per parameter."""
-    k = kernels()
-    fast = ([i for i, t in enumerate(ts)
-             if t.numel() and t.layout == torch.strided and accepts(t)] if k is not None else [])
+    fast = [i for i, t in enumerate(ts) if _kernels_for(t) is not None]
     out: list[dict[str, float | int] | None] = [None] * len(ts)
     if fast:
+        k = kernels()
         assert k is not None
-        flats = [ts[i].detach().reshape(-1) for i in fast]
-        for i, x, m in zip(fast, flats, k.moments_many(flats), strict=True):
+        xs = [ts[i] for i in fast]  # read as they are, like tensor_stats' hot path
+        for i, x, m in zip(fast, xs, k.moments_many(xs), strict=True):
             out[i] = _finish(x, x.numel(), *m)
     return [tensor_stats(t) if o is None else o for t, o in zip(ts, out, strict=True)]

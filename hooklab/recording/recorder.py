@@ -45,7 +45,7 @@ from hooklab.core.hooks import (
     MODULE_BACKWARD_KINDS,
     check_kinds,
 )
-from hooklab.core.layers import LayerSpec, resolve_layers
+from hooklab.core.layers import LayerSpec, is_leaf, resolve_layers
 from hooklab.core.stats import tensor_stats_many
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.recording.pool import POOL
@@ -166,7 +166,8 @@ class Recorder:
         self._graphs: set[int] = set()  # graph tasks (backward calls) through this recording
         self._pending: dict[int, list[Callable[[], None]]] = {}
         # graph task -> parameter gradients whose statistics wait for the end of that pass
-        self._param_batch: dict[int, list[tuple[int, str, str, int, int, torch.Tensor]]] = {}
+        self._param_batch: dict[int, list[tuple[int, str, str, str, int, int, torch.Tensor]]] \
+            = {}
         self._full_backward_layers: list[str] = []
         self._flags: list[tuple[nn.Module, bool | None]] = []
 
@@ -304,8 +305,7 @@ class Recorder:
         # the pre-hook numbers a call when it starts (a module called inside its own forward
         # gets the lower number) and records inputs; a leaf whose inputs are not recorded is
         # numbered by its forward hook alone (one hook call per module call, not two)
-        count_at_end = not (self.record_inputs or self.input_grads) and not any(
-            True for _ in module.children())
+        count_at_end = not (self.record_inputs or self.input_grads) and is_leaf(module)
         if not count_at_end:
             self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
         self._handles.append(module.register_forward_hook(
@@ -396,12 +396,13 @@ class Recorder:
             call = self._param_calls.get(key, 0)
             self._param_calls[key] = call + 1
             if self.batch_param_stats and not self.keep_tensors:
-                self._batch_param(name, pname, call, p.grad)
+                self._batch_param(kind, name, pname, call, p.grad)
             else:
                 self._emit("backward", kind, name, call, "param_grad", pname, p.grad)
         return param_hook
 
-    def _batch_param(self, name: str, pname: str, call: int, grad: torch.Tensor) -> None:
+    def _batch_param(self, kind: str, name: str, pname: str, call: int,
+                     grad: torch.Tensor) -> None:
         """Keep a parameter gradient for :meth:`_flush_params` at the end of this backward
         pass, numbered now (its event keeps its place in the firing order)."""
         task = torch._C._current_graph_task_id()
@@ -417,7 +418,7 @@ class Recorder:
                 if rec is not None:
                     rec._flush_params(task)
             torch.autograd.Variable._execution_engine.queue_callback(flush)
-        batch.append((seq, name, pname, call, self.step, grad))
+        batch.append((seq, kind, name, pname, call, self.step, grad))
 
     def _flush_params(self, task: int) -> None:
         """The events of the parameter gradients one backward pass accumulated (statistics
@@ -425,12 +426,13 @@ class Recorder:
         batch = self._param_batch.pop(task, None)
         if not batch or not self._active:
             return
-        stats = tensor_stats_many([b[5] for b in batch])
+        stats = tensor_stats_many([b[-1] for b in batch])
         with self._lock:
-            for (seq, name, pname, call, step, grad), st in zip(batch, stats, strict=True):
+            for (seq, kind, name, pname, call, step, grad), st in zip(batch, stats,
+                                                                      strict=True):
                 self.trace.add_values(Trace.event_values(
-                    seq, "backward", "post_accumulate_grad", name, "param_grad", grad,
-                    call=call, index=pname, step=step, stats=st))
+                    seq, "backward", kind, name, "param_grad", grad, call=call, index=pname,
+                    step=step, stats=st))
 
     def _attach_param_edit(self, name: str, pname: str, edit: Edit) -> None:
         p = getattr(self._modules[name], pname)

@@ -227,7 +227,7 @@ class Watcher:
         self._native: Kernels | None = None  # the kernels that took it
         # after step k's native ratio pass the buffers hold the weights as they were then: the
         # snapshot of step k + 1 (taken in the same w.step call) when their keys (identity,
-        # storage, version counter) are unchanged; (k + 1, keys, norms). Only for the very next
+        # storage, version counter, shape) are unchanged; (k + 1, keys, norms). Only for the very next
         # step: `p.data` updates bump no version counter, so a later step always copies.
         self._carried: tuple[int, list[tuple[int, int, int, torch.Size]], list[float]] | None \
             = None
