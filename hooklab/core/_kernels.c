@@ -94,6 +94,22 @@ void hl_moments(const float *x, float *dst, int64_t n, double *out, int threads)
     out[4] = nz;
 }
 
+/* hl_moments of x[0..n) (n > 0) into out, and whether turning them into statistics needs the
+ * array again: a non-finite moment, or a variance so small against the squared mean that the
+ * sum-of-squares formula cancels (hooklab.core.stats then reads the array twice). The test is
+ * looser than the Python one (2e-3 against 1e-3), so a borderline rounding of this compiler's
+ * arithmetic only sends a tensor down the exact path; every tensor the Python test would send
+ * there is sent (tests/core/test_native.py checks both on tensors at the threshold). */
+int hl_moments_check(const float *x, int64_t n, double *out, int threads) {
+    hl_moments(x, NULL, n, out, threads);
+    double mean = out[0] / (double)n;
+    double d = out[1] - (double)n * mean * mean;
+    if (d < 0.0) d = 0.0; /* NaN stays NaN */
+    double var = n > 1 ? d / (double)(n - 1) : 0.0;
+    if (!(isfinite(out[2]) && isfinite(out[3]) && isfinite(mean) && isfinite(var))) return 1;
+    return n > 1 && var < 2e-3 * mean * mean;
+}
+
 /* out[5 i .. 5 i + 5) = hl_moments of xs[i][0..ns[i]), for count arrays in one call (one
  * GIL release for the parameter gradients of a whole backward pass). Large arrays are split
  * as in hl_moments; the small ones are spread over the threads, one array per task: every
@@ -180,4 +196,16 @@ void hl_diff_copy(float *before, const float *now, int64_t n, double *out, int t
         out[0] += part[q][0];
         out[1] += part[q][1];
     }
+}
+
+/* hl_diff_copy of each (befores[i], nows[i], ns[i]) into out[2 i], out[2 i + 1], in one call:
+ * the large arrays split as in hl_diff_copy, the small ones spread over the threads; each
+ * result is the one hl_diff_copy gives it alone, whatever the thread count. */
+void hl_diff_copy_many(float *const *befores, const float *const *nows, const int64_t *ns,
+                       int64_t count, double *out, int threads) {
+    for (int64_t i = 0; i < count; i++)
+        if (ns[i] >= PAR_MIN) hl_diff_copy(befores[i], nows[i], ns[i], out + 2 * i, threads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < count; i++)
+        if (ns[i] < PAR_MIN) diff_copy_seq(befores[i], nows[i], ns[i], out + 2 * i);
 }

@@ -76,6 +76,12 @@ class Kernels:
         self._diff_copy = lib.hl_diff_copy
         self._diff_copy.argtypes = [_VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
         self._diff_copy.restype = None
+        self._diff_copy_many = lib.hl_diff_copy_many
+        self._diff_copy_many.argtypes = [_VOIDP, _VOIDP, _VOIDP, _I64, _VOIDP, ctypes.c_int]
+        self._diff_copy_many.restype = None
+        self._check = lib.hl_moments_check
+        self._check.argtypes = [_VOIDP, _I64, _VOIDP, ctypes.c_int]
+        self._check.restype = ctypes.c_int
         self._out = threading.local()
 
     def _buf(self) -> ctypes.Array[ctypes.c_double]:
@@ -91,6 +97,12 @@ class Kernels:
         self._moments(x.data_ptr(), None if dst is None else dst.data_ptr(), x.numel(), out,
                       torch.get_num_threads())
         return list(out)
+
+    def moments_into(self, x: torch.Tensor, out: ctypes.Array[ctypes.c_double]) -> bool:
+        """:meth:`moments` of a non-empty ``x`` written into ``out`` (five doubles); returns
+        whether the statistics need ``x`` read again (a non-finite moment or a cancelling
+        variance, tested a little more widely than :mod:`hooklab.core.stats` does)."""
+        return bool(self._check(x.data_ptr(), x.numel(), out, torch.get_num_threads()))
 
     def moments_many(self, xs: list[torch.Tensor]) -> list[list[float]]:
         """:meth:`moments` of each tensor of ``xs``, in one call (the same values)."""
@@ -122,6 +134,21 @@ class Kernels:
         self._diff_copy(before.data_ptr(), now.data_ptr(), now.numel(), out,
                         torch.get_num_threads())
         return float(out[0]), float(out[1])
+
+
+    def diff_copy_many(self, befores: list[torch.Tensor], nows: list[torch.Tensor]
+                       ) -> list[tuple[float, float]]:
+        """:meth:`diff_copy` of each pair, in one call (the same values)."""
+        count = len(nows)
+        if not count:
+            return []
+        bs = (_VOIDP * count)(*[b.data_ptr() for b in befores])
+        ps = (_VOIDP * count)(*[p.data_ptr() for p in nows])
+        ns = (_I64 * count)(*[p.numel() for p in nows])
+        out = (ctypes.c_double * (2 * count))()
+        self._diff_copy_many(bs, ps, ns, count, out, torch.get_num_threads())
+        flat = list(out)
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(count)]
 
 
 def accepts(t: torch.Tensor) -> bool:

@@ -28,7 +28,7 @@ import torch
 
 from hooklab.core.native import Kernels, accepts, kernels
 
-__all__ = ["STATS_CHUNK", "tensor_stats", "tensor_stats_many"]
+__all__ = ["STATS_CHUNK", "moments_stats", "tensor_stats", "tensor_stats_many"]
 
 #: Elements per chunk on the CPU (4 MiB of float32): the reductions of a chunk read it from cache.
 STATS_CHUNK = 1 << 20
@@ -178,6 +178,11 @@ def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float
             mean_v = var_v = lo_v = hi_v = float("nan")
             sumsq_v = 0.0
         nz = int(torch.count_nonzero(x))
+    return _stats(n, mean_v, var_v, lo_v, hi_v, sumsq_v, nz, nan_count, inf_count)
+
+
+def _stats(n: int, mean_v: float, var_v: float, lo_v: float, hi_v: float, sumsq_v: float,
+           nz: float, nan_count: int, inf_count: int) -> dict[str, float | int]:
     sumsq = float("inf") if inf_count else sumsq_v
     return dict(
         numel=n,
@@ -190,6 +195,20 @@ def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float
         nan_count=int(nan_count),
         inf_count=int(inf_count),
     )
+
+
+def moments_stats(n: int, total_v: float, sumsq_v: float, lo_v: float, hi_v: float,
+                  nz: float) -> dict[str, float | int]:
+    """:func:`tensor_stats` of a float32 tensor of ``n`` elements from the moments the fused
+    kernel gave for it (:meth:`~hooklab.core.native.Kernels.moments_into`), without the
+    tensor: only for moments that kernel passed as needing no second read. Raises
+    ``ValueError`` otherwise (non-finite moments or a cancelling variance)."""
+    mean_v = total_v / n
+    var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
+    if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
+            and math.isfinite(var_v)) or (n > 1 and var_v < 1e-3 * mean_v * mean_v):
+        raise ValueError("these moments need the tensor read again (tensor_stats does)")
+    return _stats(n, mean_v, var_v, lo_v, hi_v, sumsq_v, nz, 0, 0)
 
 
 def tensor_stats_many(ts: list[torch.Tensor]) -> list[dict[str, float | int]]:

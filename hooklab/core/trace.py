@@ -190,9 +190,20 @@ class Trace(DisplayMixin):
         """:meth:`event_row` as a tuple in :data:`EVENT_COLUMNS` order (what a recorder
         appends with :meth:`add_values`, many times per training step)."""
         st = tensor_stats(tensor) if stats is None else stats
+        return Trace.described_values(seq, phase, kind, layer, role, tensor.shape, tensor.dtype,
+                                      tensor.device, st, call=call, index=index, edit=edit,
+                                      step=step, key=key)
+
+    @staticmethod
+    def described_values(seq: int, phase: str, kind: str, layer: str, role: str,
+                         shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                         stats: Mapping[str, float | int], *, call: int = 0, index: str = "0",
+                         edit: str = "", step: int = 0, key: str = "") -> tuple[Any, ...]:
+        """:meth:`event_values` of a tensor given by its shape, dtype, device and statistics
+        (a recorder that summarised it in the hook and makes the row later)."""
         return (int(seq), int(step), phase, kind, layer, int(call), role, str(index), edit,
-                _shape_text(tuple(tensor.shape)), _name_text(tensor.dtype),
-                _name_text(tensor.device), *[st[c] for c in _STAT_KEYS], key)
+                _shape_text(tuple(shape)), _name_text(dtype), _name_text(device),
+                *[stats[c] for c in _STAT_KEYS], key)
 
     def next_seq(self) -> int:
         """The ``seq`` of the next event appended (0 for an empty trace)."""

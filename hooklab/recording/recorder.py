@@ -26,6 +26,7 @@ gradients are unedited and its events stay out of this trace.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import threading
@@ -46,7 +47,8 @@ from hooklab.core.hooks import (
     check_kinds,
 )
 from hooklab.core.layers import LayerSpec, is_leaf, resolve_layers
-from hooklab.core.stats import tensor_stats_many
+from hooklab.core.native import Kernels, kernels
+from hooklab.core.stats import moments_stats, tensor_stats_many
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.recording.pool import POOL
 
@@ -59,6 +61,8 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 
 #: A summarised tensor: (weak reference, version counter, statistics, stored key).
 _Cached = tuple[weakref.ref[torch.Tensor], int, dict[str, float | int], str]
+#: The five moments of a tensor summarised in a hook whose row is made later (``defer_rows``).
+_Moments = ctypes.c_double * 5
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
@@ -119,6 +123,7 @@ class Recorder:
                  max_bytes: int | None = DEFAULT_MAX_BYTES, step: int = 0,
                  meta: Mapping[str, Any] | None = None,
                  keep_layers: Iterable[str] = (), batch_param_stats: bool = False,
+                 defer_rows: bool = False,
                  on_output: Callable[[str, Any], None] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"record() needs an nn.Module, got {type(model).__name__}")
@@ -140,6 +145,7 @@ class Recorder:
         self.max_bytes = None if max_bytes is None else int(max_bytes)
         self.keep_layers = frozenset(keep_layers)
         self.batch_param_stats = bool(batch_param_stats)
+        self.defer_rows = bool(defer_rows)
         self.on_output = on_output
         self.step = int(step)
         self.trace = Trace(meta={
@@ -168,6 +174,9 @@ class Recorder:
         # graph task -> parameter gradients whose statistics wait for the end of that pass
         self._param_batch: dict[int, list[tuple[int, str, str, str, int, int, torch.Tensor]]] \
             = {}
+        # events summarised in their hook whose rows wait for flush_rows (defer_rows)
+        self._deferred: list[tuple[Any, ...]] = []
+        self._dk: Kernels | None = None
         self._full_backward_layers: list[str] = []
         self._flags: list[tuple[nn.Module, bool | None]] = []
 
@@ -205,6 +214,7 @@ class Recorder:
         if self._active:
             raise RuntimeError("this recorder is already active")
         self._thread = threading.get_ident()
+        self._dk = kernels() if self.defer_rows else None
         self._active = True
         try:
             for name in self.layers:
@@ -229,6 +239,7 @@ class Recorder:
 
     def _remove_all(self) -> None:
         self._active = False
+        self.flush_rows()
         for h in itertools.chain(self._handles, self._tensor_handles):
             try:
                 h.remove()
@@ -355,6 +366,8 @@ class Recorder:
                 for idx, t in flat:
                     self._emit("forward", "forward", name, call, "edited", idx, t, ej)
                 output = new_output
+            elif self._defer(output, "forward", "forward", name, call, "output", "0"):
+                flat = [("0", output)]
             else:
                 flat = _flatten(output)
                 for idx, t in flat:
@@ -378,7 +391,8 @@ class Recorder:
             elif not self._in_my_graph():
                 return None  # an input (say a shared leaf) reached by another graph
             if edit is None:
-                self._emit("backward", kind, name, call, role, idx, grad)
+                if not self._defer(grad, "backward", kind, name, call, role, idx):
+                    self._emit("backward", kind, name, call, role, idx, grad)
                 return None
             ej = edit.to_json()
             self._emit("backward", kind, name, call, role, idx, grad, ej)
@@ -391,34 +405,37 @@ class Recorder:
         key = f"{name}.{pname}"
 
         def param_hook(p: torch.Tensor) -> None:
-            if p.grad is None or not self._in_my_graph():
+            grad = p.grad
+            if grad is None or not self._active:
+                return
+            task = torch._C._current_graph_task_id()
+            if task not in self._graphs:
                 return
             call = self._param_calls.get(key, 0)
             self._param_calls[key] = call + 1
             if self.batch_param_stats and not self.keep_tensors:
-                self._batch_param(kind, name, pname, call, p.grad)
+                # kept for _flush_params at the end of this backward pass, numbered now (its
+                # event keeps its place in the firing order)
+                batch = self._param_batch.get(task)
+                if batch is None:
+                    batch = self._new_param_batch(task)
+                batch.append((next(self._seq), kind, name, pname, call, self.step, grad))
             else:
-                self._emit("backward", kind, name, call, "param_grad", pname, p.grad)
+                self._emit("backward", kind, name, call, "param_grad", pname, grad)
         return param_hook
 
-    def _batch_param(self, kind: str, name: str, pname: str, call: int,
-                     grad: torch.Tensor) -> None:
-        """Keep a parameter gradient for :meth:`_flush_params` at the end of this backward
-        pass, numbered now (its event keeps its place in the firing order)."""
-        task = torch._C._current_graph_task_id()
-        with self._lock:
-            seq = next(self._seq)
-        batch = self._param_batch.get(task)
-        if batch is None:
-            batch = self._param_batch[task] = []
-            me = weakref.ref(self)
+    def _new_param_batch(self, task: int) -> list[tuple[Any, ...]]:
+        """The parameter gradients of backward pass ``task``, summarised when it ends."""
+        batch: list[tuple[Any, ...]] = []
+        self._param_batch[task] = batch
+        me = weakref.ref(self)
 
-            def flush() -> None:
-                rec = me()
-                if rec is not None:
-                    rec._flush_params(task)
-            torch.autograd.Variable._execution_engine.queue_callback(flush)
-        batch.append((seq, kind, name, pname, call, self.step, grad))
+        def flush() -> None:
+            rec = me()
+            if rec is not None:
+                rec._flush_params(task)
+        torch.autograd.Variable._execution_engine.queue_callback(flush)
+        return batch
 
     def _flush_params(self, task: int) -> None:
         """The events of the parameter gradients one backward pass accumulated (statistics
@@ -557,6 +574,39 @@ class Recorder:
                 self._handles.append(module.register_backward_hook(bhook))
 
     # -- events -----------------------------------------------------------------------------
+    def _defer(self, t: Any, phase: str, kind: str, layer: str, call: int, role: str,
+               index: str) -> bool:
+        """``defer_rows``: summarise ``t`` now and make its row in :meth:`flush_rows`, the
+        least a hook can do (one kernel call; no statistics dict, no row). Returns False,
+        having done nothing, where :meth:`_emit` must take it: a tensor to store, not a plain
+        non-empty contiguous float32 CPU tensor, or moments that need the tensor again."""
+        k = self._dk
+        if (k is None or self.keep_tensors or type(t) is not torch.Tensor or not t.is_cpu
+                or t.dtype is not torch.float32 or t.layout is not torch.strided
+                or not t.is_contiguous()):
+            return False
+        n = t.numel()
+        moments = _Moments()
+        if not n or k.moments_into(t, moments):
+            return False
+        self._deferred.append((next(self._seq), self.trace, phase, kind, layer, call, role,
+                               index, t.shape, t.dtype, t.device, self.step, n, moments))
+        return True
+
+    def flush_rows(self) -> None:
+        """Make the rows of the events :meth:`_defer` kept back, each in the trace that was
+        current when its hook fired (``defer_rows``; called by :meth:`next_step` and on exit,
+        and by a caller before it reads the trace)."""
+        items, self._deferred = self._deferred, []
+        if not items:
+            return
+        with self._lock:
+            for seq, trace, phase, kind, layer, call, role, index, shape, dtype, device, step, \
+                    n, moments in items:
+                trace.add_values(Trace.described_values(
+                    seq, phase, kind, layer, role, shape, dtype, device,
+                    moments_stats(n, *moments), call=call, index=index, step=step))
+
     def _emit(self, phase: str, kind: str, layer: str, call: int, role: str, index: str,
               t: torch.Tensor, edit: str = "") -> None:
         cached = self._cache.get(id(t))
@@ -600,6 +650,7 @@ class Recorder:
     # -- running ----------------------------------------------------------------------------
     def next_step(self) -> int:
         """Start the next step (training loops): resets call indices, bumps ``step``."""
+        self.flush_rows()
         self.step += 1
         self._calls.clear()
         self._stack.clear()
@@ -701,6 +752,9 @@ def record(model: nn.Module, layers: LayerSpec = None, **kwargs: Any) -> Recorde
             its end (statistics-only events; the same values and firing order, one kernel call
             per pass: what ``watch`` uses). A gradient changed in place later in the same pass
             is summarised as it is then.
+        defer_rows: statistics-only events are summarised in their hooks but made into rows
+            by :meth:`Recorder.flush_rows` (called by ``next_step`` and on exit): the cheapest
+            hooks, for a caller that flushes before it reads the trace (what ``watch`` uses).
         on_output: ``f(layer, output)`` called with each recorded layer's output (after an
             activation edit) in the recording thread.
         meta: extra metadata for the trace (model name, input description, page...).

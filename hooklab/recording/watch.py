@@ -306,7 +306,7 @@ class Watcher:
             rec = Recorder(self.model, self._layer_spec, edits=self._edits,
                            param_grads=self.param_grads, inputs=False, keep_tensors=keep,
                            max_bytes=self.max_bytes, step=k, batch_param_stats=True,
-                           on_output=self._dead_output)
+                           defer_rows=True, on_output=self._dead_output)
             rec.__enter__()
             self._rec = rec
             self._traces.append(rec.trace)
@@ -329,6 +329,8 @@ class Watcher:
 
     def _end_step(self, k: int, values: list[tuple[str, float]]) -> None:
         self._restore_swap()
+        if self._rec is not None:
+            self._rec.flush_rows()
         rows = [(k, name, v) for name, v in values]
         if self._recording:
             rows += self._update_ratio_rows(k) + self._dead_rows(k)
@@ -693,8 +695,7 @@ def _native_ratios(k: Kernels, params: list[torch.Tensor], before: list[torch.Te
     0 / 0 NaN, as in the torch path), and ‖w_after‖: the same pass copies w_after into the
     buffers, the snapshot of the next step when nothing changes the weights in between."""
     ratios, after = [], []
-    for p, b, w in zip(params, before, norms, strict=True):
-        d2, w2 = k.diff_copy(b, p)
+    for (d2, w2), w in zip(k.diff_copy_many(before, params), norms, strict=True):
         d = math.sqrt(d2)
         ratios.append(d / w if w else (math.nan if d == 0 else math.inf))
         after.append(math.sqrt(w2))

@@ -3,6 +3,7 @@ cache, the fallback when no compiler works, and ``HOOKLAB_NATIVE=0``."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from hooklab.core import native
-from hooklab.core.stats import tensor_stats
+from hooklab.core.stats import moments_stats, tensor_stats
 from hooklab.recording.watch import _alive_units
 
 
@@ -205,3 +206,65 @@ def test_moments_many_equal_moments_of_each_on_any_thread_count(k):
             ref = _ref_moments(x)
             assert m[2:] == ref[2:]
             assert m[1] == pytest.approx(ref[1], rel=1e-6)
+
+
+def _python_rereads(n: int, m: list[float]) -> bool:
+    """Whether hooklab.core.stats' finish reads the tensor again for these moments."""
+    try:
+        moments_stats(n, *m)
+    except ValueError:
+        return True
+    return False
+
+
+def test_moments_into_flags_every_tensor_the_python_finish_reads_again(k):
+    """``moments_into`` writes the bits ``moments`` gives and says whether the statistics need
+    the tensor again: for every tensor the Python finish would read again (non-finite values,
+    a variance that cancels), on tensors swept across the cancellation threshold."""
+    g = torch.Generator().manual_seed(11)
+    cases = [torch.randn(n, generator=g) for n in (1, 2, 5, 4096, 300_001)]
+    base = torch.randn(20_000, generator=g)
+    # std/|mean| from 0.01 to 0.1: var/mean^2 crosses the 1e-3 threshold (at 0.0316...)
+    cases += [base * s + 1.0 for s in np.geomspace(0.01, 0.1, 41)]
+    cases += [torch.full((9,), 3.0), torch.zeros(4)]
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = torch.randn(1000, generator=g)
+        t[17] = bad
+        cases.append(t)
+    flagged = python = 0
+    for x in cases:
+        out = (ctypes.c_double * 5)()
+        reread = k.moments_into(x, out)
+        m = list(out)
+        assert m == k.moments(x) or (np.isnan(m[0]) and m[2:] == k.moments(x)[2:])
+        wanted = _python_rereads(x.numel(), m)
+        assert reread or not wanted, (x.numel(), m)  # never a missed second read
+        flagged += reread
+        python += wanted
+        if not reread:
+            assert moments_stats(x.numel(), *m) == tensor_stats(x)
+    assert python >= 20 and flagged >= python  # the sweep reaches both sides of the threshold
+    assert flagged - python <= 8  # the kernel's wider test sends few extra tensors down it
+
+
+def test_diff_copy_many_equals_diff_copy_of_each_on_any_thread_count(k):
+    g = torch.Generator().manual_seed(4)
+    sizes = [1, 63, 2048, 9408, (1 << 18) - 1, 1 << 18, 2_359_296]
+    nows = [torch.randn(n, generator=g) for n in sizes]
+    befores = [p + torch.randn(p.shape, generator=g) * 1e-3 for p in nows]
+    alone = []
+    for b, p in zip(befores, nows, strict=True):
+        alone.append(k.diff_copy(b.clone(), p))
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            bufs = [b.clone() for b in befores]
+            assert k.diff_copy_many(bufs, nows) == alone
+            assert all(torch.equal(b, p) for b, p in zip(bufs, nows, strict=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert k.diff_copy_many([], []) == []
+    for (d2, w2), b, p in zip(alone, befores, nows, strict=True):
+        assert d2 == pytest.approx(float(((b.double() - p.double()) ** 2).sum()), rel=1e-4)
+        assert w2 == pytest.approx(float((p.double() ** 2).sum()), rel=1e-6)
