@@ -25,21 +25,13 @@ an empty store it offers a demo training that takes minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _browser import ROOT, chromium_missing, harness, served_dashboard  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/_machine.py)
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("e2e_harness",
-                                               ROOT / "tests" / "e2e" / "conftest.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)  # the same server/browser helpers as the browser tests
 
 MARK_JS = """(title) => {
   window.__benchRan = false; window.__benchIdle = null; window.__benchDrawn = null;
@@ -171,27 +163,15 @@ def main() -> int:
                     help="also save a screenshot of each page into this folder")
     args = ap.parse_args()
     print(machine_line(), flush=True)
-    if not os.path.exists(harness.CHROMIUM):
-        print(f"{harness.CHROMIUM} not found: install Debian's chromium", file=sys.stderr)
+    if chromium_missing():
         return 2
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = harness.start_server(Path(tmp) / "store", log_path=Path(tmp) / "server.log")
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=harness.CHROMIUM,
-                                             args=harness.CHROMIUM_ARGS)
-                ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = ctx.new_page()
-                t0 = time.perf_counter()
-                results = {"Inspector (Run -> timeline)": bench_inspector(page, url, args.reps),
-                           "Grad-CAM (Run Grad-CAM -> 3 panels)": bench_gradcam(page, url,
-                                                                                args.reps)}
-                shots = screenshots(browser, url, args.screenshots) if args.screenshots else []
-                browser.close()
-        finally:
-            harness.stop_server(proc)
+    with served_dashboard() as (browser, url):
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        t0 = time.perf_counter()
+        results = {"Inspector (Run -> timeline)": bench_inspector(page, url, args.reps),
+                   "Grad-CAM (Run Grad-CAM -> 3 panels)": bench_gradcam(page, url, args.reps)}
+        shots = screenshots(browser, url, args.screenshots) if args.screenshots else []
     print(f"cpu cores: {os.cpu_count()}   repetitions: {args.reps}   goal: median <= 2.00 s\n")
     print(f"{'page':40s} {'median s':>9s} {'min s':>7s} {'max s':>7s}  goal")
     for name, ts in results.items():

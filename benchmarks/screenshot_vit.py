@@ -15,17 +15,10 @@ chooses on train images).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("e2e_harness",
-                                               ROOT / "tests" / "e2e" / "conftest.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)  # the same server/browser helpers as the browser tests
+from _browser import ROOT, chromium_missing, harness, served_dashboard
 
 TIMEOUT_MS = 600_000
 
@@ -69,21 +62,10 @@ def main() -> int:
     ap.add_argument("--method", help="the method's title in the form (default: the page's)")
     ap.add_argument("--layer", help="target layer (default: automatic)")
     args = ap.parse_args()
-    if not os.path.exists(harness.CHROMIUM):
-        print(f"{harness.CHROMIUM} not found: install Debian's chromium", file=sys.stderr)
+    if chromium_missing():
         return 2
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = harness.start_server(Path(tmp) / "store", log_path=Path(tmp) / "server.log")
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=harness.CHROMIUM,
-                                             args=harness.CHROMIUM_ARGS)
-                path = shoot(browser, url, args.out, args.method, args.layer)
-                browser.close()
-        finally:
-            harness.stop_server(proc)
+    with served_dashboard() as (browser, url):
+        path = shoot(browser, url, args.out, args.method, args.layer)
     print(f"screenshot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
 

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MetricError", "confidence", "average_drop_increase", "deletion_insertion",
            "DeletionInsertion", "pointing_game", "max_in_mask", "random_maps", "evaluate",
-           "evaluate_with_curves", "compare_methods", "blur"]
+           "evaluate_with_curves", "compare_methods", "blur", "curve_auc"]
 
 
 class MetricError(HooklabError, ValueError):
@@ -174,7 +174,14 @@ class DeletionInsertion:
         return self.fractions, self.deletion.mean(0), self.insertion.mean(0)
 
 
-def _auc(fr: np.ndarray, y: np.ndarray) -> np.ndarray:
+def curve_auc(fr: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Trapezoidal area under curves ``y`` (last axis) sampled at the fractions ``fr``: a
+    deletion or insertion AUC per image (:class:`DeletionInsertion` holds their means).
+
+    Example:
+        >>> float(curve_auc(np.array([0.0, 0.5, 1.0]), np.array([1.0, 0.5, 0.0])))
+        0.5
+    """
     return ((fr[1:] - fr[:-1]) * (y[..., 1:] + y[..., :-1]) / 2).sum(-1)
 
 
@@ -218,8 +225,8 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, ta
                 scores[i, s] = c
         curves[name] = scores.numpy()
     return DeletionInsertion(fractions, curves["deletion"], curves["insertion"],
-                             float(_auc(fractions, curves["deletion"]).mean()),
-                             float(_auc(fractions, curves["insertion"]).mean()))
+                             float(curve_auc(fractions, curves["deletion"]).mean()),
+                             float(curve_auc(fractions, curves["insertion"]).mean()))
 
 
 def _dilate(masks: torch.Tensor, tolerance: float) -> torch.Tensor:

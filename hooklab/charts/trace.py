@@ -35,6 +35,7 @@ from hooklab.charts.common import (
     heatmap,
     image_axes,
     nonfinite_counts,
+    plain_text,
     robust_signed_range,
     to_f32,
 )
@@ -73,8 +74,9 @@ def timeline(events: pd.DataFrame, title: str = "Hook firings",
     if events.empty:
         return base_layout(go.Figure(), title + " (no events)", height or 240)
     ev = events.copy()
-    ev["layer"] = ev["layer"].replace("", "(model)")
-    order = layer_order(events)
+    # a run's layer names, shown as text (not HTML) on the axis and in the hover
+    ev["layer"] = ev["layer"].replace("", "(model)").map(plain_text)
+    order = [plain_text(n) for n in layer_order(events)]
     traces: list[go.Scatter] = []
     for kind, grp in ev.groupby("kind", sort=False):
         color = KIND_COLORS.get(str(kind), "#34495e")

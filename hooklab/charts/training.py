@@ -114,7 +114,7 @@ def log_heatmap(matrix: pd.DataFrame, *, title: str, colorbar: str,
         kw = {"zmid": 0.0, "zmin": -lim, "zmax": lim}
         colorscale = "RdBu"
         ticks = _ratio_ticks(lim)
-    rows = [str(x) for x in matrix.index]
+    rows = [plain_text(x) for x in matrix.index]  # a run's layer names: text, not HTML
     trace = go.Heatmap(
         z=z, x=np.asarray(matrix.columns, dtype=np.float32), y=rows, customdata=raw,
         colorscale=colorscale, name=colorbar,
@@ -131,6 +131,7 @@ def mark_nonfinite(fig: go.Figure, found: NonFinite | None, columns: Sequence[in
                    rows: Sequence[str]) -> go.Figure:
     """Ring the cell of the first NaN/Inf (step, layer) on a layer x step heatmap and say where.
 
+    ``rows`` are the heatmap's row labels (layer names as :func:`plain_text` writes them).
     ``columns`` are the heatmap's step columns (bin starts after downsampling): the marker goes
     on the bin holding ``found.step``. Nothing is drawn when ``found`` is None; when its layer is
     not a row of this heatmap, only the note is added.
@@ -139,11 +140,11 @@ def mark_nonfinite(fig: go.Figure, found: NonFinite | None, columns: Sequence[in
         return fig
     cols = np.asarray(columns, dtype=np.int64)
     text = "first NaN/Inf: " + plain_text(found.text())  # a run's layer name: text, not HTML
-    if found.layer in list(rows) and cols.size:
+    if plain_text(found.layer) in list(rows) and cols.size:
         pos = int(np.searchsorted(cols, found.step, side="right")) - 1
         x = float(cols[max(pos, 0)])
         fig.add_trace(go.Scatter(
-            x=[x], y=[found.layer], mode="markers", name="first NaN/Inf",
+            x=[x], y=[plain_text(found.layer)], mode="markers", name="first NaN/Inf",
             marker={"symbol": "x-thin-open", "size": 18, "color": "#e74c3c",
                     "line": {"width": 3, "color": "#e74c3c"}},
             hovertemplate=text + "<extra></extra>", showlegend=False))
@@ -176,7 +177,7 @@ def grad_norm_heatmap(events: pd.DataFrame, role: str = "grad_output", *,
                       colorbar="‖·‖ (log)", hover="norm", height=height)
     if mark:
         mark_nonfinite(fig, first_nonfinite(events), list(small.columns),
-                       [str(x) for x in small.index])
+                       [plain_text(x) for x in small.index])
     return fig
 
 
@@ -257,7 +258,7 @@ def dead_fraction_heatmap(scalars: pd.DataFrame, *, max_steps: int = MAX_STEPS,
     if mat.empty:
         return base_layout(go.Figure(), "Dead units per layer (none recorded)", 240)
     small, binning = downsample_steps(mat, step_budget(len(mat), max_steps), how)
-    rows = [str(x) for x in small.index]
+    rows = [plain_text(x) for x in small.index]
     z = to_f32(small.to_numpy(np.float64))
     fig = go.Figure(go.Heatmap(
         z=finite(z), x=np.asarray(small.columns, dtype=np.float32), y=rows, zmin=0.0, zmax=1.0,

@@ -196,3 +196,13 @@ def test_evaluate_with_curves_gives_each_rows_own_curves(toy):
         torch.testing.assert_close(torch.as_tensor(curves[name].insertion),
                                    torch.as_tensor(di.insertion))
         assert rows[name]["deletion_auc"] == curves[name].deletion_auc
+
+
+def test_curve_auc_is_the_trapezoidal_area_per_curve():
+    rng = np.random.default_rng(0)
+    fr = np.sort(np.r_[0.0, rng.random(9), 1.0])
+    ys = rng.random((4, fr.size))
+    got = metrics.curve_auc(fr, ys)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got, [np.trapezoid(y, fr) for y in ys], rtol=1e-12)
+    assert float(metrics.curve_auc(fr, np.ones(fr.size))) == pytest.approx(1.0)

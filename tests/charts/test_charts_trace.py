@@ -110,3 +110,14 @@ def test_tensor_pair_activation_and_gradient(trace):
     np.testing.assert_array_equal(heat[1].z, grad[0, 1].numpy())
     fig = T.tensor_pair(act, None)
     assert "not recorded" in fig.layout.annotations[1].text
+
+
+def test_timeline_shows_layer_names_as_text(trace):
+    """Layer names of a shared run are text on the axis: no tag of theirs reaches Plotly."""
+    ev = trace.events.copy()
+    ev["layer"] = ev["layer"].replace({"conv": '<a href="https://x.test">c</a>', "fc": "f<b>"})
+    fig = T.timeline(ev)
+    order = list(fig.layout.yaxis.categoryarray)[::-1]
+    assert order == ['&lt;a href="https://x.test"&gt;c&lt;/a&gt;', "relu", "f&lt;b&gt;"]
+    ys = {y for d in fig.data for y in d.y}
+    assert ys == set(order)

@@ -16,7 +16,7 @@ import torch
 
 import hooklab
 from hooklab.charts import training as C
-from hooklab.charts.common import MAX_VALUES
+from hooklab.charts.common import MAX_VALUES, plain_text
 from hooklab.core.trace import EVENT_COLUMNS
 from hooklab.models.zoo import SimpleModel
 from hooklab.studies import training_views as V
@@ -347,3 +347,20 @@ def test_scalar_matrix_keeps_the_last_value_of_a_step():
     assert list(m.index) == ["loss", "acc"] and list(m.columns) == [0, 1]
     assert m.to_numpy().tolist() == [[3.0, 1.0], [0.1, 0.2]]
     assert V.scalar_matrix(sc, names=["acc"]).to_numpy().tolist() == [[0.1, 0.2]]
+
+
+def test_layer_names_are_text_not_html_on_every_heatmap():
+    """A shared run's layer names reach the axes as text: ``<a href>`` cannot become a link
+    (Plotly renders a subset of HTML in tick labels); the NaN/Inf marker finds its row."""
+    evil = ('<a href="https://x.test">l</a>', "conv<b>2")
+    ev = make_events(range(6), layers=evil)
+    ev.loc[(ev.step == 3) & (ev.layer == evil[1]) & (ev.role == "grad_output"),
+           "nan_count"] = 1
+    fig = C.grad_norm_heatmap(ev, "grad_output")
+    shown = list(fig.data[0].y)
+    assert shown == [plain_text(x) for x in evil] or shown == [plain_text(x) for x in evil[::-1]]
+    assert not any("<" in s for s in shown)
+    marks = [t for t in fig.data[1:] if t.name == "first NaN/Inf"]
+    assert len(marks) == 1 and list(marks[0].y) == ["conv&lt;b&gt;2"]
+    dead = C.dead_fraction_heatmap(make_scalars(range(4), layers=evil))
+    assert sorted(dead.data[0].y) == sorted(plain_text(x) for x in evil)

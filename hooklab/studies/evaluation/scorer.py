@@ -143,9 +143,9 @@ class Scorer:
             di = cam_metrics.deletion_insertion(model, x, maps, t, steps=spec.steps,
                                                 seed=spec.seed)
             if "deletion" in spec.metrics:
-                cols["deletion_auc"] = cam_metrics._auc(di.fractions, di.deletion)
+                cols["deletion_auc"] = cam_metrics.curve_auc(di.fractions, di.deletion)
             if "insertion" in spec.metrics:
-                cols["insertion_auc"] = cam_metrics._auc(di.fractions, di.insertion)
+                cols["insertion_auc"] = cam_metrics.curve_auc(di.fractions, di.insertion)
         if "road" in spec.metrics:
             rr = road(model, x, maps, t, seed=spec.seed)
             cols["road_morf"], cols["road_lerf"] = rr.morf_score, rr.lerf_score
