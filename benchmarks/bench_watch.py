@@ -16,10 +16,14 @@ interleaved (in an order rotated every round) and each variant's per-step time i
 (also printed: the median) over ``--repeats`` blocks: the block least disturbed by other load
 on the machine. The "paired" column is the median over rounds of a variant's block time over
 the bare block of the same round: blocks of one round run one after another, so a slow spell of
-a shared machine slows both. It is the figure the goals are judged on ("verdict"): the min of
+a shared machine slows both. It is the figure the every=1 goal is judged on ("verdict"): the min of
 blocks compares two extreme draws (one lucky bare block moves it by several per cent on a busy
 2-core machine), the median of each variant's blocks ignores which blocks ran together.
-Every watch writes its run into a temporary store (segments fsynced, as in real use).
+every=50's goal is judged "from its parts", ``1 + (paired every=1 - 1)/50 + w.step / bare``:
+its one recorded step in 50 costs what an every=1 step costs over bare, and every step's
+``w.step`` (timed inside the loop) is added; an upper bound free of that noise, which is larger
+than the 0.3 % being measured. Every watch writes its run into a temporary store (segments
+fsynced, as in real use).
 
 ``--read-steps N`` also times reading a synthetic streamed run of N steps x 50 layers
 (output, grad_output and param_grad events; loss/update-ratio scalars) with
@@ -171,7 +175,9 @@ def bench_training(args: argparse.Namespace, tmp: Path) -> None:
               for v in variants]
     for v, p in zip(variants, paired, strict=True):
         best, med = min(v.times), statistics.median(v.times)
-        verdict = _verdict(p, v.goal)
+        # every=50's effect (~0.3 %) is far below the block-to-block noise of a shared
+        # machine (a few per cent): its goal is judged from its parts, printed below
+        verdict = "judged from its parts" if v is variants[2] else _verdict(p, v.goal)
         print(f"{v.name:<50} {best:>8.4f} {best / bare:>9.3f} {med / bare_med:>13.3f} "
               f"{p:>7.3f} {v.goal:>7}  {verdict}")
     # every=50 from its parts, free of the block-to-block noise: the hooks of its one recorded
