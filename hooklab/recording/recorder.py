@@ -26,6 +26,7 @@ gradients are unedited and its events stay out of this trace.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import itertools
 import logging
@@ -174,8 +175,9 @@ class Recorder:
         # graph task -> parameter gradients whose statistics wait for the end of that pass
         self._param_batch: dict[int, list[tuple[int, str, str, str, int, int, torch.Tensor]]] \
             = {}
-        # events summarised in their hook whose rows wait for flush_rows (defer_rows)
-        self._deferred: list[tuple[Any, ...]] = []
+        # events summarised in their hook whose rows wait for flush_rows (defer_rows); a deque:
+        # a backward on another thread may append while flush_rows takes them
+        self._deferred: collections.deque[tuple[Any, ...]] = collections.deque()
         self._dk: Kernels | None = None
         self._full_backward_layers: list[str] = []
         self._flags: list[tuple[nn.Module, bool | None]] = []
@@ -597,12 +599,13 @@ class Recorder:
         """Make the rows of the events :meth:`_defer` kept back, each in the trace that was
         current when its hook fired (``defer_rows``; called by :meth:`next_step` and on exit,
         and by a caller before it reads the trace)."""
-        items, self._deferred = self._deferred, []
+        items = self._deferred
         if not items:
             return
         with self._lock:
-            for seq, trace, phase, kind, layer, call, role, index, shape, dtype, device, step, \
-                    n, moments in items:
+            while items:
+                seq, trace, phase, kind, layer, call, role, index, shape, dtype, device, step, \
+                    n, moments = items.popleft()
                 trace.add_values(Trace.described_values(
                     seq, phase, kind, layer, role, shape, dtype, device,
                     moments_stats(n, *moments), call=call, index=index, step=step))
