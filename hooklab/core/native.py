@@ -135,7 +135,6 @@ class Kernels:
                         torch.get_num_threads())
         return float(out[0]), float(out[1])
 
-
     def diff_copy_many(self, befores: list[torch.Tensor], nows: list[torch.Tensor]
                        ) -> list[tuple[float, float]]:
         """:meth:`diff_copy` of each pair, in one call (the same values)."""
@@ -152,8 +151,11 @@ class Kernels:
 
 
 def accepts(t: torch.Tensor) -> bool:
-    """Whether the kernels take ``t`` as it is: a contiguous float32 CPU tensor."""
-    return t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+    """Whether the kernels take ``t`` as it is: a strided, contiguous float32 CPU tensor (a
+    sparse one is not; checked first, as ``is_contiguous`` raises for it). Called in hooks on
+    every recorded tensor, so each test is the cheapest torch has."""
+    return (t.layout is torch.strided and t.is_cpu and t.dtype is torch.float32
+            and t.is_contiguous())
 
 
 _lock = threading.Lock()

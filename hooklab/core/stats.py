@@ -92,10 +92,7 @@ def _cpu_moments(x: torch.Tensor, out: torch.Tensor | None = None) -> list[float
 def _kernels_for(t: torch.Tensor) -> Kernels | None:
     """The fused kernels when they are built and read ``t`` as it is (a non-empty contiguous
     float32 CPU tensor)."""
-    if not t.numel() or t.layout != torch.strided:
-        return None
-    k = kernels()
-    return k if k is not None and accepts(t) else None
+    return kernels() if t.numel() and accepts(t) else None
 
 
 def _moments(x: torch.Tensor) -> list[float]:
@@ -155,14 +152,12 @@ def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float
             nz: float) -> dict[str, float | int]:
     """The statistics of the float32 ``x`` (``n`` elements, any shape) from its moments; ``x``
     is read again only for a cancelling variance or non-finite values."""
-    mean_v = total_v / n
-    var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
-    if n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v:
+    mean_v, var_v = _mean_var(n, total_v, sumsq_v)
+    if _cancels(n, mean_v, var_v):
         # sum-of-squares cancels when |mean| >> std: use the exact two-pass variance
         var_v = float(torch.var(x.detach().double(), correction=1))
     nan_count = inf_count = 0
-    if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
-            and math.isfinite(var_v)):
+    if not _finite(lo_v, hi_v, mean_v, var_v):
         x = x.detach().reshape(-1)
         nan_mask = torch.isnan(x)
         inf_mask = torch.isinf(x)
@@ -179,6 +174,23 @@ def _finish(x: torch.Tensor, n: int, total_v: float, sumsq_v: float, lo_v: float
             sumsq_v = 0.0
         nz = int(torch.count_nonzero(x))
     return _stats(n, mean_v, var_v, lo_v, hi_v, sumsq_v, nz, nan_count, inf_count)
+
+
+def _mean_var(n: int, total_v: float, sumsq_v: float) -> tuple[float, float]:
+    """Mean and unbiased variance from the sum and the sum of squares (one pass)."""
+    mean_v = total_v / n
+    return mean_v, max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
+
+
+def _cancels(n: int, mean_v: float, var_v: float) -> bool:
+    """Whether the one-pass variance cancels (|mean| >> std): it is then taken in two passes
+    (``hl_moments_check`` tests a little more widely, at 2e-3)."""
+    return n > 1 and math.isfinite(var_v) and var_v < 1e-3 * mean_v * mean_v
+
+
+def _finite(lo_v: float, hi_v: float, mean_v: float, var_v: float) -> bool:
+    return (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
+            and math.isfinite(var_v))
 
 
 def _stats(n: int, mean_v: float, var_v: float, lo_v: float, hi_v: float, sumsq_v: float,
@@ -203,10 +215,8 @@ def moments_stats(n: int, total_v: float, sumsq_v: float, lo_v: float, hi_v: flo
     kernel gave for it (:meth:`~hooklab.core.native.Kernels.moments_into`), without the
     tensor: only for moments that kernel passed as needing no second read. Raises
     ``ValueError`` otherwise (non-finite moments or a cancelling variance)."""
-    mean_v = total_v / n
-    var_v = max(sumsq_v - n * mean_v * mean_v, 0.0) / (n - 1) if n > 1 else 0.0
-    if not (math.isfinite(lo_v) and math.isfinite(hi_v) and math.isfinite(mean_v)
-            and math.isfinite(var_v)) or (n > 1 and var_v < 1e-3 * mean_v * mean_v):
+    mean_v, var_v = _mean_var(n, total_v, sumsq_v)
+    if not _finite(lo_v, hi_v, mean_v, var_v) or _cancels(n, mean_v, var_v):
         raise ValueError("these moments need the tensor read again (tensor_stats does)")
     return _stats(n, mean_v, var_v, lo_v, hi_v, sumsq_v, nz, 0, 0)
 

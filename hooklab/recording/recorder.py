@@ -48,7 +48,7 @@ from hooklab.core.hooks import (
     check_kinds,
 )
 from hooklab.core.layers import LayerSpec, is_leaf, resolve_layers
-from hooklab.core.native import Kernels, kernels
+from hooklab.core.native import Kernels, accepts, kernels
 from hooklab.core.stats import moments_stats, tensor_stats_many
 from hooklab.core.trace import Trace, tensor_stats
 from hooklab.recording.pool import POOL
@@ -583,9 +583,7 @@ class Recorder:
         having done nothing, where :meth:`_emit` must take it: a tensor to store, not a plain
         non-empty contiguous float32 CPU tensor, or moments that need the tensor again."""
         k = self._dk
-        if (k is None or self.keep_tensors or type(t) is not torch.Tensor or not t.is_cpu
-                or t.dtype is not torch.float32 or t.layout is not torch.strided
-                or not t.is_contiguous()):
+        if k is None or self.keep_tensors or type(t) is not torch.Tensor or not accepts(t):
             return False
         n = t.numel()
         moments = _Moments()

@@ -225,7 +225,6 @@ class Watcher:
         self._before_norms: list[torch.Tensor] = []
         self._native_norms: list[float] | None = None  # the weights' norms, native snapshot
         self._native: Kernels | None = None  # the kernels that took it
-        self._kernels: Kernels | None = None  # the fused kernels, looked up on entering
         # after step k's native ratio pass the buffers hold the weights as they were then: the
         # snapshot of step k + 1 (taken in the same w.step call) when their keys (identity,
         # storage, version counter, shape) are unchanged; (k + 1, keys, norms). Only for the very next
@@ -242,7 +241,6 @@ class Watcher:
         if self._state != "new":
             raise RuntimeError("a watcher can be entered once; call hooklab.watch() again")
         self._thread = threading.get_ident()
-        self._kernels = kernels()
         if self.sink is not None:
             self.sink.open(self.meta)
             self._writer = _BackgroundWriter(self)
@@ -379,12 +377,7 @@ class Watcher:
             buf = self._alive[name] = torch.zeros(out.shape[1], dtype=torch.uint8,
                                                   device=out.device)
         self._alive_seen[name] = None
-        k = self._kernels
-        if k is not None and out.is_cpu and out.dtype is torch.float32 \
-                and out.layout is torch.strided and out.is_contiguous():
-            k.alive_units(out, buf)  # what _alive_units does first, without its checks
-        else:
-            _alive_units(out, buf)
+        _alive_units(out, buf)
 
     def _reset_alive(self) -> None:
         if self._alive_seen:

@@ -177,6 +177,7 @@ def test_accepts_only_contiguous_float32_cpu_tensors():
     assert not native.accepts(x.double())
     assert not native.accepts(x.half())
     assert not native.accepts(torch.zeros(3, device="meta"))
+    assert not native.accepts(x.to_sparse())  # no is_contiguous to ask: not an error either
 
 
 def test_moments_many_equal_moments_of_each_on_any_thread_count(k):
